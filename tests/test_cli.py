@@ -1,0 +1,70 @@
+"""End-to-end runs of the `ganlab` command, as a user types it."""
+import json, os, shutil, subprocess, sys
+from pathlib import Path
+import numpy as np
+import pytest
+
+GANLAB = shutil.which('ganlab') or str(Path(sys.executable).parent/'ganlab')
+
+
+def run(*args, check=True):
+    r = subprocess.run([GANLAB, *map(str, args)], capture_output=True, text=True, timeout=600, env={**os.environ, 'PYTHONWARNINGS': 'ignore'})
+    if check: assert r.returncode == 0, r.stderr
+    return r
+
+
+def test_help_lists_the_subcommands():
+    out = run('--help').stdout
+    assert 'demo' in out and 'doctor' in out
+    assert run('--version').stdout.startswith('ganlab ')
+    assert '--workers' in run('doctor', '--help').stdout
+
+
+@pytest.fixture(scope='module')
+def demo_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp('demo')
+    r = run('demo', '--out', d, '--n', 400, '--workers', 2)
+    assert 'score against truth 100.00%' in r.stdout
+    return d
+
+
+def test_demo_writes_everything(demo_dir):
+    names = {p.name for p in (demo_dir/'doctor').iterdir()}
+    assert {'decoded.npz', 'decoded.csv', 'report.json', 'rejected.csv', 'contact_sheet.png', 'reasons.png', 'channels.png', 'sizes.png'} <= names
+    rep = json.loads((demo_dir/'doctor'/'report.json').read_text())
+    assert rep['score']['score'] == 100.0 and rep['counts']['records'] == rep['counts']['decoded'] + rep['counts']['rejected']
+    assert len(rep['rejected']) == rep['counts']['rejected'] and {'shard', 'line', 'id', 'reason'} <= set(rep['rejected'][0])
+    z = np.load(demo_dir/'doctor'/'decoded.npz')
+    assert z['images'].shape == (rep['counts']['decoded'], 32, 32, 3) and z['images'].dtype == np.uint8 and z['ids'].dtype.kind == 'U'
+
+
+def test_doctor_is_the_same_with_one_or_two_workers(demo_dir, tmp_path):
+    for w in (1, 2): run('doctor', demo_dir/'shards', '--out', tmp_path/f'w{w}', '--workers', w, '--no-plots', '--quiet')
+    a, b = np.load(tmp_path/'w1'/'decoded.npz'), np.load(tmp_path/'w2'/'decoded.npz')
+    assert (a['ids'] == b['ids']).all() and np.array_equal(a['images'], b['images'])
+    assert (tmp_path/'w1'/'rejected.csv').read_text() == (tmp_path/'w2'/'rejected.csv').read_text()
+
+
+def test_doctor_options(demo_dir, tmp_path):
+    r = run('doctor', str(demo_dir/'shards'/'shard-00*'), '--out', tmp_path/'o', '--size', 16, '--background', '0,0,0', '--rotation', 'ccw', '--samples', 8)
+    assert 'decoded' in r.stdout
+    assert np.load(tmp_path/'o'/'decoded.npz')['images'].shape[1:] == (16, 16, 3)
+
+
+def test_empty_shard(tmp_path):
+    (tmp_path/'e.jsonl').write_text('')
+    run('doctor', tmp_path/'e.jsonl', '--out', tmp_path/'o', '--workers', 2)
+    assert np.load(tmp_path/'o'/'decoded.npz')['images'].shape == (0, 32, 32, 3)
+    assert json.loads((tmp_path/'o'/'report.json').read_text())['counts'] == dict(lines=0, records=0, decoded=0, rejected=0)
+
+
+@pytest.mark.parametrize('args,msg', [(['doctor', 'no/such.jsonl', '--out', 'x'], 'ganlab doctor: error: shards: no such file or folder: no/such.jsonl'),
+                                      (['doctor', 'empty', '--out', 'x'], 'ganlab doctor: error: shards: empty holds no .jsonl or .jsonl.gz files'),
+                                      (['doctor', 'x.jsonl', '--out', 'x', '--size', '0'], "argument --size: 0 is not a positive integer"),
+                                      (['doctor', 'x.jsonl', '--out', 'x', '--background', 'nope'], "background: 'nope' is not a colour"),
+                                      (['doctor', 'x.jsonl', '--out', 'x', '--truth', 'nowhere'], 'truth: nowhere has no truth.jsonl'),
+                                      (['demo', '--n', '3', '--out', 'x'], 'demo: n must be at least 10')])
+def test_bad_input_is_one_clear_line(tmp_path, args, msg):
+    (tmp_path/'x.jsonl').write_text('{}\n'); (tmp_path/'empty').mkdir()
+    r = subprocess.run([GANLAB, *args], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and msg in r.stderr and 'Traceback' not in r.stderr, r.stderr
