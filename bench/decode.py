@@ -9,8 +9,11 @@ records written as noisy shards (a larger set, where start-up costs fade). For e
 - decode records/s: records / the decode stage's seconds (doctor's own clock in report.json: reading, decoding in
   the workers, writing decoded.npz), the figure the target is stated in;
 - whole-process records/s: records / wall time of the entire command, Python start-up, imports and plots included;
-- peak memory: the largest sum of resident memory of the process and its workers, sampled every 5 ms (an upper
-  bound: pages the forked workers share with their parent are counted twice).
+- calibration: how fast one core decodes the same records right now (the VM's speed drifts by a fifth over
+  minutes, so figures from different sessions compare only through it);
+- peak memory, in one more run (sampling costs CPU, so timed runs are not sampled): the largest sum of resident
+  memory of the process and its workers, every 5 ms (an upper bound: pages the forked workers share with their
+  parent are counted twice).
 """
 import argparse, json, os, platform, shutil, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -20,18 +23,21 @@ ROOT = Path(__file__).resolve().parent.parent
 GANLAB = shutil.which('ganlab') or str(Path(sys.executable).parent/'ganlab')
 
 
-def run_doctor(shards, workers):
-    "One doctor run in a fresh process: (records, decode seconds, wall seconds, peak bytes)"
+def run_doctor(shards, workers, watch_memory=False):
+    "One doctor run in a fresh process: (records, decode seconds, wall seconds, peak bytes or None)"
     out = tempfile.mkdtemp(prefix='bench-doctor-')
-    t0 = time.perf_counter()
-    p = psutil.Popen([GANLAB, 'doctor', *shards, '--out', out, '--workers', str(workers), '--quiet'])
-    peak = 0
-    while p.poll() is None:
-        try: rss = sum(q.memory_info().rss for q in [p, *p.children(recursive=True)])
-        except psutil.Error: rss = 0
-        peak = max(peak, rss); time.sleep(0.005)
+    cmd = [GANLAB, 'doctor', *shards, '--out', out, '--workers', str(workers), '--quiet']
+    t0, peak = time.perf_counter(), None
+    if watch_memory:  # sampling costs CPU that the workers would otherwise use: only in runs that are not timed
+        p, peak = psutil.Popen(cmd), 0
+        while p.poll() is None:
+            try: peak = max(peak, sum(q.memory_info().rss for q in [p, *p.children(recursive=True)]))
+            except psutil.Error: pass
+            time.sleep(0.005)
+        rc = p.returncode
+    else: rc = subprocess.run(cmd).returncode
     wall = time.perf_counter() - t0
-    if p.returncode: sys.exit(f'ganlab doctor failed with status {p.returncode}')
+    if rc: sys.exit(f'ganlab doctor failed with status {rc}')
     rep = json.loads((Path(out)/'report.json').read_text())
     shutil.rmtree(out)
     return rep['counts']['records'], rep['seconds'], wall, peak
@@ -39,16 +45,28 @@ def run_doctor(shards, workers):
 
 def bench(name, shards, workers, repeat):
     print(f'\n{name}: ganlab doctor {" ".join(map(str, shards))} --workers {workers}')
-    print(f"{'run':>4} {'records':>8} {'decode s':>9} {'decode rec/s':>13} {'wall s':>7} {'whole rec/s':>12} {'peak MiB':>9}")
+    print(f"{'run':>4} {'records':>8} {'decode s':>9} {'decode rec/s':>13} {'wall s':>7} {'whole rec/s':>12}")
     rows = []
     for i in range(repeat):
-        n, dec, wall, peak = run_doctor(shards, workers)
-        rows.append((n, dec, wall, peak))
-        print(f'{i + 1:>4} {n:>8,} {dec:>9.3f} {n / dec:>13,.0f} {wall:>7.2f} {n / wall:>12,.0f} {peak / 2**20:>9.0f}')
-    n = rows[0][0]
-    med = lambda k: statistics.median(r[k] for r in rows)
-    print(f'median: decode {n / med(1):,.0f} records/s, whole process {n / med(2):,.0f} records/s ({med(2):.2f} s), '
-          f'peak memory {max(r[3] for r in rows) / 2**20:.0f} MiB (max of runs)')
+        n, dec, wall, _ = run_doctor(shards, workers)
+        rows.append((dec, wall))
+        print(f'{i + 1:>4} {n:>8,} {dec:>9.3f} {n / dec:>13,.0f} {wall:>7.2f} {n / wall:>12,.0f}')
+    peak = run_doctor(shards, workers, watch_memory=True)[3]
+    dec, wall = statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
+    print(f'median: decode {n / dec:,.0f} records/s, whole process {n / wall:,.0f} records/s ({wall:.2f} s); '
+          f'peak memory {peak / 2**20:.0f} MiB (one more run, sampled every 5 ms)')
+    print(f'calibration: one core decodes the same records at {calibrate(shards):,.0f} records/s right now '
+          f'(in-process, best CPU time of 3): the VM\'s speed drifts, so compare runs through this figure')
+
+
+def calibrate(shards):
+    "Records per CPU-second of a one-process decode of `shards`, best of three"
+    from ganlab.records import iter_decode, register_formats
+    register_formats(); best = None
+    for _ in range(3):
+        c = time.process_time(); n = sum(1 for _ in iter_decode(shards, workers=1, show_progress=False))
+        best = min(best or 1e9, time.process_time() - c)
+    return n / best
 
 
 def main():

@@ -31,15 +31,12 @@ def test_workers_give_the_same_decode(digits_shards):
     assert a.report.to_dict()['counts'] == b.report.to_dict()['counts']
 
 
-def test_small_pieces_keep_line_numbers(digits_shards, monkeypatch):
-    "Plain shards cut into many pieces still report true line numbers and made-up ids"
-    import ganlab.records as R
+def test_small_batches_keep_line_numbers(digits_shards):
+    "Lines handed to workers three at a time still come back with their true line numbers and made-up ids"
     whole = decode_shards(digits_shards, workers=1, show_progress=False)
-    plan = R.plan_tasks
-    monkeypatch.setattr(R, 'plan_tasks', lambda paths, chunk_bytes=0: plan(paths, 4096))
-    pieces = decode_shards(digits_shards, workers=2, show_progress=False)
-    assert [(i['shard'], i['line']) for i in whole.info] == [(i['shard'], i['line']) for i in pieces.info]
-    assert whole.ids == pieces.ids
+    small = decode_shards(digits_shards, workers=2, batch_lines=3, show_progress=False)
+    assert [(i['shard'], i['line']) for i in whole.info] == [(i['shard'], i['line']) for i in small.info]
+    assert whole.ids == small.ids and np.array_equal(whole.images, small.images)
 
 
 def test_duplicates_across_shards_keep_the_first(tmp_path):
@@ -95,6 +92,20 @@ def test_bad_settings_are_clear_errors(tmp_path):
                     (dict(background='blurple'), "background: 'blurple' is not a colour"), (dict(sense='up'), "rotation sense must be 'cw' or 'ccw'")]:
         with pytest.raises(GanlabError, match=msg): decode_shards(tmp_path/'s.jsonl', show_progress=False, **{'size': 32, **kw})
     with pytest.raises(GanlabError, match='no such file or folder'): decode_shards(tmp_path/'none.jsonl')
+
+
+def test_a_big_gzip_shard_stays_in_bounded_memory(tmp_path):
+    "200,000 garbage lines in one .gz shard: the reader holds a few batches, not the shard's outcomes"
+    import gzip
+    body = b'\n'.join(b'x%d' % i for i in range(200_000)) + b'\n'
+    (tmp_path/'g.jsonl.gz').write_bytes(gzip.compress(body))
+    report, n = None, 0
+    tracemalloc.start()
+    from ganlab.records import DecodeReport
+    report = DecodeReport(sink=lambda r: None)
+    for o in iter_decode(tmp_path/'g.jsonl.gz', workers=1, report=report, show_progress=False): n += 1
+    peak = tracemalloc.get_traced_memory()[1]; tracemalloc.stop()
+    assert n == 200_000 and report.by_reason == {'not_json': 200_000} and peak < 16 << 20, peak
 
 
 def test_consumer_may_stop_early(digits_shards):
