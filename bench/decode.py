@@ -75,6 +75,7 @@ def main():
     ap.add_argument('--workers', type=int, default=2)
     ap.add_argument('--synthetic', type=int, default=0, help='also bench N synthetic records (0: skip)')
     a = ap.parse_args()
+    if a.repeat < 1: ap.error('--repeat must be at least 1')
     print(f'machine: {platform.processor() or platform.machine()}, {psutil.cpu_count()} CPUs, '
           f'{psutil.virtual_memory().total / 2**30:.0f} GiB; Python {platform.python_version()}')
     from ganlab.core import shared_data

@@ -108,6 +108,16 @@ def test_a_big_gzip_shard_stays_in_bounded_memory(tmp_path):
     assert n == 200_000 and report.by_reason == {'not_json': 200_000} and peak < 16 << 20, peak
 
 
+def test_a_shard_gone_after_scanning_loses_no_line(tmp_path):
+    "A worker that cannot read its span reports each of the span's lines"
+    from ganlab.records import read_batches, decode_batch, MAX_LINE
+    (tmp_path/'s.jsonl').write_bytes(b'\n'.join(png_line(i) for i in range(5)) + b'\n')
+    (b,) = read_batches([tmp_path/'s.jsonl'])
+    (tmp_path/'s.jsonl').unlink()
+    outs, blank = decode_batch(b, dict(size=32, background=(255, 255, 255), sense='cw', max_pixels=1 << 24, max_line=MAX_LINE))
+    assert b.n == 5 and blank == 0 and [(o.line, o.reason) for o in outs] == [(i, 'unreadable_shard') for i in range(1, 6)]
+
+
 def test_consumer_may_stop_early(digits_shards):
     "Stopping half way through a parallel decode leaves no worker behind"
     import multiprocessing as mp
