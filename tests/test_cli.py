@@ -68,3 +68,57 @@ def test_bad_input_is_one_clear_line(tmp_path, args, msg):
     (tmp_path/'x.jsonl').write_text('{}\n'); (tmp_path/'empty').mkdir()
     r = subprocess.run([GANLAB, *args], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 2 and msg in r.stderr and 'Traceback' not in r.stderr, r.stderr
+
+
+# ---- metrics commands ------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def fid_weights(tmp_path_factory):
+    from ganlab.metrics import random_fid_weights
+    p = tmp_path_factory.mktemp('w')/'random-fid.pth'
+    random_fid_weights(p)
+    return p
+
+
+def test_features_writes_one_row_per_image(demo_dir, fid_weights, tmp_path):
+    "The seed's submission.csv: 1,000 generated images in, 1,000 rows of id,f0..f2047 out, ids from the file names"
+    import zipfile, pandas as pd
+    from PIL import Image
+    imgs = np.load(demo_dir/'doctor'/'decoded.npz')['images']
+    with zipfile.ZipFile(tmp_path/'images.zip', 'w') as z:
+        for i in range(1000):
+            buf = __import__('io').BytesIO(); Image.fromarray(imgs[i % len(imgs)]).save(buf, 'PNG'); z.writestr(f'dig-{i:06d}.png', buf.getvalue())
+    r = run('features', tmp_path/'images.zip', '--out', tmp_path/'submission.csv', '--weights', fid_weights, '--device', 'cpu')
+    assert 'wrote 1,000 rows' in r.stdout
+    df = pd.read_csv(tmp_path/'submission.csv', dtype={'id': str})
+    assert df.shape == (1000, 2049) and list(df.columns[:2]) == ['id', 'f0'] and df.columns[-1] == 'f2047'
+    assert df['id'].tolist() == [f'dig-{i:06d}' for i in range(1000)] and np.isfinite(df.iloc[:, 1:].to_numpy()).all()
+
+
+def test_fid_json_and_stats(demo_dir, fid_weights, tmp_path):
+    npz = demo_dir/'doctor'/'decoded.npz'
+    z = np.load(npz)
+    np.savez(tmp_path/'a.npz', ids=z['ids'][:60], images=z['images'][:60]); np.savez(tmp_path/'b.npz', ids=z['ids'][60:120], images=z['images'][60:120])
+    w = ['--weights', fid_weights, '--device', 'cpu']
+    r = run('fid', tmp_path/'a.npz', tmp_path/'b.npz', '--kid', '--mifid', '--is', '--kid-subsets', 5, '--json', tmp_path/'m.json', *w)
+    m = json.loads((tmp_path/'m.json').read_text())
+    assert {'fid', 'kid', 'kid_std', 'mifid', 'is_a', 'is_b', 'n_a', 'n_b'} <= set(m) and m['n_a'] == m['n_b'] == 60
+    assert f"FID    {m['fid']:.4f}" in r.stdout and 'KID' in r.stdout and 'MiFID' in r.stdout
+    run('stats', tmp_path/'b.npz', '--out', tmp_path/'b-stats.npz', '--quiet', *w)
+    run('fid', tmp_path/'a.npz', tmp_path/'b-stats.npz', '--json', tmp_path/'m2.json', '--quiet', *w)
+    assert abs(json.loads((tmp_path/'m2.json').read_text())['fid'] - m['fid']) <= 1e-9 * m['fid']
+
+
+@pytest.mark.parametrize('args,msg', [(['fid', 'nowhere', 'x.npz'], 'nowhere: no such file or folder'),
+                                      (['fid', 'empty', 'x.npz'], 'empty: folder holds no images'),
+                                      (['fid', 'x.npz', 'x.npz', '--weights', 'missing.pth'], 'given path missing.pth is not a file'),
+                                      (['fid', 'x.npz', 'x.npz', '--weights', 'x.npz'], 'is not a loadable weights file'),
+                                      (['features', 'x.npz', '--extractor', 'clip'], "invalid choice: 'clip'"),
+                                      (['fid', 'x.npz', 'stats.npz', '--kid', '--weights', 'W'], 'holds no features, which KID and MiFID need')])
+def test_metric_bad_input_is_one_clear_line(tmp_path, fid_weights, args, msg):
+    (tmp_path/'empty').mkdir()
+    np.savez(tmp_path/'x.npz', ids=np.array(['a', 'b']), images=np.zeros((2, 8, 8, 3), np.uint8))
+    np.savez(tmp_path/'stats.npz', mu=np.zeros(2048), sigma=np.eye(2048))
+    args = [str(fid_weights) if a == 'W' else a for a in args]
+    r = subprocess.run([GANLAB, *args, '--device', 'cpu'], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and msg in r.stderr and 'Traceback' not in r.stderr, r.stderr
