@@ -152,8 +152,20 @@ def pytorch_fid_model(weights, tmp_path_factory):
     finally: mp.undo()
 
 
-def test_resize_torch_equals_pytorch_fid(weights, images, pytorch_fid_model):
-    from pytorch_fid.fid_score import calculate_frechet_distance
+def _pytorch_fid_distance(monkeypatch, *stats):
+    "pytorch-fid's `calculate_frechet_distance`, unchanged"
+    import inspect, scipy.linalg
+    from pytorch_fid import fid_score
+    if 'disp' not in inspect.signature(scipy.linalg.sqrtm).parameters:
+        # pytorch-fid 0.3.0 calls `linalg.sqrtm(A, disp=False)`, a signature SciPy 1.18 removed: hand it the old one
+        class OldLinalg:
+            @staticmethod
+            def sqrtm(a, disp=True): return (scipy.linalg.sqrtm(a), None) if not disp else scipy.linalg.sqrtm(a)
+        monkeypatch.setattr(fid_score, 'linalg', OldLinalg)
+    return fid_score.calculate_frechet_distance(*stats)
+
+
+def test_resize_torch_equals_pytorch_fid(weights, images, pytorch_fid_model, monkeypatch):
     ex = M.Extractor('fid', weights, device='cpu', resize='torch', batch=32)
     stats = []
     for x in images:
@@ -161,7 +173,7 @@ def test_resize_torch_equals_pytorch_fid(weights, images, pytorch_fid_model):
         f = ex(x)[0].numpy()
         assert rel(f, pf) < 1e-4, rel(f, pf)
         stats.append((pf.mean(0), np.cov(pf, rowvar=False), M.FeatureStats().append(f)))
-    ref = calculate_frechet_distance(stats[0][0], stats[0][1], stats[1][0], stats[1][1])
+    ref = _pytorch_fid_distance(monkeypatch, stats[0][0], stats[0][1], stats[1][0], stats[1][1])
     a, b = stats[0][2], stats[1][2]
     for method in ('eigh', 'sqrtm'):
         d = M.frechet_distance(a.mu, a.sigma, b.mu, b.sigma, method)
