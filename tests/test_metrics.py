@@ -5,8 +5,7 @@ layout of `pt_inception-2015-12-05-6726825d.pth`; where the real file is found (
 input, torch hub cache) the same tests run on it unchanged. Images are real CIFAR-10 from ../shared/data, or
 generated ones when that is absent.
 """
-import io, json, os, shutil, subprocess, sys, zipfile
-from pathlib import Path
+import io, shutil, zipfile
 import numpy as np
 import pytest
 import torch
