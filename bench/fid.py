@@ -64,7 +64,7 @@ def commands(d, w, batch, device, out):
     }
 
 
-def in_process(w, batch, device, rounds=3):
+def in_process(w, batch, device, rounds=3, profile=False):
     "Steady-state network throughput of each implementation on one batch of CIFAR-10-sized images, in this process"
     import numpy as np, torch
     from ganlab.metrics import Extractor
@@ -88,6 +88,10 @@ def in_process(w, batch, device, rounds=3):
                 if device.startswith('cuda'): torch.cuda.synchronize()
                 ts.append(time.perf_counter() - t0)
         print(f'  {name:55s} {batch / min(ts):7.1f} images/s')
+    if profile:  # where ganlab's time goes, by operator
+        from torch.profiler import profile as prof
+        with torch.inference_mode(), prof() as p: fns['ganlab (fused, channels-last)'](x)
+        print(p.key_averages().table(sort_by='self_cpu_time_total', row_limit=6))
 
 
 def main():
@@ -99,6 +103,7 @@ def main():
     ap.add_argument('--weights', default=None, help='FID weights file (default: the real one if present, else random)')
     ap.add_argument('--only', nargs='*', default=None, help='run only these tools')
     ap.add_argument('--in-process', action='store_true', help='also time each network alone, in this process')
+    ap.add_argument('--profile', action='store_true', help="with --in-process: ganlab's time by operator (torch.profiler)")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix='bench-fid-'))
     try:
@@ -134,7 +139,7 @@ def main():
                 print(f'| {k} | {v:.1f} s | {n / v:.1f} | {up} |')
             if fastest and 'ganlab' in med:
                 print(f'\nganlab vs the faster peer ({fastest}): {med[fastest] / med["ganlab"]:.2f}x')
-        if a.in_process: in_process(home/'hub'/'checkpoints'/'pt_inception-2015-12-05-6726825d.pth', a.batch, a.device)
+        if a.in_process: in_process(home/'hub'/'checkpoints'/'pt_inception-2015-12-05-6726825d.pth', a.batch, a.device, profile=a.profile)
     finally: shutil.rmtree(tmp, ignore_errors=True)
 
 
