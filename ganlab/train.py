@@ -698,7 +698,7 @@ class ImagePool:
         gen:torch.Generator, # a CPU generator for the draws
     ) -> torch.Tensor:
         "The batch to show the discriminator: new fakes, some swapped for stored ones"
-        if self.size == 0: return x
+        if self.size == 0: return x.detach()
         x = x.detach()
         if self.images is None: self.images = torch.empty((self.size, *x.shape[1:]), dtype=x.dtype, device=x.device)
         out = []

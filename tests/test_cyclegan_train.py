@@ -121,3 +121,8 @@ def test_real_monet_shard_trains(tmp_path):
     assert t.sizes == {'monet': 40, 'photo': 38} and t.step == 10
     md = json.loads((tmp_path/'r'/'metadata.json').read_text())
     assert 'monet00-60.tfrec' in md['data']
+
+def test_no_pool(tmp_path, pairs):
+    "pool=0 shows the discriminators the new fakes only (they must be detached from the generators' graph)"
+    t = train('cyclegan', dataset=pairs, out=tmp_path/'r', quiet=True, **dict(TINY, epochs=1, pool=0))
+    assert t.step == 9 and t.task.pools['monet'].count == 0
