@@ -1,4 +1,4 @@
-"""The `ganlab` command: `ganlab demo`, the built-in default job, `ganlab doctor`, `train`, `generate`, `monet-submit`, and the metrics: `fid`, `stats`, `features`. Each subcommand parses its arguments and calls one function.
+"""The `ganlab` command: `ganlab demo`, the built-in default job, `ganlab doctor`, `train`, `generate`, `monet-submit`, and the metrics: `fid`, `stats`, `features`; `kaggle` for running on Kaggle. Each subcommand parses its arguments and calls one function.
 
 Docs: https://ganlab.github.io/ganlab/cli.html.md"""
 

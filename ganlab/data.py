@@ -26,10 +26,10 @@ __all__ = ['IMAGE_SUFFIXES', 'MAX_FILE_BYTES', 'CROPS', 'CIFAR10_URL', 'CIFAR10_
 
 # %% ../nbs/02_data.ipynb #6df1fbb4
 def to_tensor(
-    images:np.ndarray, # ... x H x W x C uint8
+    images:np.ndarray|torch.Tensor, # ... x H x W x C uint8 (a tensor stays on its device)
 ) -> torch.Tensor:
     "uint8 images (channels last) as a float tensor in [-1, 1] (channels first)"
-    t = torch.from_numpy(np.ascontiguousarray(images))
+    t = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
     return t.movedim(-1, -3).float().div_(127.5).sub_(1)
 
 def to_images(

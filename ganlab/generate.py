@@ -12,7 +12,7 @@ import numpy as np
 import torch, torch.nn as nn
 from PIL import Image
 from .core import GanlabError, atomic_write, progress
-from .data import to_images
+from .data import to_images, to_tensor
 from .train import FAMILIES, load_checkpoint, make_config, build_generator, mix_seed, pick_device
 from .unpaired import iter_domain, load_domain, DomainReport
 
@@ -199,7 +199,7 @@ def _renamed(pairs):
 def _translated(g, photos, size:int, batch:int, device):
     "Yield `(name, uint8 size x size x 3)` for `(name, photo)` pairs, translated a batch at a time"
     def run(names, imgs):
-        x = torch.from_numpy(np.stack(imgs)).to(device).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+        x = to_tensor(torch.from_numpy(np.stack(imgs)).to(device))  # uint8 to the device, then floats there
         y = g(x).float()
         if y.shape[-1] != size: y = torch.nn.functional.interpolate(y, size=(size, size), mode='bicubic', antialias=True, align_corners=False).clamp(-1, 1)
         yield from zip(names, to_images(y))

@@ -521,8 +521,8 @@ def _as_config(cfg, settings:dict):
     return make_config(cfg, **settings)
 
 def _family(cfg) -> str:
-    from ganlab.train import FAMILIES
-    return next(k for k, c in FAMILIES.items() if type(cfg) is c)
+    from ganlab.train import _family_name  # imported late: ganlab.train (and torch) load only when a plan is made
+    return _family_name(cfg)
 
 def _count_step(cfg, size:int, per_device:int) -> tuple:
     "(FLOPs, parameter count) of one training step of `cfg` at `size` with `per_device` images, on the CPU"

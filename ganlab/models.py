@@ -6,7 +6,7 @@ Docs: https://ganlab.github.io/ganlab/models.html.md"""
 
 # %% ../nbs/04_models.ipynb #919dfc90
 from __future__ import annotations
-import math
+import math, numbers
 import torch, torch.nn as nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
@@ -42,6 +42,11 @@ def _positive(what:str, value) -> int:
     "`value` when it is a positive int, else a `GanlabError` naming it"
     if isinstance(value, bool) or not isinstance(value, int) or value < 1: raise GanlabError(f'{what}: {value!r} is not a positive integer')
     return value
+
+def _probability(what:str, value) -> float:
+    "`value` as a float when it is in [0, 1), else a `GanlabError` naming it"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1: raise GanlabError(f'{what}: {value!r} is not in [0, 1)')
+    return float(value)
 
 # %% ../nbs/04_models.ipynb #9c43702e
 _WEIGHTED = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
@@ -149,7 +154,7 @@ class Discriminator(nn.Module):
         self.size, self.width, self.channels = _choose('Discriminator size', size, SIZES), _positive('Discriminator width', width), \
             _positive('Discriminator channels', channels)
         self.norm, self.head_kind = _choose('Discriminator norm', norm, D_NORMS), _choose('Discriminator head', head, HEADS)
-        if not 0 <= dropout < 1: raise GanlabError(f'Discriminator dropout: {dropout!r} is not in [0, 1)')
+        dropout = _probability('Discriminator dropout', dropout)
         self.dropout, self.spectral = float(dropout), bool(spectral)
         layers, c = [], channels
         for i in range(_steps(size)):
@@ -204,7 +209,7 @@ class GoogLeNetDiscriminator(nn.Module):
     ):
         super().__init__()
         if isinstance(size, bool) or not isinstance(size, int) or size < 32: raise GanlabError(f'GoogLeNetDiscriminator size: {size!r} is not an integer of at least 32')
-        if not 0 <= dropout < 1: raise GanlabError(f'GoogLeNetDiscriminator dropout: {dropout!r} is not in [0, 1)')
+        dropout = _probability('GoogLeNetDiscriminator dropout', dropout)
         self.size, self.channels, self.freeze_backbone = size, 3, bool(freeze_backbone)
         self.pretrained, self.spectral, self.dropout = bool(pretrained or weights is not None), bool(spectral), float(dropout)
         self.backbone = googlenet_backbone(init=not self.pretrained)
@@ -259,7 +264,7 @@ class MLPDiscriminator(nn.Module):
     ):
         super().__init__()
         self.size, self.channels = _positive('MLPDiscriminator size', size), _positive('MLPDiscriminator channels', channels)
-        if not 0 <= dropout < 1: raise GanlabError(f'MLPDiscriminator dropout: {dropout!r} is not in [0, 1)')
+        dropout = _probability('MLPDiscriminator dropout', dropout)
         self.hidden, self.dropout = tuple(_positive('MLPDiscriminator hidden', h) for h in hidden), float(dropout)
         dims, layers = (channels * size * size, *hidden), [nn.Flatten()]
         for a, b in zip(dims, dims[1:]): layers += [nn.Linear(a, b), nn.LeakyReLU(0.2, inplace=True), nn.Dropout(dropout)]
@@ -287,11 +292,6 @@ def _cyclegan_norm(kind:str, c:int) -> list:
     if kind == 'instance': return [nn.InstanceNorm2d(c, affine=False, track_running_stats=False)]
     if kind == 'batch': return [nn.BatchNorm2d(c)]
     return []
-
-def _probability(what:str, value) -> float:
-    "`value` as a float when it is in [0, 1), else a `GanlabError` naming it"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1: raise GanlabError(f'{what}: {value!r} is not in [0, 1)')
-    return float(value)
 
 def cyclegan_init(
     m:nn.Module, # one module; use `model.apply(cyclegan_init)`

@@ -16,7 +16,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 import ganlab
 from .core import GanlabError, atomic_write, progress, seed_everything
 from tqdm import tqdm
-from .data import open_dataset, diff_augment, to_images, DIFFAUG_POLICIES
+from .data import open_dataset, diff_augment, to_images, to_tensor, DIFFAUG_POLICIES
 from .eda import image_grid, save_image
 from .models import Generator, Discriminator, GoogLeNetDiscriminator, MLPGenerator, MLPDiscriminator
 from .models import CYCLEGAN_GENERATORS, PatchDiscriminator, cyclegan_generator
@@ -863,7 +863,7 @@ class CycleGANTask:
 
     def _float(self, x:torch.Tensor) -> torch.Tensor:
         "uint8 N x H x W x C images as a float batch in [-1, 1] on the device"
-        return x.to(self.device).permute(0, 3, 1, 2).float().div(127.5).sub(1).contiguous()
+        return to_tensor(x.to(self.device)).contiguous()
 
     def fixed_inputs(self, n:int, gen:torch.Generator) -> torch.Tensor:
         "What the sample grids show every epoch: the held-out photos (uint8)"
