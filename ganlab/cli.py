@@ -21,8 +21,10 @@ def default_workers() -> int:
     except AttributeError: n = os.cpu_count() or 1
     return max(1, min(8, n))
 
-DEMO_EPOCHS = 75 # 75 to 100 s of training on a 2-core CPU
-DEMO_TRAIN = dict(batch=64, g_width=32, d_width=32, latent=64, ema=0.99, label_smooth=0.1, sample_every=15, samples=64, log_every=24,
+DEMO_EPOCHS = 60 # about 110 s of training on a 2-core CPU
+# Batch 16: on this small set, quality follows the number of steps more than the batch (bench/RESULTS.md): in the same
+# time, batch 16 reads as digits more often than batch 64 does.
+DEMO_TRAIN = dict(batch=16, g_width=32, d_width=32, latent=64, ema=0.99, label_smooth=0.1, sample_every=15, samples=64, log_every=33,
                   tensorboard=False)
 
 def demo(
@@ -191,7 +193,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument('--samples', type=int, default=128, help='images on the contact sheet (default: 128)')
     g.add_argument('--no-plots', action='store_true', help='skip the PNG plots')
     g.add_argument('--quiet', action='store_true', help='print nothing')
-    d.add_argument('--epochs', type=int, default=None, help='epochs of the small DCGAN (default: 75, a minute or two on a CPU; 0: no training)')
+    d.add_argument('--epochs', type=int, default=None, help=f'epochs of the small DCGAN (default: {DEMO_EPOCHS}, about two minutes on a CPU; 0: no training)')
     _train_commands(sub)
     _metric_commands(sub)
     _kaggle_commands(sub)
