@@ -21,7 +21,7 @@ def default_workers() -> int:
     except AttributeError: n = os.cpu_count() or 1
     return max(1, min(8, n))
 
-DEMO_EPOCHS = 60 # about 110 s of training on a 2-core CPU
+DEMO_EPOCHS = 60 # about 100 s of training on a 2-core CPU
 # Batch 16: on this small set, quality follows the number of steps more than the batch (bench/RESULTS.md): in the same
 # time, batch 16 reads as digits more often than batch 64 does.
 DEMO_TRAIN = dict(batch=16, g_width=32, d_width=32, latent=64, ema=0.99, label_smooth=0.1, sample_every=15, samples=64, log_every=33,
