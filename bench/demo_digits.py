@@ -15,11 +15,10 @@ collapse).
 import argparse, sys, time
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from ganlab.data import draw_digits, fit_images
+from ganlab.data import draw_digits, fit_images, load_images
 from ganlab.records import load_npz
 
 
@@ -100,7 +99,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     net, acc = train_classifier(a.draw, a.epochs, a.seed)
     print(f'classifier: {a.draw:,} drawn digits and {a.draw // 10:,} without one (seed {a.seed}), {a.epochs} epochs, held-out accuracy {acc:.1%} ({time.perf_counter() - t0:.0f} s)')
-    sets = {'decoded (real)': load_npz(npz)[1], 'generated': np.stack([np.asarray(Image.open(p).convert('RGB')) for p in pngs])}
+    sets = {'decoded (real)': load_npz(npz)[1], 'generated': load_images(demo/'generated', 32, show_progress=False).images}
     for name, images in sets.items():
         r = read(net, images, a.confident)
         print(f"{name:15s} {r['n']:6,} images: {r['confident']:6.1%} read as a digit with p > {a.confident}, {r['no_digit']:.1%} no digit; "

@@ -2,8 +2,8 @@
 import importlib.util
 from pathlib import Path
 import numpy as np
-from PIL import Image
 from ganlab.cli import demo, DEMO_EPOCHS
+from ganlab.data import load_images
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -20,7 +20,7 @@ def test_demo_generates_readable_digits(tmp_path):
     b = _bench()
     net, acc = b.train_classifier(6000, 10, 123)
     assert acc > 0.95, f'the digit classifier itself is off: {acc:.1%} on held-out drawings'
-    gen = np.stack([np.asarray(Image.open(p).convert('RGB')) for p in sorted((tmp_path/'generated').glob('*.png'))])
+    gen = load_images(tmp_path/'generated', 32, show_progress=False).images
     assert len(gen) == 1000
     r = b.read(net, gen, 0.9)
     print(f'classifier {acc:.1%}; generated: {r}')
