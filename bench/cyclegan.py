@@ -2,7 +2,7 @@
 
     python bench/cyclegan.py [--size 256] [--batches 1,4] [--steps 3] [--warmup 1] [--device cpu|cuda] [--amp off,fp16]
 
-Each iteration is one `CycleGANTask.step` of ganlab.train (generators' step, pools, discriminators' step) on random
+Each iteration is one `CycleGANTask.step` of ganlab.tasks (generators' step, pools, discriminators' step) on random
 images. It prints seconds per iteration and images per second for each batch and precision, the FLOPs of one
 iteration (counted by torch.utils.flop_counter), and the wall time of E epochs over the competition's 7,038 photos
 at the measured rate.
@@ -10,7 +10,9 @@ at the measured rate.
 import argparse, time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
-from ganlab.train import make_config, CycleGANTask, Dist, amp_dtype, pick_device
+from ganlab.config import make_config
+from ganlab.tasks import CycleGANTask
+from ganlab.runtime import Dist, amp_dtype, pick_device
 
 def bench(size, batch, steps, warmup, device, amp):
     cfg = make_config('cyclegan', size=size, batch=batch, device=device, amp=amp)

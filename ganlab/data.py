@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from .core import GanlabError, atomic_write, expand_inputs, progress
 from .records import decode_shards, decode_source, load_npz, open_image, Reject, MAX_PIXELS, WHITE
+from .choices import DIFFAUG
 
 # %% auto #0
 __all__ = ['IMAGE_SUFFIXES', 'MAX_FILE_BYTES', 'CROPS', 'CIFAR10_URL', 'CIFAR10_MD5', 'CIFAR10_CLASSES', 'CELEBA_FACE',
@@ -504,6 +505,7 @@ def rand_cutout(
 
 # %% ../nbs/02_data.ipynb #0c65ce5f
 DIFFAUG_POLICIES = {'color': (rand_brightness, rand_saturation, rand_contrast), 'translation': (rand_translation,), 'cutout': (rand_cutout,)}
+assert tuple(DIFFAUG_POLICIES) == DIFFAUG, 'ganlab.choices.DIFFAUG names the policies'
 
 def diff_augment(
     x:torch.Tensor, # N x C x H x W images in [-1, 1]

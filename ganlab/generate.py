@@ -6,14 +6,15 @@ Docs: https://ganlab.github.io/ganlab/generate.html.md"""
 
 # %% ../nbs/06_generate.ipynb #487fe92b
 from __future__ import annotations
-import dataclasses, io, zipfile
+import dataclasses, io, re, zipfile
 from pathlib import Path
 import numpy as np
 import torch, torch.nn as nn
 from PIL import Image
 from .core import GanlabError, atomic_write, progress
 from .data import to_images, to_tensor
-from .train import FAMILIES, load_checkpoint, make_config, build_generator, mix_seed, pick_device
+from .checkpoint import load_net
+from .runtime import mix_seed, pick_device
 from .unpaired import iter_domain, load_domain, DomainReport
 
 # %% auto #0
@@ -27,21 +28,9 @@ def load_generator(
     device=None, # where to put it (default: CUDA when present)
 ) -> tuple[nn.Module, object]:
     "The generator of a checkpoint in eval mode, and its run's config"
-    s = load_checkpoint(ckpt)
-    if s['family'] not in FAMILIES: raise GanlabError(f"checkpoint {ckpt}: a {s['family']} run has no single generator to sample from")
-    if s['family'] == 'cyclegan': raise GanlabError(f'checkpoint {ckpt}: a CycleGAN translates photos rather than sampling noise; use `ganlab monet-submit`')
-    return _with_weights(s, ckpt, ema, device)
-
-def _with_weights(s:dict, ckpt, ema:bool, device) -> tuple[nn.Module, object]:
-    "The generator of checkpoint dict `s` (EMA weights when asked and present) in eval mode on `device`, and its config"
-    cfg = make_config(s['family'], s['config'])
-    g = build_generator(cfg)
-    sd = s['nets']['g']
-    emas = (s.get('task') or {}).get('ema')
-    if ema and emas is not None: sd = {k[len('module.'):]: v for k, v in emas.items() if k.startswith('module.')}
-    try: g.load_state_dict(sd)
-    except RuntimeError as e: raise GanlabError(f'checkpoint {ckpt}: its generator weights do not fit its config ({str(e).splitlines()[0]})') from None
-    return g.to(pick_device(device)).eval().requires_grad_(False), cfg
+    g, cfg, _ = load_net(ckpt, 'g', ema, pick_device(device), kinds=('noise', 'class'),
+                         use='sampling images from noise (a translator makes a submission with `ganlab monet-submit`)')
+    return g, cfg
 
 # %% ../nbs/06_generate.ipynb #21c67fbb
 BLOCK = 1000
@@ -97,6 +86,8 @@ def generate(
 ) -> Path:
     "Generate `n` images deterministically and write them as PNG files named by id; return where"
     if n < 1: raise GanlabError(f'n must be at least 1, not {n}')
+    if not 0 <= seed < 2**63: raise GanlabError(f'seed must be between 0 and 2**63 - 1, not {seed}')
+    if not re.fullmatch(r'[A-Za-z0-9_][A-Za-z0-9_.-]*', prefix): raise GanlabError(f'prefix {prefix!r}: letters, digits, _, . and - only, not starting with . or -')
     if batch < 1: raise GanlabError(f'batch must be at least 1, not {batch}')
     g, cfg = load_generator(ckpt, ema, device)
     out = Path(out)
@@ -122,10 +113,9 @@ def load_translator(
     ema:bool=True, # the EMA generator when there is one
     device=None, # where to put it (default: CUDA when present)
 ) -> tuple[nn.Module, object]:
-    "The photo → Monet generator of a CycleGAN checkpoint in eval mode, and its run's config"
-    s = load_checkpoint(ckpt)
-    if s['family'] != 'cyclegan': raise GanlabError(f"checkpoint {ckpt}: a {s['family']} run does not translate photos; give a cyclegan checkpoint")
-    return _with_weights(s, ckpt, ema, device)
+    "The photo → Monet generator of a translation checkpoint (CycleGAN, CUT) in eval mode, and its run's config"
+    g, cfg, _ = load_net(ckpt, 'g', ema, pick_device(device), kinds=('photo',), use='translating photos (give a cyclegan checkpoint)')
+    return g, cfg
 
 def jpeg_bytes(
     img:np.ndarray, # H x W x 3 uint8

@@ -94,14 +94,14 @@ def kaggle_defaults(
     gpu_list:list|None=None, # the GPUs (default: `gpus()`)
 ) -> dict:
     "Settings for `train(family, ...)` on this machine: `nprocs`, `amp`, `progress` and, when needed, `batch`"
-    from ganlab.train import FAMILIES
-    if family not in FAMILIES: raise GanlabError(f"unknown model family {family!r}; valid: {', '.join(FAMILIES)}")
+    from ganlab.config import get_family
+    default_batch = get_family(family).config.batch
     g = gpus() if gpu_list is None else list(gpu_list)
     n = max(1, len(g))
     out = dict(nprocs=n)
     if g: out['amp'] = 'bf16' if all(x.bf16 for x in g) else 'fp16'
     if on_kaggle(): out['progress'] = False
-    b = batch if batch is not None else FAMILIES[family].batch
+    b = batch if batch is not None else default_batch
     if b % n: out['batch'] = b + n - b % n
     elif batch is not None: out['batch'] = b
     return out
@@ -516,26 +516,26 @@ H100_MEASURED = {('dcgan', 32, 128): 10189.8, ('dcgan', 32, 512): 29165.5, ('dcg
 # %% ../nbs/08_kaggle.ipynb #9f56da51
 def _as_config(cfg, settings:dict):
     "A checked config from a family name or a config object, with `settings` applied"
-    from ganlab.train import make_config, TrainConfig
+    from ganlab.config import make_config, TrainConfig
     if isinstance(cfg, TrainConfig): return dataclasses.replace(cfg, **settings) if settings else cfg
     return make_config(cfg, **settings)
 
-def _family(cfg) -> str:
-    from ganlab.train import _family_name  # imported late: ganlab.train (and torch) load only when a plan is made
-    return _family_name(cfg)
+def _family(cfg):
+    from ganlab.config import family_of
+    return family_of(cfg)
 
 def _count_step(cfg, size:int, per_device:int) -> tuple:
     "(FLOPs, parameter count) of one training step of `cfg` at `size` with `per_device` images, on the CPU"
     import torch
     from torch.utils.flop_counter import FlopCounterMode
-    from ganlab.train import TASKS, Dist
+    from ganlab.runtime import Dist
     fam = _family(cfg)
-    extra = dict(pretrained=False) if fam == 'googlenet' else {}
+    extra = {'pretrained': False} if hasattr(cfg, 'pretrained') else {}  # counting needs no pretrained weights
     c = dataclasses.replace(cfg, size=size, batch=per_device, device='cpu', amp='off', compile=False, ema=0.0, **extra)
-    task = TASKS[fam](c, torch.device('cpu'), Dist())
+    task = fam.task_class()(c, torch.device('cpu'), Dist(), fam)
     task.steps_per_epoch = 1000
     x = lambda: torch.zeros(per_device, c.channels, size, size)
-    real = {k: x() for k in TASKS[fam].train_keys} if len(TASKS[fam].train_keys) > 1 else x()
+    real = {k: x() for k in task.train_keys} if len(task.train_keys) > 1 else x()
     torch.manual_seed(0)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # counting needs no speed, and one thread never stalls on a busy machine
@@ -544,20 +544,18 @@ def _count_step(cfg, size:int, per_device:int) -> tuple:
     finally: torch.set_num_threads(threads)
     return fc.get_total_flops(), sum(p.numel() for m in task.nets.values() for p in m.parameters())
 
-_NOT_MODEL = ('data', 'out', 'limit', 'epochs', 'batch', 'seed', 'device', 'amp', 'compile', 'progress', 'tensorboard', 'wandb', 'log_every',
-              'sample_every', 'samples', 'ckpt_every', 'keep_ckpts', 'fid_every', 'fid_images', 'monet', 'photo', 'decay_epochs')
-
 @functools.lru_cache(maxsize=64)
 def _step_work(key:str) -> tuple:
-    from ganlab.train import FAMILIES
-    fam, d = json.loads(key)
-    cfg = FAMILIES[fam](**d)
-    if fam == 'cyclegan' and cfg.size > 48:
+    from ganlab.config import get_family
+    name, d = json.loads(key)
+    fam = get_family(name)
+    cfg = fam.config(**d)
+    if fam.kind == 'photo' and cfg.size > 48:  # a fully convolutional translator: its work grows with the area
         s1, s2 = (32, 64) if cfg.g_arch == 'unet' else (32, 48)
         (f1, n), (f2, _) = _count_step(cfg, s1, 1), _count_step(cfg, s2, 1)
         a = (f2 / s2 - f1 / s1) / (s2 - s1); b = f1 / s1 - a * s1
         return a * cfg.size ** 2 + b * cfg.size, n
-    k = 1 if fam == 'cyclegan' else 2
+    k = 1 if fam.kind == 'photo' else 2
     f, n = _count_step(cfg, cfg.size, k)
     return f / k, n
 
@@ -566,9 +564,10 @@ def step_work(
     **settings, # fields of the family's config
 ) -> dict:
     "{'flops_per_image': ..., 'params': ...}: the floating-point work of one training step per image, and the parameters DDP all-reduces"
+    from ganlab.config import fields_of
     cfg = _as_config(cfg, settings)
-    d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_MODEL}
-    f, n = _step_work(json.dumps([_family(cfg), d], sort_keys=True, default=str))
+    d = {k: getattr(cfg, k) for k in fields_of(cfg, 'model', 'training')}  # what the work of a step depends on
+    f, n = _step_work(json.dumps([_family(cfg).name, d], sort_keys=True, default=str))
     return dict(flops_per_image=f, params=n)
 
 # %% ../nbs/08_kaggle.ipynb #43f90419
@@ -584,18 +583,18 @@ def measure_throughput(
     from ganlab.train import train
     if steps < 1 or warmup < 1: raise GanlabError(f'steps and warmup must be at least 1, not {steps} and {warmup}')
     cfg = _as_config(cfg, settings)
+    from ganlab.config import fields_of
+    from ganlab.data import ImageArrayDataset
     fam, rng = _family(cfg), np.random.default_rng(0)
     windows = math.ceil(steps / warmup)
     need = cfg.batch * (warmup * (windows + 1)) + cfg.samples + 1
     img = lambda n: rng.integers(0, 256, (n, cfg.size, cfg.size, cfg.channels), dtype=np.uint8)
-    if fam == 'cyclegan': data = {'monet': img(cfg.batch), 'photo': img(need)}
-    else:
-        from ganlab.data import ImageArrayDataset
-        data = ImageArrayDataset(img(need))
+    keys = fam.task_class().train_keys
+    data = {k: img(need) for k in keys} if len(keys) > 1 else ImageArrayDataset(img(need))
     with tempfile.TemporaryDirectory() as tmp:
-        s = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ('out', 'data', 'monet', 'photo', 'limit')}
+        s = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in fields_of(cfg, 'data') + ('out', 'limit')}
         s.update(log_every=warmup, tensorboard=False, wandb=False, fid_every=0, epochs=1, progress=False)
-        train(fam, dataset=data, out=Path(tmp)/'run', quiet=True, until_step=warmup * (windows + 1), evaluator=None, nprocs=nprocs, **s)
+        train(fam.name, dataset=data, out=Path(tmp)/'run', quiet=True, until_step=warmup * (windows + 1), evaluator=None, nprocs=nprocs, **s)
         m = pd.read_csv(Path(tmp)/'run'/'metrics.csv')
     m = m[m['img_per_s'].notna()].sort_values('step')
     t = m['seconds'].diff().iloc[1:]; n = m['images'].diff().iloc[1:]
@@ -656,17 +655,18 @@ def plan(
     devices:int=2, # GPUs, one DDP process each (Kaggle's T4x2: 2)
     rate:float|None=None, # images/s measured for this config on the target (e.g. by `measure_throughput`); None: estimate
     accelerator:Accelerator=T4, # what the estimate assumes
-    limit_h:float=KAGGLE_GPU_HOURS, # the kernel's limit in hours
-    other_s:float=600.0, # time outside training, in seconds (start-up, data, images.zip): an assumption
+    limit_hours:float=KAGGLE_GPU_HOURS, # the kernel's limit in hours
+    other_minutes:float=10.0, # time outside training, in minutes (start-up, data, images.zip): an assumption
     **settings, # fields of the family's config: epochs, batch, size, ngf, ndf, g_width, ...
 ) -> Plan:
     "Estimate the wall time of a training run on Kaggle's T4x2 (or from a measured rate) and compare it with the kernel's limit"
     cfg = _as_config(cfg, settings)
-    fam = _family(cfg)
+    family = _family(cfg)
+    fam, other_s = family.name, other_minutes * 60
     if isinstance(images, str): images = parse_images(images)
     if images is None:
-        if fam != 'cyclegan': raise GanlabError(f'plan: give images (how many the {fam} run trains on)')
-        images = {'monet': 300, 'photo': 7038}
+        if family.kind != 'photo': raise GanlabError(f'plan: give images (how many the {fam} run trains on)')
+        images = {'monet': 300, 'photo': 7038}  # the Monet competition's
     sizes = images if isinstance(images, dict) else {'images': int(images)}
     n = max(sizes.values())
     if devices < 1 or cfg.batch % devices: raise GanlabError(f'plan: batch {cfg.batch} does not split over {devices} GPUs')
@@ -694,7 +694,7 @@ def plan(
         how = (f"estimated: {w['flops_per_image'] / 1e9:,.1f} GFLOP per image per step (counted), {accelerator.tflops[0]:g} to "
                f"{accelerator.tflops[1]:g} TFLOP/s per GPU and {4 * w['params'] / 1e6:,.0f} MB of gradients all-reduced per step at "
                f"{accelerator.link_gbs:g} GB/s, {_hours(other_s)} outside training{note}. {accelerator.source}")
-    return Plan(fam, what, steps, cfg.epochs, (lo, hi), limit_h * 3600, other_s, how)
+    return Plan(fam, what, steps, cfg.epochs, (lo, hi), limit_hours * 3600, other_s, how)
 
 def warn_if_over(
     p:Plan, # the plan of the run about to start

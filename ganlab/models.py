@@ -10,25 +10,17 @@ import math, numbers
 import torch, torch.nn as nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
-from torchvision.models import GoogLeNet
 from .core import GanlabError, WeightsFile, find_weights, load_state
+from .choices import SIZES, G_NORMS, D_NORMS, UPSAMPLINGS, PROJECTIONS, HEADS, ACTIVATIONS, CYCLEGAN_NORMS, CYCLEGAN_GENERATORS
 
 # %% auto #0
-__all__ = ['SIZES', 'G_NORMS', 'D_NORMS', 'UPSAMPLINGS', 'PROJECTIONS', 'HEADS', 'ACTIVATIONS', 'GOOGLENET_WEIGHTS',
-           'GOOGLENET_ENV', 'CYCLEGAN_NORMS', 'CYCLEGAN_GENERATORS', 'trainable_weight', 'dcgan_init', 'Generator',
-           'Discriminator', 'googlenet_backbone', 'load_googlenet', 'GoogLeNetDiscriminator', 'MLPGenerator',
-           'MLPDiscriminator', 'count_params', 'cyclegan_init', 'ResnetGenerator', 'UnetGenerator', 'receptive_field',
-           'PatchDiscriminator', 'cyclegan_generator']
+__all__ = ['GOOGLENET_WEIGHTS', 'GOOGLENET_ENV', 'trainable_weight', 'dcgan_init', 'Generator', 'Discriminator',
+           'googlenet_backbone', 'load_googlenet', 'GoogLeNetDiscriminator', 'MLPGenerator', 'MLPDiscriminator',
+           'count_params', 'cyclegan_init', 'ResnetGenerator', 'UnetGenerator', 'receptive_field', 'PatchDiscriminator',
+           'cyclegan_generator', 'dcgan_generator', 'dcgan_discriminator', 'googlenet_discriminator', 'mlp_generator',
+           'mlp_discriminator', 'translator', 'patch_discriminator']
 
 # %% ../nbs/04_models.ipynb #995bb8e6
-SIZES = (16, 32, 64, 128) # image sides of the DCGAN models (16 is for tiny tests)
-G_NORMS = ('batch', 'none') # generator normalisation
-D_NORMS = ('batch', 'none', 'instance', 'layer') # discriminator normalisation
-UPSAMPLINGS = ('convt', 'upsample') # generator upsampling
-PROJECTIONS = ('conv', 'dense') # generator: latent vector to the first 4x4 map
-HEADS = ('conv', 'dense') # discriminator: last 4x4 map to the logit
-ACTIVATIONS = ('relu', 'leaky') # generator hidden activation
-
 def _choose(
     what:str, # what the value is, for the message
     value, # the value given
@@ -153,7 +145,8 @@ class Discriminator(nn.Module):
         super().__init__()
         self.size, self.width, self.channels = _choose('Discriminator size', size, SIZES), _positive('Discriminator width', width), \
             _positive('Discriminator channels', channels)
-        self.norm, self.head_kind = _choose('Discriminator norm', norm, D_NORMS), _choose('Discriminator head', head, HEADS)
+        self.norm = _choose('Discriminator norm', norm, D_NORMS)
+        _choose('Discriminator head', head, HEADS)
         dropout = _probability('Discriminator dropout', dropout)
         self.dropout, self.spectral = float(dropout), bool(spectral)
         layers, c = [], channels
@@ -181,16 +174,17 @@ _GOOGLENET_IGNORED = ('aux1.', 'aux2.', 'fc.') # keys of torchvision's file the 
 
 def googlenet_backbone(
     init:bool=True, # torchvision's initialisation (truncated normal); False keeps PyTorch's default (faster, for loading weights)
-) -> GoogLeNet:
+) -> nn.Module:
     "torchvision's GoogLeNet without auxiliary classifiers, dropout and final layer: images to 1024 pooled features"
+    from torchvision.models import GoogLeNet
     net = GoogLeNet(aux_logits=False, transform_input=False, init_weights=init)
     net.dropout, net.fc = nn.Identity(), nn.Identity()
     return net
 
 def load_googlenet(
-    net:GoogLeNet, # a backbone from `googlenet_backbone`
+    net:nn.Module, # a backbone from `googlenet_backbone`
     path, # a state-dict file of torchvision's GoogLeNet
-) -> GoogLeNet:
+) -> nn.Module:
     "Load torchvision's GoogLeNet weights at `path` into `net` (auxiliary and `fc` keys ignored), with a clear error when they do not fit"
     return load_state(net, path, GOOGLENET_WEIGHTS.what, 'GoogLeNet', _GOOGLENET_IGNORED)
 
@@ -285,8 +279,6 @@ def count_params(
     return sum(p.numel() for p in m.parameters() if p.requires_grad or not trainable)
 
 # %% ../nbs/04_models.ipynb #cefea689
-CYCLEGAN_NORMS = ('instance', 'batch', 'none') # normalisation of the CycleGAN models
-
 def _cyclegan_norm(kind:str, c:int) -> list:
     "The normalisation of `c` channels as a list of modules: instance (no affine, no running stats), batch, or none"
     if kind == 'instance': return [nn.InstanceNorm2d(c, affine=False, track_running_stats=False)]
@@ -432,8 +424,6 @@ class PatchDiscriminator(nn.Module):
         return self.net(x)
 
 # %% ../nbs/04_models.ipynb #2616b999
-CYCLEGAN_GENERATORS = ('resnet9', 'resnet6', 'unet') # generator architectures `cyclegan_generator` builds
-
 def cyclegan_generator(
     arch:str='resnet9', # 'resnet9', 'resnet6' or 'unet'
     ngf:int=64, # channels of the first stage
@@ -447,3 +437,38 @@ def cyclegan_generator(
     if arch == 'unet': return UnetGenerator(size, channels, ngf, norm, 0.5 if dropout is None else dropout)
     if isinstance(size, bool) or not isinstance(size, int) or size < 8 or size % 4: raise GanlabError(f'cyclegan_generator size: {size!r} is not a multiple of 4 of at least 8')
     return ResnetGenerator(channels, ngf, 9 if arch == 'resnet9' else 6, norm, 0. if dropout is None else dropout)
+
+# %% ../nbs/04_models.ipynb #e3d01c7a
+def dcgan_generator(cfg) -> Generator:
+    "The DCGAN generator a config describes (`size`, `latent`, `g_width`, `channels`, `g_norm`, `up`, `project`)"
+    return Generator(size=cfg.size, latent=cfg.latent, width=cfg.g_width, channels=cfg.channels, norm=cfg.g_norm, up=cfg.up, project=cfg.project)
+
+def dcgan_discriminator(cfg) -> Discriminator:
+    "The DCGAN discriminator a config describes (`size`, `d_width`, `channels`, `d_norm`, `d_dropout`, `spectral`, `d_head`)"
+    return Discriminator(size=cfg.size, width=cfg.d_width, channels=cfg.channels, norm=cfg.d_norm, dropout=cfg.d_dropout,
+                         spectral=cfg.spectral, head=cfg.d_head)
+
+def googlenet_discriminator(cfg) -> GoogLeNetDiscriminator:
+    "The GoogLeNet discriminator a config describes (`pretrained`, `weights`, `spectral`, `freeze_backbone`, `size`, `d_dropout`)"
+    return GoogLeNetDiscriminator(pretrained=cfg.pretrained, weights=cfg.weights, spectral=cfg.spectral, freeze_backbone=cfg.freeze_backbone,
+                                  size=cfg.size, dropout=cfg.d_dropout)
+
+def mlp_generator(cfg) -> MLPGenerator:
+    "The MLP generator a config describes (`latent`, `size`, `channels`, `g_hidden`)"
+    return MLPGenerator(latent=cfg.latent, size=cfg.size, channels=cfg.channels, hidden=_widths(cfg.g_hidden))
+
+def mlp_discriminator(cfg) -> MLPDiscriminator:
+    "The MLP discriminator a config describes (`size`, `channels`, `d_hidden`, `d_dropout`)"
+    return MLPDiscriminator(size=cfg.size, channels=cfg.channels, hidden=_widths(cfg.d_hidden), dropout=cfg.d_dropout)
+
+def translator(cfg) -> nn.Module:
+    "The image-to-image generator a config describes (`g_arch`, `ngf`, `size`, `norm`, `g_dropout`)"
+    return cyclegan_generator(cfg.g_arch, ngf=cfg.ngf, channels=3, size=cfg.size, norm=cfg.norm, dropout=cfg.g_dropout or None)
+
+def patch_discriminator(cfg) -> PatchDiscriminator:
+    "The PatchGAN discriminator a config describes (`ndf`, `d_layers`, `norm`, `spectral`)"
+    return PatchDiscriminator(channels=3, ndf=cfg.ndf, layers=cfg.d_layers, norm=cfg.norm, spectral=cfg.spectral)
+
+def _widths(text:str) -> tuple:
+    "Comma-separated widths as integers"
+    return tuple(int(v) for v in str(text).split(','))

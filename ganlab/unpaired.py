@@ -23,7 +23,7 @@ from .data import (IMAGE_SUFFIXES, fit_image, image_bytes, is_image_name, list_i
 __all__ = ['TFRECORD_SUFFIXES', 'SKIP_REASONS', 'MAX_RECORD', 'DUPLICATES', 'crc32c', 'masked_crc', 'tfrecord_stem',
            'tfrecord_count', 'tfrecord_frame', 'write_tfrecord', 'Skipped', 'DomainReport', 'iter_tfrecord',
            'example_classes', 'make_example', 'parse_example', 'kaggle_record', 'domain_parts', 'Encoded',
-           'iter_encoded', 'iter_domain', 'Domain', 'load_domain', 'domain_info', 'UnpairedDataset', 'cyclegan_augment']
+           'iter_encoded', 'iter_domain', 'Domain', 'load_domain', 'domain_info', 'cyclegan_augment']
 
 # %% ../nbs/02a_unpaired.ipynb #7e4438c8
 @lru_cache(maxsize=None)
@@ -421,39 +421,6 @@ def domain_info(
             _problem(report, Skipped(e.source, e.index, e.offset, 'bad_image', f'header: {err}', e.name)); continue
         rows.append((e.name, e.source, im.format, im.mode, im.width, im.height, len(e.data)))
     return pd.DataFrame(rows, columns=['name', 'source', 'format', 'mode', 'width', 'height', 'bytes'])
-
-# %% ../nbs/02a_unpaired.ipynb #66f61a6a
-class UnpairedDataset(torch.utils.data.Dataset):
-    "Two unpaired uint8 image sets as `(a, b)` pairs of [-1, 1] tensors; as long as the larger set"
-    def __init__(self,
-        a:np.ndarray, # N_a x H x W x C uint8 (e.g. photos)
-        b:np.ndarray, # N_b x H x W x C uint8 (e.g. Monet paintings)
-        seed:int=0, # seeds the shifts `set_epoch` draws
-    ):
-        for k, x in (('a', a), ('b', b)):
-            x = getattr(x, 'images', x)
-            if not isinstance(x, np.ndarray) or x.ndim != 4 or x.dtype != np.uint8 or x.shape[-1] not in (1, 3) or not len(x):
-                raise GanlabError(f'UnpairedDataset: {k} must be a non-empty N x H x W x 3 (or x 1) uint8 array, not {getattr(x, "dtype", type(x).__name__)} {tuple(getattr(x, "shape", ()))}')
-        self.a, self.b = getattr(a, 'images', a), getattr(b, 'images', b)
-        if self.a.shape[1:] != self.b.shape[1:]: raise GanlabError(f'UnpairedDataset: a holds {self.a.shape[1:]} images, b {self.b.shape[1:]}; they must match')
-        self.seed, self.epoch, self.shifts = seed, 0, (0, 0)
-    def set_epoch(self, epoch:int):
-        "Shift the pairing for `epoch` (epoch 0: no shift)"
-        self.epoch = int(epoch)
-        g = np.random.default_rng([self.seed, self.epoch])
-        self.shifts = (0, 0) if self.epoch == 0 else (int(g.integers(len(self.a))), int(g.integers(len(self.b))))
-    def indices(self, i:int) -> tuple:
-        "The indices into `a` and `b` that item `i` pairs"
-        if not -len(self) <= i < len(self): raise IndexError(f'item {i} of {len(self)}')
-        i %= len(self)
-        return (i + self.shifts[0]) % len(self.a), (i + self.shifts[1]) % len(self.b)
-    def __len__(self): return max(len(self.a), len(self.b))
-    def __getitem__(self, i):
-        ia, ib = self.indices(i)
-        return to_tensor(self.a[ia]), to_tensor(self.b[ib])
-    def __repr__(self):
-        h, w = self.a.shape[1:3]
-        return f'UnpairedDataset({len(self.a):,} a and {len(self.b):,} b images of {h}x{w}; {len(self)} items, epoch {self.epoch})'
 
 # %% ../nbs/02a_unpaired.ipynb #8ad8888a
 def cyclegan_augment(

@@ -4,7 +4,11 @@ from pathlib import Path
 import numpy as np, pandas as pd, pytest, torch
 from ganlab.core import GanlabError, shared_data
 from ganlab.data import draw_digits
-from ganlab.train import train, launch, load_checkpoint, make_config, lr_factor
+from ganlab.train import train
+from ganlab.runtime import launch
+from ganlab.checkpoint import load_checkpoint
+from ganlab.config import make_config
+from ganlab.tasks import lr_factor
 
 @pytest.fixture(scope='module')
 def pairs():
@@ -66,7 +70,7 @@ def test_ddp_two_gloo_processes_equal_one(tmp_path, pairs):
 
 def test_schedule_and_held_out_photos(tmp_path, pairs):
     t = train('cyclegan', dataset=pairs, out=tmp_path/'r', quiet=True, **dict(TINY, epochs=3, decay_epochs=2))
-    assert t.task.opt_g.param_groups[0]['lr'] == pytest.approx(2e-4 * lr_factor(2, 3, 2)) == pytest.approx(2e-4 / 3)
+    assert t.task.opts['g'].param_groups[0]['lr'] == pytest.approx(2e-4 * lr_factor(2, 3, 2)) == pytest.approx(2e-4 / 3)
     held, train_ = t.domains['held_out'].numpy(), t.domains['photo'].numpy()
     assert len(held) == 2 and len(train_) == 18
     assert not any((h == p).all() for h in held for p in train_)  # the grid's photos were never trained on

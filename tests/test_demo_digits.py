@@ -2,7 +2,7 @@
 import importlib.util
 from pathlib import Path
 import numpy as np
-from ganlab.cli import demo, DEMO_EPOCHS
+from ganlab.demo import demo, DEMO_EPOCHS
 from ganlab.data import load_images
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -204,7 +204,7 @@ def test_fake_kaggle_tree_drives_the_environment(tmp_path, monkeypatch):
 
 
 def test_plan_monet_competition_run():
-    from ganlab.train import CycleGANConfig
+    from ganlab.config import CycleGANConfig
     p = gk.plan(CycleGANConfig(size=256, epochs=25, batch=2), images={'monet': 300, 'photo': 7038})
     assert p.steps == 7038 // 2 * 25 and p.fits and p.spare_s > 0
     assert 'ASSUMED' in p.how and 'GFLOP' in str(p)

@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 from PIL import Image
 from ganlab.core import GanlabError
 from ganlab.data import to_tensor
-from ganlab.unpaired import (SKIP_REASONS, DomainReport, UnpairedDataset, crc32c, cyclegan_augment, domain_parts, iter_domain,
+from ganlab.unpaired import (SKIP_REASONS, DomainReport, crc32c, cyclegan_augment, domain_parts, iter_domain,
                              iter_encoded, iter_tfrecord, kaggle_record, load_domain, make_example, masked_crc, parse_example,
                              tfrecord_frame, write_tfrecord)
 
@@ -240,19 +240,7 @@ def test_photo_stand_in_upscaled(shared):
     assert p.images.shape == (8, 256, 256, 3) and p.names[:2] == ['000001', '000002']
 
 
-# --- pairing and augmentation ----------------------------------------------------------------------------------------
-
-def test_unpaired_dataset_epoch_balance():
-    a = np.zeros((7, 8, 8, 3), np.uint8); b = np.zeros((3, 8, 8, 3), np.uint8)
-    u = UnpairedDataset(a, b, seed=5)
-    for e in range(4):
-        u.set_epoch(e)
-        ia, ib = zip(*(u.indices(i) for i in range(len(u))))
-        assert sorted(ia) == list(range(7)) and sorted(np.bincount(ib, minlength=3).tolist()) == [2, 2, 3]
-    x, y = u[0]
-    assert x.shape == y.shape == (3, 8, 8) and x.dtype == torch.float32
-    with pytest.raises(IndexError): u[7]
-
+# --- augmentation ----------------------------------------------------------------------------------------------------
 
 xb = to_tensor(np.random.default_rng(3).integers(0, 256, (6, 64, 64, 3), dtype=np.uint8))
 
