@@ -446,6 +446,6 @@ register(Family('dcgan', DCGANConfig, 'ganlab.tasks:DCGANTask', nets={'g': 'ganl
 register(Family('googlenet', GoogLeNetConfig, 'ganlab.tasks:DCGANTask',
                 nets={'g': 'ganlab.models:dcgan_generator', 'd': 'ganlab.models:googlenet_discriminator'}))
 register(Family('mlp', MLPConfig, 'ganlab.tasks:DCGANTask', nets={'g': 'ganlab.models:mlp_generator', 'd': 'ganlab.models:mlp_discriminator'}))
-register(Family('cyclegan', CycleGANConfig, 'ganlab.tasks:CycleGANTask', kind='photo', data=('monet', 'photo'),
+register(Family('cyclegan', CycleGANConfig, 'ganlab.translation:CycleGANTask', kind='photo', data=('monet', 'photo'),
                 nets={'g': 'ganlab.models:translator', 'f': 'ganlab.models:translator',
                       'd_monet': 'ganlab.models:patch_discriminator', 'd_photo': 'ganlab.models:patch_discriminator'}));

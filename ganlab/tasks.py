@@ -1,4 +1,4 @@
-"""A family's own part of training: its networks, optimisers and one step. `Task` holds what every family shares (building and placing the networks, Adam, the generator's moving average, SyncBatchNorm, gradient averaging over processes, state); `DCGANTask` and `CycleGANTask` add a step and a sampler each.
+"""A family's own part of training: its networks, optimisers and one step. `Task` holds what every family shares (building and placing the networks, Adam, the generator's moving average, SyncBatchNorm, gradient averaging over processes, state); `DCGANTask` adds a step and a sampler for the noise-to-image families. The image translators' tasks are in `ganlab.translation`.
 
 Docs: https://ganlab.github.io/ganlab/tasks.html.md"""
 
@@ -7,7 +7,6 @@ Docs: https://ganlab.github.io/ganlab/tasks.html.md"""
 # %% ../nbs/05d_tasks.ipynb #e21715e5
 from __future__ import annotations
 import contextlib, itertools
-import numpy as np
 import torch, torch.nn as nn
 import torch.distributed as dist
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -17,10 +16,9 @@ from .config import TrainConfig, Family, family_of
 from .data import open_dataset, diff_augment, to_tensor
 from .losses import d_real_loss, d_fake_loss, g_loss, gradient_penalty, r1_penalty
 from .runtime import Dist, mix_seed, seed_dropout, adam_options
-from .unpaired import cyclegan_augment, load_domain
 
 # %% auto #0
-__all__ = ['Task', 'DCGANTask', 'lr_factor', 'ImagePool', 'CycleGANTask']
+__all__ = ['Task', 'DCGANTask']
 
 # %% ../nbs/05d_tasks.ipynb #8d808d72
 class Task:
@@ -215,192 +213,4 @@ def sample(self:DCGANTask,
     g = self.sampler if ema else self.nets['g']
     was = g.training; g.eval()
     try: return torch.cat([g(z[i:i + batch].to(self.device)).float() for i in range(0, len(z), batch)])
-    finally: g.train(was)
-
-# %% ../nbs/05d_tasks.ipynb #541256e9
-def lr_factor(
-    epoch:int, # the current epoch, from 0
-    epochs:int, # epochs in the run
-    decay_epochs:int|None=None, # epochs at the end that decay linearly (default: half)
-) -> float:
-    "CycleGAN's schedule: 1 for the first epochs, then a linear decay over the last `decay_epochs` (1 - k/(decay+1) in the k-th)"
-    decay = epochs // 2 if decay_epochs is None else decay_epochs
-    return 1.0 - max(0, epoch + 1 - (epochs - decay)) / (decay + 1)
-
-# %% ../nbs/05d_tasks.ipynb #491065ae
-class ImagePool:
-    "CycleGAN's buffer of up to `size` earlier fakes"
-    def __init__(self,
-        size:int=50, # images kept (0: no pool, fakes pass straight through)
-    ):
-        self.size, self.images, self.count = size, None, 0
-
-    def query(self,
-        x:torch.Tensor, # a batch of new fakes, N x C x H x W (detached)
-        gen:torch.Generator, # a CPU generator for the draws
-    ) -> torch.Tensor:
-        "The batch to show the discriminator: new fakes, some swapped for stored ones"
-        if self.size == 0: return x.detach()
-        x = x.detach()
-        if self.images is None: self.images = torch.empty((self.size, *x.shape[1:]), dtype=x.dtype, device=x.device)
-        out = []
-        for img in x:
-            if self.count < self.size:
-                self.images[self.count] = img; self.count += 1; out.append(img)
-            elif torch.rand((), generator=gen).item() < 0.5:
-                i = int(torch.randint(self.size, (), generator=gen))
-                out.append(self.images[i].clone()); self.images[i] = img
-            else: out.append(img)
-        return torch.stack(out)
-
-    def state_dict(self) -> dict: return {'count': self.count, 'images': None if self.images is None else self.images[:self.count].cpu()}
-    def load_state_dict(self, s:dict, device=None):
-        self.count, self.images = s['count'], None
-        if s['images'] is not None and self.count:
-            im = s['images']
-            self.images = torch.empty((self.size, *im.shape[1:]), dtype=im.dtype, device=device); self.images[:self.count] = im.to(device)
-
-# %% ../nbs/05d_tasks.ipynb #b592d35e
-class CycleGANTask(Task):
-    "Photo ↔ Monet: generators G (photo → Monet) and F (Monet → photo), PatchGAN discriminators for each domain"
-    metric = 'mifid'
-    grid_cols = 3 # photo, G(photo), F(G(photo))
-    train_keys = ('monet', 'photo')
-    optimizers = {'g': ('g', 'f'), 'd': ('d_monet', 'd_photo')}
-
-    @staticmethod
-    def open_data(
-        cfg:TrainConfig, # the run's config
-        dataset=None, # {'monet': uint8 array, 'photo': uint8 array} (default: load cfg.monet and cfg.photo)
-    ) -> dict:
-        "{'monet': paintings, 'photo': training photos, 'held_out': the photos of the sample grids}, uint8 N x H x W x 3"
-        if dataset is None:
-            for k in ('monet', 'photo'):
-                if getattr(cfg, k) is None: raise GanlabError(f'no {k} images: give --{k} (TFRecords, an image folder or a zip)')
-            dataset = {k: load_domain(getattr(cfg, k), size=cfg.size, limit=cfg.limit).images for k in ('monet', 'photo')}
-        if not isinstance(dataset, dict) or set(dataset) != {'monet', 'photo'}:
-            raise GanlabError("an image-translation dataset is a dict {'monet': images, 'photo': images}")
-        monet, photo = (np.asarray(dataset[k][:cfg.limit] if cfg.limit else dataset[k]) for k in ('monet', 'photo'))
-        if len(photo) <= cfg.samples: raise GanlabError(f'{len(photo)} photos: more than samples={cfg.samples} are needed (those are held out for the grids)')
-        keep = torch.randperm(len(photo), generator=torch.Generator().manual_seed(mix_seed(cfg.seed, 10))).numpy()
-        held, train_ = np.sort(keep[:cfg.samples]), np.sort(keep[cfg.samples:])
-        return {'monet': monet, 'photo': photo[train_], 'held_out': photo[held]}
-
-    def __init__(self, cfg, device=torch.device('cpu'), dst=Dist(), family=None):
-        super().__init__(cfg, device, dst, family)
-        self.pools = {k: ImagePool(cfg.pool) for k in ('monet', 'photo')}
-
-    def wants_channels_last(self) -> bool:
-        # Channels-last only for batches of 2 or more per process: with one image per process, CPU backward passes
-        # through the ResNet generator's transposed convolutions gave wrong gradients in channels-last (torch 2.11
-        # and 2.15; measured against NCHW), and a 1 x C x H x W tensor gains nothing from the layout anyway.
-        return super().wants_channels_last() and self.cfg.batch // self.dist.world > 1
-
-    def state(self) -> dict: return {**super().state(), 'pools': {k: p.state_dict() for k, p in self.pools.items()}}
-    def load_state(self, s:dict):
-        super().load_state(s)
-        for k, p in self.pools.items(): p.load_state_dict(s['pools'][k], self.device)
-
-# %% ../nbs/05d_tasks.ipynb #87cc3406
-@patch
-def _pooled(self:CycleGANTask, k:str, fake:torch.Tensor, gen:torch.Generator) -> torch.Tensor:
-    "Fakes through the global pool `k`: gathered over the processes, queried once, this process's slice kept"
-    w, r, b = self.dist.world, self.dist.rank, len(fake)
-    if w == 1: return self.pools[k].query(fake, gen)
-    parts = [torch.empty_like(fake) for _ in range(w)]
-    dist.all_gather(parts, fake.detach().contiguous())
-    return self.pools[k].query(torch.cat(parts), gen)[r * b:(r + 1) * b]
-
-@patch
-def step(self:CycleGANTask,
-    real:dict, # this process's part of the batch: {'monet': ..., 'photo': ...} in [-1, 1]
-    step:int, # the global step (seeds the step's randomness)
-    amp:torch.dtype|None, # autocast dtype or None
-    scaler:torch.amp.GradScaler, # loss scaler (disabled unless fp16)
-) -> dict:
-    "One generators' step and one discriminators' step; the losses as 0-d tensors"
-    cfg, dv, r = self.cfg, self.device, self.dist.rank
-    f = lr_factor(step // self.steps_per_epoch, cfg.epochs, cfg.decay_epochs)
-    for o, lr in ((self.opts['g'], cfg.lr_g), (self.opts['d'], cfg.lr_d)):
-        for grp in o.param_groups: grp['lr'] = lr * f
-    gen = torch.Generator(dv).manual_seed(mix_seed(cfg.seed, 3, step, r))
-    seed_dropout(dv, mix_seed(cfg.seed, 4, step, r))
-    pool_gen = torch.Generator().manual_seed(mix_seed(cfg.seed, 9, step))
-    A, B = real['photo'], real['monet']
-    if cfg.augment: A, B = cyclegan_augment(A, generator=gen), cyclegan_augment(B, generator=gen)
-    aug = (lambda x: diff_augment(x, cfg.diffaug, generator=gen)) if cfg.diffaug else (lambda x: x)
-    ac = lambda: torch.autocast(dv.type, amp, enabled=amp is not None)
-    G, Fn, DM, DP, b, idt = self.run['g'], self.run['f'], self.run['d_monet'], self.run['d_photo'], len(A), cfg.identity > 0
-    # generators, with the discriminators frozen
-    self.opts['g'].zero_grad(set_to_none=True)
-    with self.frozen('d'):
-        with ac():
-            gb = G(torch.cat([A, B]) if idt else A)  # G(photo) and, for the identity loss, G(Monet)
-            fa = Fn(torch.cat([B, A]) if idt else B)
-            fake_B, fake_A = gb[:b], fa[:b]
-            rec_A, rec_B = Fn(fake_B), G(fake_A)
-            adv = g_loss(cfg.loss, DM(aug(fake_B)).float()) + g_loss(cfg.loss, DP(aug(fake_A)).float())
-            cyc = (rec_A.float() - A).abs().mean() + (rec_B.float() - B).abs().mean()
-            loss = adv + cfg.cycle * cyc
-            if idt:
-                idl = (gb[b:].float() - B).abs().mean() + (fa[b:].float() - A).abs().mean()
-                loss = loss + cfg.cycle * cfg.identity * idl
-        scaler.scale(loss).backward()
-    self.average_grads('g')
-    scaler.step(self.opts['g'])
-    if self.ema is not None: self.ema.update_parameters(self.nets['g'])
-    # discriminators: real images against pooled fakes, one forward each
-    self.opts['d'].zero_grad(set_to_none=True)
-    pb, pa = self._pooled('monet', fake_B.float(), pool_gen), self._pooled('photo', fake_A.float(), pool_gen)
-    with ac():
-        ob = DM(aug(torch.cat([B, pb]))).float()
-        oa = DP(aug(torch.cat([A, pa]))).float()
-    ld = d_real_loss(cfg.loss, ob[:b]) + d_fake_loss(cfg.loss, ob[b:]) + d_real_loss(cfg.loss, oa[:b]) + d_fake_loss(cfg.loss, oa[b:])
-    if cfg.loss != 'lsgan': ld = ld / 2  # CycleGAN halves the discriminators' loss (built into our LSGAN terms)
-    scaler.scale(ld).backward()
-    self.average_grads('d')
-    scaler.step(self.opts['d'])
-    scaler.update()
-    res = dict(loss_d=ld.detach(), loss_g=adv.detach(), d_real=(ob[:b].mean() + oa[:b].mean()).detach() / 2,
-               d_fake=(ob[b:].mean() + oa[b:].mean()).detach() / 2, cycle=cyc.detach())
-    if idt: res['identity'] = idl.detach()
-    return res
-
-# %% ../nbs/05d_tasks.ipynb #4d37b26f
-@patch
-def fixed_inputs(self:CycleGANTask, n:int, gen:torch.Generator) -> torch.Tensor:
-    "What the sample grids show every epoch: the held-out photos (uint8)"
-    return self.domains['held_out'][:n].cpu()
-
-@patch
-@torch.no_grad()
-def sample(self:CycleGANTask,
-    photos:torch.Tensor, # uint8 N x H x W x 3 photos
-    ema:bool=True, # use the EMA generator when there is one
-    batch:int=16, # images per forward pass
-) -> torch.Tensor:
-    "Rows of photo, G(photo) (Monet-style), F(G(photo)) (back to a photo), in [-1, 1]"
-    g, f = (self.sampler if ema else self.nets['g']), self.nets['f']
-    was = g.training, f.training; g.eval(); f.eval()
-    try:
-        out = []
-        for i in range(0, len(photos), batch):
-            a = to_tensor(photos[i:i + batch].to(self.device)).contiguous(); m = g(a).float(); back = f(m).float()
-            out.append(torch.stack([a, m, back], 1).flatten(0, 1))
-        return torch.cat(out)
-    finally: g.train(was[0]); f.train(was[1])
-
-@patch
-@torch.no_grad()
-def eval_batches(self:CycleGANTask,
-    n:int, # photos to translate
-    seed:int, # picks them
-    batch:int=50, # photos per forward pass
-):
-    "Batches of Monet-style translations of `n` training photos (a fixed pick by `seed`) for FID/MiFID"
-    photos = self.domains['photo']
-    pick = torch.randperm(len(photos), generator=torch.Generator().manual_seed(mix_seed(seed, 6)))[:n]
-    g = self.sampler; was = g.training; g.eval()
-    try:
-        for i in range(0, len(pick), batch): yield g(to_tensor(photos[pick[i:i + batch].to(photos.device)]).contiguous()).float()
     finally: g.train(was)

@@ -8,7 +8,7 @@ from ganlab.train import train
 from ganlab.runtime import launch
 from ganlab.checkpoint import load_checkpoint
 from ganlab.config import make_config
-from ganlab.tasks import lr_factor
+from ganlab.translation import lr_factor
 
 @pytest.fixture(scope='module')
 def pairs():
