@@ -15,10 +15,10 @@ from .choices import (LOSSES, TRANSLATION_LOSSES, AMP_MODES, DIFFAUG, SIZES, G_N
                             CYCLEGAN_NORMS, CYCLEGAN_GENERATORS, G_ARCHS, LR_DECAYS)
 
 # %% auto #0
-__all__ = ['ROLES', 'FAMILY_KINDS', 'FAMILIES', 'ALIASES', 'MAX_CONFIG_BYTES', 'setting', 'parse_duration', 'TrainConfig',
-           'DCGANConfig', 'GoogLeNetConfig', 'CGANConfig', 'MLPConfig', 'CycleGANConfig', 'role_of', 'fields_of',
-           'field_types', 'coerce', 'Family', 'resolve', 'register', 'get_family', 'family_of', 'load_yaml',
-           'make_config', 'resume_config']
+__all__ = ['ROLES', 'FAMILY_KINDS', 'FAMILIES', 'ALIASES', 'MAX_CONFIG_BYTES', 'DCGAN_2015', 'setting', 'parse_duration',
+           'TrainConfig', 'DCGANConfig', 'GoogLeNetConfig', 'CGANConfig', 'MLPConfig', 'CycleGANConfig', 'role_of',
+           'fields_of', 'field_types', 'coerce', 'Family', 'resolve', 'register', 'get_family', 'family_of',
+           'load_yaml', 'make_config', 'resume_config']
 
 # %% ../nbs/05_config.ipynb #0b2d37c8
 ROLES = {
@@ -473,9 +473,12 @@ def resume_config(
     return cfg
 
 # %% ../nbs/05_config.ipynb #5f3619ba
+DCGAN_2015 = dict(arch='dcgan', loss='bce', g_norm='batch', d_norm='batch', spectral=False, lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999,
+                 lr_decay='none', ema=0.0, diffaug='', batch=128, g_every=1, latent=100, g_width=64, d_width=64) # the seeds' DCGAN recipe (Radford et al. 2015)
 register(Family('dcgan', DCGANConfig, 'ganlab.tasks:DCGANTask', nets={'g': 'ganlab.sngan:generator', 'd': 'ganlab.sngan:discriminator'},
-                presets={'noisy-shards': dict(latent=128, label_smooth=0.1, sample_every=1),  # the noisy-shards seed (000)
-                         'celeba': dict(size=64, project='dense', d_head='dense', d_dropout=0.3, epochs=20)}))  # the CelebA seed (002)
+                presets={'cifar10': dict(DCGAN_2015, epochs=30, sample_every=2),  # the CIFAR-10 seed (001), as written
+                         'noisy-shards': dict(DCGAN_2015, latent=128, label_smooth=0.1, epochs=30, sample_every=1),  # the noisy-shards seed (000)
+                         'celeba': dict(DCGAN_2015, size=64, project='dense', d_head='dense', d_dropout=0.3, epochs=20)}))  # the CelebA seed (002)
 register(Family('googlenet', GoogLeNetConfig, 'ganlab.tasks:DCGANTask',
                 nets={'g': 'ganlab.sngan:generator', 'd': 'ganlab.models:googlenet_discriminator'}))
 register(Family('cgan', CGANConfig, 'ganlab.tasks:CGANTask', kind='class',

@@ -9,8 +9,7 @@ from __future__ import annotations
 import math
 import torch, torch.nn as nn, torch.nn.functional as F
 from .core import GanlabError
-from .models import (Generator, Discriminator, CondBatchNorm2d, check_labels, trainable_weight, _sn, _choose, _positive,
-                           GoogLeNetDiscriminator)
+from .models import Generator, Discriminator, CondBatchNorm2d, check_labels, trainable_weight, _sn, _choose, _positive
 
 # %% auto #0
 __all__ = ['ResGenerator', 'ResDiscriminator', 'generator', 'discriminator', 'conditional_generator', 'conditional_discriminator']

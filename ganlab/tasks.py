@@ -14,7 +14,7 @@ from torch.optim.swa_utils import AveragedModel
 from fastcore.basics import patch
 from .core import GanlabError
 from .config import TrainConfig, Family, family_of
-from .data import open_dataset, diff_augment, to_tensor
+from .data import open_dataset, diff_augment
 from .losses import d_real_loss, d_fake_loss, g_loss, gradient_penalty, r1_penalty
 from .runtime import Dist, mix_seed, seed_dropout, adam_options
 

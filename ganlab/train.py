@@ -6,7 +6,7 @@ Docs: https://ganlab.github.io/ganlab/train.html.md"""
 
 # %% ../nbs/05f_train.ipynb #4d541440
 from __future__ import annotations
-import contextlib, csv, dataclasses, io, json, math, os, platform, re, shutil, signal, subprocess, sys, time
+import csv, io, json, math, os, platform, re, shutil, signal, subprocess, sys, time
 from dataclasses import asdict
 from pathlib import Path
 import numpy as np
@@ -251,6 +251,9 @@ class Trainer:
         self.log = RunLog(self.out, cfg, self.family.name, self.step if resume else None, self.quiet) if self.dist.main else None
         if self.dist.main:
             if stale: self.log.note(f"removed {len(stale)} temporary file(s) an interrupted write left in {self.out} ({', '.join(stale[:3])})")
+            numbered = self.out/'checkpoints'/f'epoch_{self.epoch:03d}.pt'
+            if resume and self.pos == 0 and self.epoch and self.epoch % cfg.ckpt_every == 0 and not numbered.exists() and self.copy_last(numbered.stem):
+                self.log.note(f'{numbered.name} was missing (the last session ended while writing it): written again from last.pt')
             self._metadata(dataset, started=True)
 
     def __repr__(self):

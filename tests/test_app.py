@@ -182,12 +182,12 @@ def test_pages_for_each_kind_of_source(run, cyc, tmp_path):
 
 @pytest.fixture(scope='module')
 def served(run):
-    "`serve` in its own process on a free port of 127.0.0.1 (the lead switches this to `ganlab app` once the CLI has it)"
+    "`ganlab app RUN` in its own process on a free port of 127.0.0.1, as a user starts it"
     if not HAS_GRADIO: pytest.skip('Gradio is not installed (pip install "ganlab[app]"; the dev extra has it)')
     port = _free_port()
     log = tempfile.TemporaryFile()
-    code = f'from ganlab.app import serve; serve({str(run)!r}, port={port}, device="cpu", quiet=True)'
-    p = subprocess.Popen([sys.executable, '-c', code], stdout=log, stderr=subprocess.STDOUT,
+    ganlab = shutil.which('ganlab') or str(Path(sys.executable).parent/'ganlab')
+    p = subprocess.Popen([ganlab, 'app', str(run), '--port', str(port), '--device', 'cpu', '--quiet'], stdout=log, stderr=subprocess.STDOUT,
                          env=dict(os.environ, PYTHONPATH=str(ROOT), GRADIO_ANALYTICS_ENABLED='False'))
     url, t0 = f'http://127.0.0.1:{port}/', time.monotonic()
     try:
