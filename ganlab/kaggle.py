@@ -419,12 +419,12 @@ def package(
 def kernel_folders(
     repo=None, # the repository (default: the source tree, else the current folder)
 ) -> list[Path]:
-    "The folders holding ganlab's kernel-metadata.json files: the repository root and kaggle/*/"
+    "The folders holding ganlab's kernel-metadata.json files: the repository root and nbs/kaggle"
     if repo is None:
         try: repo = source_tree()
         except GanlabError: repo = Path('.')
     repo = Path(repo)
-    return [d for d in [repo, *sorted((repo/'kaggle').glob('*/'))] if (d/'kernel-metadata.json').is_file()]
+    return [d for d in (repo, repo/'nbs'/'kaggle') if (d/'kernel-metadata.json').is_file()]
 
 def find_kernel(
     notebook, # a notebook (e.g. nbs/kaggle/monet.ipynb), or a folder with kernel-metadata.json

@@ -14,11 +14,11 @@ from .core import GanlabError, WeightsFile, find_weights, load_state
 from .choices import SIZES, G_NORMS, D_NORMS, UPSAMPLINGS, PROJECTIONS, HEADS, ACTIVATIONS, CYCLEGAN_NORMS, CYCLEGAN_GENERATORS
 
 # %% auto #0
-__all__ = ['GOOGLENET_WEIGHTS', 'GOOGLENET_ENV', 'trainable_weight', 'dcgan_init', 'CondBatchNorm2d', 'check_labels', 'Generator',
-           'Discriminator', 'googlenet_backbone', 'load_googlenet', 'GoogLeNetDiscriminator', 'MLPGenerator',
-           'MLPDiscriminator', 'count_params', 'cyclegan_init', 'ResnetGenerator', 'UnetGenerator', 'receptive_field',
-           'PatchDiscriminator', 'cyclegan_generator', 'googlenet_discriminator', 'mlp_generator', 'mlp_discriminator',
-           'translator', 'patch_discriminator']
+__all__ = ['GOOGLENET_WEIGHTS', 'GOOGLENET_ENV', 'trainable_weight', 'dcgan_init', 'CondBatchNorm2d', 'check_images',
+           'check_labels', 'Generator', 'Discriminator', 'googlenet_backbone', 'load_googlenet',
+           'GoogLeNetDiscriminator', 'MLPGenerator', 'MLPDiscriminator', 'count_params', 'cyclegan_init',
+           'ResnetGenerator', 'UnetGenerator', 'receptive_field', 'PatchDiscriminator', 'cyclegan_generator',
+           'googlenet_discriminator', 'mlp_generator', 'mlp_discriminator', 'translator', 'patch_discriminator']
 
 # %% ../nbs/04_models.ipynb #995bb8e6
 def _choose(
@@ -99,6 +99,17 @@ class CondBatchNorm2d(nn.Module):
 
     def forward(self, x:torch.Tensor, y:torch.Tensor) -> torch.Tensor:
         return self.bn(x) * self.gamma(y)[:, :, None, None] + self.beta(y)[:, :, None, None]
+
+def check_images(
+    what:str, # the network, for the message
+    x, # the batch given
+    channels:int, # the channels it must have
+    size:int, # the side it must have
+) -> torch.Tensor:
+    "`x` when it is a batch N x channels x size x size, else a clear error"
+    if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1:] != (channels, size, size):
+        raise GanlabError(f'{what}: images of shape {tuple(getattr(x, "shape", ()))}; expected (N, {channels}, {size}, {size})')
+    return x
 
 def check_labels(
     what:str, # the network, for the message
@@ -204,9 +215,7 @@ class Discriminator(nn.Module):
         y:torch.Tensor|None=None, # class labels, N (a conditional discriminator only)
     ) -> torch.Tensor:
         "One logit per image, shape (N,)"
-        if x.ndim != 4 or x.shape[1:] != (self.channels, self.size, self.size):
-            raise GanlabError(f'Discriminator: images of shape {tuple(x.shape)}; expected (N, {self.channels}, {self.size}, {self.size})')
-        h = self.features(x)
+        h = self.features(check_images('Discriminator', x, self.channels, self.size))
         out = self.head(h)[:, 0]
         if not self.classes: return out
         y = check_labels('Discriminator', y, len(x), self.classes)
@@ -267,8 +276,7 @@ class GoogLeNetDiscriminator(nn.Module):
 
     def forward(self, x:torch.Tensor) -> torch.Tensor:
         "One logit per image, shape (N,)"
-        if x.ndim != 4 or x.shape[1:] != (3, self.size, self.size):
-            raise GanlabError(f'GoogLeNetDiscriminator: images of shape {tuple(x.shape)}; expected (N, 3, {self.size}, {self.size})')
+        check_images('GoogLeNetDiscriminator', x, 3, self.size)
         return self.head(self.backbone(x))[:, 0]
 
 # %% ../nbs/04_models.ipynb #faec2b18
@@ -312,9 +320,7 @@ class MLPDiscriminator(nn.Module):
 
     def forward(self, x:torch.Tensor) -> torch.Tensor:
         "One logit per image, shape (N,)"
-        if x.ndim != 4 or x.shape[1:] != (self.channels, self.size, self.size):
-            raise GanlabError(f'MLPDiscriminator: images of shape {tuple(x.shape)}; expected (N, {self.channels}, {self.size}, {self.size})')
-        return self.net(x)[:, 0]
+        return self.net(check_images('MLPDiscriminator', x, self.channels, self.size))[:, 0]
 
 # %% ../nbs/04_models.ipynb #46e3a868
 def count_params(

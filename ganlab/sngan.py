@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import torch, torch.nn as nn, torch.nn.functional as F
 from .core import GanlabError
-from .models import Generator, Discriminator, CondBatchNorm2d, check_labels, trainable_weight, _sn, _choose, _positive
+from .models import Generator, Discriminator, CondBatchNorm2d, check_images, check_labels, trainable_weight, _sn, _choose, _positive
 
 # %% auto #0
 __all__ = ['ResGenerator', 'ResDiscriminator', 'generator', 'discriminator', 'conditional_generator', 'conditional_discriminator']
@@ -102,9 +102,7 @@ class ResDiscriminator(nn.Module):
         y:torch.Tensor|None=None, # class labels, N (a conditional discriminator only)
     ) -> torch.Tensor:
         "One logit per image, shape (N,)"
-        if x.ndim != 4 or x.shape[1:] != (self.channels, self.size, self.size):
-            raise GanlabError(f'ResDiscriminator: images of shape {tuple(x.shape)}; expected (N, {self.channels}, {self.size}, {self.size})')
-        h = F.relu(self.blocks(x)).sum((2, 3))
+        h = F.relu(self.blocks(check_images('ResDiscriminator', x, self.channels, self.size))).sum((2, 3))
         out = self.fc(h)[:, 0]
         if not self.classes: return out
         return out + (self.embed(check_labels('ResDiscriminator', y, len(x), self.classes)) * h).sum(1)

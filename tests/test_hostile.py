@@ -53,7 +53,7 @@ def test_any_setting_is_taken_or_refused_clearly(family, field, value):
 def test_non_finite_settings_are_refused_on_the_command_line(npz, tmp_path):
     for flag in ('--lr-d', '--gp-weight', '--beta1', '--ema'):
         for bad in ('inf', 'nan', '-inf'):
-            one_clear_line(ganlab('train', 'dcgan', '--data', npz, '--out', tmp_path/'r', flag, bad), 'not a finite number')
+            one_clear_line(ganlab('train', 'dcgan', '--data', npz, '--out', tmp_path/'r', f'{flag}={bad}'), 'not a finite number')
     assert not (tmp_path/'r').exists()
 
 def test_a_yaml_bomb_is_refused_at_once(tmp_path, npz):
@@ -91,8 +91,8 @@ def test_stale_temporaries_are_removed_and_a_lost_numbered_checkpoint_is_written
     assert not list((r2/'checkpoints').glob('.*.tmp')) and (r2/'checkpoints'/'epoch_001.pt').is_file() and t.epoch == 2
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_130(npz, tmp_path):
-    p = subprocess.Popen([GANLAB, 'train', 'dcgan', '--data', npz, '--out', tmp_path/'r', '--size', 16, '--g-width', 8, '--d-width', 8,
-                          '--latent', 16, '--batch', 8, '--epochs', 500, '--no-tensorboard', '--device', 'cpu'],
+    p = subprocess.Popen([GANLAB, *map(str, ['train', 'dcgan', '--data', npz, '--out', tmp_path/'r', '--size', 16, '--g-width', 8, '--d-width', 8,
+                          '--latent', 16, '--batch', 8, '--epochs', 500, '--no-tensorboard', '--device', 'cpu'])],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     t0 = time.perf_counter()
     while not (tmp_path/'r'/'metrics.csv').is_file() and time.perf_counter() - t0 < 300: time.sleep(0.2)
@@ -105,7 +105,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(npz, tmp_path):
 
 # --- checkpoints --------------------------------------------------------------------------------------------------------
 
-def test_bad_checkpoints_are_one_line(run, tmp_path):
+def test_bad_checkpoints_are_one_line(run, npz, tmp_path):
     s = torch.load(run/'checkpoints'/'last.pt', weights_only=True)
     from ganlab.checkpoint import save_checkpoint
     cases = {'no-nets': {k: v for k, v in s.items() if k != 'nets'}, 'string-config': dict(s, config='evil.yaml'),
@@ -117,7 +117,7 @@ def test_bad_checkpoints_are_one_line(run, tmp_path):
     assert not Path('evil.yaml').exists() and not (tmp_path/'g').exists()
     r2 = tmp_path/'resume'; shutil.copytree(run, r2)
     save_checkpoint({k: v for k, v in s.items() if k != 'opts'}, r2/'checkpoints'/'last.pt')
-    one_clear_line(ganlab('train', 'dcgan', '--out', r2, '--resume', '--epochs', 2), "has no 'opts'")
+    one_clear_line(ganlab('train', 'dcgan', '--out', r2, '--resume', '--epochs', 2, '--data', npz), "has no 'opts'")
 
 def test_generate_writes_only_inside_out_and_takes_only_sane_seeds(run, tmp_path):
     for prefix in ('../x', 'a/b', '..', '/tmp/x'):

@@ -93,7 +93,7 @@ def test_push_reaches_the_standin_with_notebook_accelerator_and_sources(tmp_path
 def test_plain_kaggle_cli_pushes_the_repository_kernels(tmp_path):
     "`kaggle kernels push -p .` works on the top-level metadata as it is: its code_file is the notebook in nbs/kaggle"
     with StandIn() as api:
-        for folder, nb in ((ROOT, 'monet.ipynb'), (ROOT/'kaggle'/'noisy-dcgan', 'noisy_dcgan.ipynb')):
+        for folder, nb in ((ROOT, 'monet.ipynb'), (ROOT/'nbs'/'kaggle', 'noisy_dcgan.ipynb')):
             gk.check_kernel(folder, need_gpu=True)
             p = subprocess.run(gk.kaggle_command() + ['kernels', 'push', '-p', str(folder)], env=api.env(tmp_path/'home'),
                                capture_output=True, text=True, timeout=120)
