@@ -2,7 +2,7 @@
 """Decode throughput and peak memory of `ganlab doctor`, and what it does with hostile input.
 
     python bench/decode.py [--repeat 5] [--workers 2] [--synthetic 20000]
-    python bench/decode.py --issue18 [--images 20000] [--repeat 5]
+    python bench/decode.py --issue18 [--images 20000] [--repeat 5] [--compare ../main]
     python bench/decode.py --hostile
 
 Default: runs `ganlab doctor <shards> --out <tmp> --workers N --quiet` as a fresh process, the way a user does, `--repeat`
@@ -99,19 +99,19 @@ def calibrate(shards):
 LIB = '''import json, sys
 from ganlab.eda import doctor
 r = doctor(sys.argv[1], sys.argv[2], workers=2, show_progress=False)
-print(json.dumps(dict(r.seconds, records=r.report.records, lines=r.report.lines)))'''
+print(json.dumps(dict(getattr(r, 'seconds', None) or {'decode': r.report.seconds}, records=r.report.records)))'''
 
 
-def timed(cmd):
-    "(wall seconds, CPU seconds of the process tree, stdout) of one command"
+def timed(cmd, root):
+    "(wall seconds, CPU seconds of the process tree, stdout) of one command run with `root`'s ganlab"
     c0, t0 = os.times(), time.perf_counter()
-    p = subprocess.run(cmd, env=ENV, capture_output=True, text=True)
+    p = subprocess.run(cmd, env=dict(ENV, PYTHONPATH=str(root)), capture_output=True, text=True)
     wall, c1 = time.perf_counter() - t0, os.times()
     if p.returncode: sys.exit(f'{cmd[:3]} failed with status {p.returncode}: {p.stderr[-2000:]}')
     return wall, (c1.children_user - c0.children_user) + (c1.children_system - c0.children_system), p.stdout
 
 
-def issue18(images, repeat):
+def issue18(images, repeat, compare=None):
     from ganlab.core import shared_data
     z = shared_data('cifar10-jpg.zip')
     if z is None: sys.exit('--issue18 needs ../shared/data/cifar10-jpg.zip (or GANLAB_SHARED_DATA)')
@@ -124,32 +124,36 @@ def issue18(images, repeat):
     first = (d/'set'/'shard-000.jsonl').read_bytes().split(b'\n', 1)[0]
     (d/'one').mkdir(); (d/'one'/'one.jsonl').write_bytes(first + b'\n')
     print(f'(wrote {images:,} CIFAR-10 training images as noisy shards in {time.perf_counter() - t:.0f} s)')
+    roots = {'this checkout': ROOT, **({f'{compare}': Path(compare)} if compare else {})}
     sets = {'one line': d/'one'/'one.jsonl', 'set': d/'set'}
-    cli = {k: [] for k in sets}; lib = {k: [] for k in sets}; seconds = {k: [] for k in sets}
+    runs = {(r, how, k): [] for r in roots for how in ('CLI', 'library') for k in sets}
     for i in range(repeat):  # interleaved: the machine's speed drifts
-        for k, src in sets.items():
-            out = d/'out'; shutil.rmtree(out, ignore_errors=True)
-            cli[k].append(timed([GANLAB, 'doctor', str(src), '--out', str(out), '--workers', '2', '--quiet'])[:2])
-            rep = json.loads((out/'report.json').read_text()); n_rec, n_lines = rep['counts']['records'], rep['counts']['lines']
-            shutil.rmtree(out, ignore_errors=True)
-            w, c, so = timed([sys.executable, '-c', LIB, str(src), str(out)])
-            lib[k].append((w, c)); seconds[k].append(json.loads(so.strip().splitlines()[-1]))
-            if k == 'set': n_set = (n_rec, n_lines)
-        print(f'run {i + 1}: CLI one line {cli["one line"][-1][0]:.2f} s, set {cli["set"][-1][0]:.2f} s; '
-              f'library one line {lib["one line"][-1][0]:.2f} s, set {lib["set"][-1][0]:.2f} s; '
-              f'set: decode {seconds["set"][-1]["decode"]:.2f} s, plots {seconds["set"][-1]["plots"]:.2f} s')
+        for r, root in roots.items():
+            for k, src in sets.items():
+                out = d/'out'; shutil.rmtree(out, ignore_errors=True)
+                runs[r, 'CLI', k].append(timed([GANLAB, 'doctor', str(src), '--out', str(out), '--workers', '2', '--quiet'], root)[:2] + (None,))
+                rep = json.loads((out/'report.json').read_text())['counts']; shutil.rmtree(out, ignore_errors=True)
+                w, c, so = timed([sys.executable, '-c', LIB, str(src), str(out)], root)
+                runs[r, 'library', k].append((w, c, json.loads(so.strip().splitlines()[-1])))
+                if k == 'set': rec, lines = rep['records'], rep['lines']
+            print(f'run {i + 1}, {r}: ' + ', '.join(f'{how} {k} {runs[r, how, k][-1][0]:.2f} s' for how in ('CLI', 'library') for k in sets)
+                  + f"; doctor's clock on the set: {', '.join(f'{a} {v:.2f} s' for a, v in runs[r, 'library', 'set'][-1][2].items() if a != 'records')}")
     med = lambda xs, j: statistics.median(x[j] for x in xs)
-    rec, lines = n_set
-    print(f'\nset: {lines:,} lines read, {rec:,} records (CIFAR-10 train, first {images:,} images); one-line shard: 1 record')
-    for name, runs in (('ganlab doctor (CLI)', cli), ('doctor() in a fresh Python', lib)):
-        dw, dc = med(runs['set'], 0) - med(runs['one line'], 0), med(runs['set'], 1) - med(runs['one line'], 1)
-        print(f'{name}: median wall {med(runs["one line"], 0):.2f} s (one line), {med(runs["set"], 0):.2f} s (set): '
-              f'{rec / dw:,.0f} records/s beyond the one-line run; CPU {med(runs["one line"], 1):.2f} s / {med(runs["set"], 1):.2f} s: '
-              f'{rec / dc:,.0f} records per CPU-second beyond it')
-    pl = [s['plots'] for s in seconds['set']]; po = [s['plots'] for s in seconds['one line']]
-    print(f'plots (contact sheet and three figures, matplotlib import included), doctor\'s clock: median {statistics.median(pl):.2f} s '
-          f'on the set (max {max(pl):.2f}), {statistics.median(po):.2f} s on one line; decode stage median '
-          f'{statistics.median(s["decode"] for s in seconds["set"]):.2f} s')
+    print(f'\nset: {lines:,} lines read, {rec:,} records (the first {images:,} CIFAR-10 training images); one-line shard: 1 record; '
+          f'medians of {repeat} interleaved runs')
+    for r in roots:
+        for how in ('CLI', 'library'):
+            one, full = runs[r, how, 'one line'], runs[r, how, 'set']
+            dw, dc = med(full, 0) - med(one, 0), med(full, 1) - med(one, 1)
+            print(f'{r}, {"ganlab doctor" if how == "CLI" else "doctor() in a fresh Python"}: wall {med(one, 0):.2f} s (one line), '
+                  f'{med(full, 0):.2f} s (set): {rec / dw:,.0f} records/s beyond the one-line run; '
+                  f'CPU {med(one, 1):.2f} s / {med(full, 1):.2f} s: {rec / dc:,.0f} records per CPU-second beyond it')
+        secs = [x[2] for x in runs[r, 'library', 'set']]
+        if 'plots' in secs[0]:
+            pl = [x['plots'] for x in secs]
+            print(f"{r}, plots (contact sheet and three figures, matplotlib's import included), doctor's clock: median {statistics.median(pl):.2f} s, "
+                  f"max {max(pl):.2f} s; on one line {statistics.median(x[2]['plots'] for x in runs[r, 'library', 'one line']):.2f} s")
+        print(f"{r}, decode stage (doctor's clock): median {statistics.median(x['decode'] for x in secs):.2f} s")
     shutil.rmtree(d)
 
 
@@ -191,8 +195,8 @@ def hostile_cases(d:Path):
     cases.append(('two gzip members, the first with a wrong CRC', put('members.jsonl.gz', bytes(m1) + gzip.compress(_png_line(2) + b'\n', mtime=0)), 3))
     cases.append(('empty .jsonl.gz', put('empty.jsonl.gz', b''), 1))
     cases.append(('gzip data named .jsonl', put('gzplain.jsonl', gz), sum(1 for l in gz.split(b'\n') if l.strip())))
-    big = b'\n'.join(_png_line(i) for i in range(700)) + b'\n' + _png_line(700, id='x' * 1_000_000) + b'\n'
-    cases.append((f'a 1,000,000-character id ({len(big) / 1e6:.1f} MB shard)', put('longid.jsonl', big), 701))
+    big = b'\n'.join(_png_line(i) for i in range(280)) + b'\n' + _png_line(280, id='x' * 1_000_000) + b'\n'
+    cases.append((f'a 1,000,000-character id ({len(big) / 1e6:.1f} MB shard)', put('longid.jsonl', big), 281))
     c = zlib.compressobj(9, zlib.DEFLATED, 31); nl = c.compress(b'\n' * 10**8) + c.flush()
     cases.append((f'10^8 newlines, gzipped ({len(nl) / 1e3:.0f} KB)', put('newlines.jsonl.gz', nl), 0))
     cases.append(('10^7 blank lines, plain', put('blank.jsonl', b' \n\t\n' * 5_000_000), 0))
@@ -211,6 +215,9 @@ def hostile_cases(d:Path):
     return cases, [(name, ok, out) for name, out in outs]
 
 
+PEAK = 'import sys\nfrom ganlab.eda import doctor\ndoctor(sys.argv[1], sys.argv[2], workers=2, show_progress=False)'
+
+
 def hostile():
     import resource
     from ganlab.core import GanlabError
@@ -220,7 +227,7 @@ def hostile():
     cases, outs = hostile_cases(d)
     tally = {e: dict(cases=0, complete=0, clear=0, tracebacks=0, lost=0) for e in ('shard_lines', 'decode_shards', 'doctor()', 'ganlab doctor')}
     def lost(r, want): return r.records != r.decoded + r.rejected or (want is not None and r.records != want)
-    peaks = []
+    peaks, cli_peaks = [], []
     for name, src, want in cases:
         files = sorted(src.iterdir()) if src.is_dir() else [src]
         t = tally['shard_lines']; t['cases'] += 1
@@ -241,9 +248,10 @@ def hostile():
             except GanlabError as e: t['clear'] += 1
             except Exception as e: t['tracebacks'] += 1; print(f'  {entry}, {name}: {type(e).__name__}: {e}')
             shutil.rmtree(d/'out', ignore_errors=True)
+        peaks.append((watch([sys.executable, '-c', PEAK, str(src), str(d/'out')])[3], name)); shutil.rmtree(d/'out', ignore_errors=True)
         t = tally['ganlab doctor']; t['cases'] += 1
         rc, so, se, peak = watch([GANLAB, 'doctor', str(src), '--out', str(d/'out'), '--workers', '2', '--quiet'])
-        peaks.append((peak, name))
+        cli_peaks.append((peak, name))
         if 'Traceback' in se or rc not in (0, 2): t['tracebacks'] += 1; print(f'  ganlab doctor, {name}: status {rc}: {se[-600:]}')
         elif rc == 2: t['clear'] += 1
         else:
@@ -264,9 +272,11 @@ def hostile():
                 else: t['tracebacks'] += 1; print(f'  ganlab doctor, {name}: status {p.returncode}: {p.stderr[-600:]}')
     print(f"\n{'entry point':<15} {'cases':>6} {'complete':>9} {'clear errors':>13} {'tracebacks':>11} {'silent losses':>14}")
     for e, t in tally.items(): print(f"{e:<15} {t['cases']:>6} {t['complete']:>9} {t['clear']:>13} {t['tracebacks']:>11} {t['lost']:>14}")
-    peaks.sort(reverse=True)
-    print('\npeak memory of `ganlab doctor --workers 2` (process tree, sampled every 5 ms), largest first:')
+    peaks.sort(reverse=True); cli_peaks.sort(reverse=True)
+    print('\npeak memory (process tree, sampled every 5 ms) of doctor(..., workers=2) in a fresh Python, largest first:')
     for peak, name in peaks[:5]: print(f'  {peak / 2**20:6.0f} MiB  {name}')
+    print(f'and of the `ganlab doctor --workers 2` command: {cli_peaks[-1][0] / 2**20:.0f} to {cli_peaks[0][0] / 2**20:.0f} MiB '
+          f'(largest: {cli_peaks[0][1]}), whatever the input: the command imports torch before it decodes')
     shutil.rmtree(d)
 
 
@@ -277,12 +287,13 @@ def main():
     ap.add_argument('--synthetic', type=int, default=0, help='also bench N synthetic records (0: skip)')
     ap.add_argument('--issue18', action='store_true', help="issue 18's figure: the whole command on CIFAR-10 noisy shards, beyond a one-line run")
     ap.add_argument('--images', type=int, default=20000, help='CIFAR-10 training images for --issue18')
+    ap.add_argument('--compare', default=None, help='with --issue18: another checkout (a folder holding ganlab/) to time, interleaved')
     ap.add_argument('--hostile', action='store_true', help="issue 19's hostile inputs through every entry point")
     a = ap.parse_args()
     if a.repeat < 1: ap.error('--repeat must be at least 1')
     print(f'machine: {platform.processor() or platform.machine()}, {psutil.cpu_count()} CPUs, '
           f'{psutil.virtual_memory().total / 2**30:.0f} GiB; Python {platform.python_version()}; load average {os.getloadavg()[0]:.1f}')
-    if a.issue18: issue18(a.images, a.repeat)
+    if a.issue18: issue18(a.images, a.repeat, a.compare)
     elif a.hostile: hostile()
     else:
         from ganlab.core import shared_data
