@@ -276,7 +276,7 @@ def hostile():
     print('\npeak memory (process tree, sampled every 5 ms) of doctor(..., workers=2) in a fresh Python, largest first:')
     for peak, name in peaks[:5]: print(f'  {peak / 2**20:6.0f} MiB  {name}')
     print(f'and of the `ganlab doctor --workers 2` command: {cli_peaks[-1][0] / 2**20:.0f} to {cli_peaks[0][0] / 2**20:.0f} MiB '
-          f'(largest: {cli_peaks[0][1]}), whatever the input: the command imports torch before it decodes')
+          f'(largest: {cli_peaks[0][1]})')
     shutil.rmtree(d)
 
 
