@@ -6,19 +6,32 @@ Docs: https://ganlab.github.io/ganlab/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #18c7d5ee
 from __future__ import annotations
-import os, sys, glob, random, hashlib, functools, tempfile, zipfile, contextlib
+import os, io, sys, glob, random, hashlib, functools, tempfile, zipfile, contextlib
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
 # %% auto #0
-__all__ = ['GanlabError', 'atomic_write', 'expand_inputs', 'progress', 'seed_everything', 'NpzWriter', 'iter_npz_rows',
-           'shared_data', 'WeightsFile', 'sha256_file', 'file_sha256', 'find_weights', 'load_state']
+__all__ = ['GanlabError', 'safe_text', 'atomic_write', 'check_out_dir', 'check_out_file', 'expand_inputs', 'progress',
+           'seed_everything', 'NpzWriter', 'iter_npz_rows', 'shared_data', 'WeightsFile', 'sha256_file', 'file_sha256',
+           'find_weights', 'load_state']
 
 # %% ../nbs/00_core.ipynb #1fa0ac18
 class GanlabError(Exception):
     "An error about the user's input or environment, shown to them as one clear message"
+
+# %% ../nbs/00_core.ipynb #9323edd1
+def safe_text(
+    s, # a string or a path
+) -> str:
+    "`s` as text that UTF-8 can hold: file-name bytes that are not UTF-8 as `\\xNN`, other lone surrogates as `\\udNNN`"
+    s = str(s)
+    if s.isascii(): return s
+    try: s.encode('utf-8'); return s
+    except UnicodeEncodeError: pass
+    try: return os.fsencode(s).decode('utf-8', 'backslashreplace')
+    except UnicodeEncodeError: return s.encode('utf-8', 'backslashreplace').decode('utf-8')
 
 # %% ../nbs/00_core.ipynb #84deb53d
 @contextlib.contextmanager
@@ -40,6 +53,30 @@ def atomic_write(
     except BaseException:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
         raise
+
+# %% ../nbs/00_core.ipynb #43eaedf2
+def check_out_dir(
+    path, # a folder a command writes into (created when missing)
+    what:str='--out', # what it is, for messages
+) -> Path:
+    "`path` as a folder that exists and can be written in, or a `GanlabError` naming it"
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir(): raise GanlabError(f'{what}: {safe_text(p)} exists and is not a folder')
+    try: p.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise GanlabError(f'{what}: cannot create the folder {safe_text(p)} ({e.strerror or e})') from None
+    try: tempfile.TemporaryFile(dir=p).close()
+    except OSError as e: raise GanlabError(f'{what}: cannot write in the folder {safe_text(p)} ({e.strerror or e})') from None
+    return p
+
+def check_out_file(
+    path, # a file a command writes (replaced when it exists)
+    what:str='--out', # what it is, for messages
+) -> Path:
+    "`path` as a file that can be written (its folder created when missing), or a `GanlabError` naming it"
+    p = Path(path).expanduser()
+    if p.is_dir(): raise GanlabError(f'{what}: {safe_text(p)} is a folder, not a file')
+    check_out_dir(p.parent, f'{what} ({safe_text(p.name)})')
+    return p
 
 # %% ../nbs/00_core.ipynb #e1309905
 def _has_suffix(p:Path, suffixes): return any(p.name.endswith(s) for s in suffixes)
@@ -109,18 +146,33 @@ class NpzWriter:
         elif rows.shape[1:] != self.row_shape: raise ValueError(f'{self.name}: row shape {rows.shape[1:]} != {self.row_shape}')
         self._f.write(rows.tobytes()); self.n += len(rows)
 
-    def close(self, row_shape=(), **arrays):
-        "Write the `.npz` with the streamed array and the small `arrays` given here; `row_shape` is used when no row came"
+    def close(self,
+        row_shape=(), # the shape of a row, used when no row came
+        keep=None, # a boolean per row appended: only those rows go into the `.npz` (None: all)
+        **arrays, # small arrays to store beside it (deflated)
+    ):
+        "Write the `.npz` with the streamed array and the small `arrays` given here"
         self._f.close()
-        shape = (self.n, *(self.row_shape if self.row_shape is not None else row_shape))
+        row_shape = self.row_shape if self.row_shape is not None else tuple(row_shape)
+        keep = None if keep is None else np.asarray(keep, bool)
+        if keep is not None and len(keep) != self.n: raise ValueError(f'keep has {len(keep)} entries for {self.n} rows')
+        shape = (self.n if keep is None else int(keep.sum()), *row_shape)
         header = dict(descr=np.lib.format.dtype_to_descr(self.dtype), fortran_order=False, shape=shape)
+        row, per = int(np.prod(row_shape, dtype=np.int64)) * self.dtype.itemsize, 1 << 20
         try:
             with atomic_write(self.path) as f, zipfile.ZipFile(f, 'w', zipfile.ZIP_STORED, allowZip64=True) as zf:
                 for k, v in arrays.items():
-                    with zf.open(f'{k}.npy', 'w', force_zip64=True) as m: np.lib.format.write_array(m, np.asarray(v))
+                    npy = io.BytesIO(); np.lib.format.write_array(npy, np.asarray(v))
+                    zf.writestr(zipfile.ZipInfo(f'{k}.npy', (1980, 1, 1, 0, 0, 0)), npy.getbuffer(), zipfile.ZIP_DEFLATED, 1)
                 with zf.open(f'{self.name}.npy', 'w', force_zip64=True) as m, open(self._tmp, 'rb') as rows:
                     np.lib.format.write_array_header_2_0(m, header)
-                    while block := rows.read(1 << 20): m.write(block)
+                    if keep is None or keep.all():
+                        while block := rows.read(per): m.write(block)
+                    else:
+                        k = max(1, per // max(row, 1))
+                        for i in range(0, self.n, k):
+                            block = np.frombuffer(rows.read(k * row), np.uint8).reshape(-1, row)
+                            m.write(block[keep[i:i + len(block)]].tobytes())
         finally: os.unlink(self._tmp)
         return self.path
 

@@ -1,4 +1,4 @@
-"""One noisy JSONL record → an upright S x S RGB image, or a reason. Shard readers for `.jsonl` and `.jsonl.gz`, a parallel decoder that keeps shard/line order, and the rejection report.
+"""One noisy JSONL record → an upright S x S RGB image, or a reason. (Reading whole shards, in parallel, with the report: `ganlab.shards`.)
 
 Docs: https://ganlab.github.io/ganlab/records.html.md"""
 
@@ -6,29 +6,23 @@ Docs: https://ganlab.github.io/ganlab/records.html.md"""
 
 # %% ../nbs/01_records.ipynb #ec9c27b4
 from __future__ import annotations
-import base64, binascii, contextlib, csv, gc, io, json, math, os, re, sys, time, warnings, zlib
-import multiprocessing as mp
-from concurrent.futures import ProcessPoolExecutor
-from collections import Counter, deque
-from dataclasses import dataclass, field
+import base64, binascii, contextlib, io, json, math, re, sys
+from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 from PIL import Image
-from .core import GanlabError, atomic_write, expand_inputs, progress
 
 # %% auto #0
-__all__ = ['IMAGE_KEYS', 'MAX_PIXELS', 'MAX_LINE', 'SAFE_FORMATS', 'WHITE', 'REASONS', 'REJECTED_COLUMNS', 'Reject',
-           'image_field', 'b64_bytes', 'is_truthy', 'parse_rotation', 'register_formats', 'open_image', 'peek_header',
-           'to_rgb_alpha', 'decode_mask', 'composite', 'upright', 'exif_orientation', 'apply_orientation', 'fit',
-           'decode_record', 'Decoded', 'Rejection', 'shard_stem', 'made_id', 'record_id', 'parse_line', 'decode_line',
-           'ShardCut', 'shard_lines', 'rejection_row', 'csv_writer', 'read_rejected', 'DecodeReport', 'Batch',
-           'read_batches', 'batch_lines_of', 'decode_batch', 'parse_colour', 'iter_decode', 'decode_source', 'load_npz',
-           'DecodedSet', 'decode_shards']
+__all__ = ['IMAGE_KEYS', 'MAX_PIXELS', 'MAX_LINE', 'MAX_ID', 'SAFE_FORMATS', 'WHITE', 'REASONS', 'Reject', 'image_field',
+           'b64_bytes', 'is_truthy', 'parse_rotation', 'register_formats', 'open_image', 'peek_header', 'to_rgb_alpha',
+           'decode_mask', 'composite', 'upright', 'exif_orientation', 'apply_orientation', 'fit', 'decode_record',
+           'Decoded', 'Rejection', 'shard_stem', 'made_id', 'record_id', 'parse_line', 'decode_line']
 
 # %% ../nbs/01_records.ipynb #649c675e
 IMAGE_KEYS = ('img_b64', 'image_b64', 'b64', 'image', 'data', 'img') # where the image may be, in order of preference
 MAX_PIXELS = 4096 * 4096 # default canvas limit: far above any real thumbnail, far below a decompression bomb
 MAX_LINE = 64 << 20 # default line-length limit in bytes: a longer line is rejected without being held in memory
+MAX_ID = 128 # longest id kept, in characters: a longer one is rejected (`.npz` string arrays pad every id to the longest)
 SAFE_FORMATS = ('PNG', 'JPEG', 'WEBP', 'BMP', 'TIFF', 'GIF', 'PPM', 'ICO') # formats tried: each has a signature (TGA has none, so any bytes might pass) and none runs an external program (EPS would)
 WHITE = (255, 255, 255)
 
@@ -49,9 +43,12 @@ REASONS = {
     'bad_alpha': 'the alpha_b64 mask cannot be decoded or has another size than the image',
     'bad_exif_rot': 'exif_rot is not 0, 90, 180 or 270',
     'duplicate_id': 'an earlier record with this id was already decoded (the first one stays)',
+    'id_too_long': f'the id is longer than {MAX_ID} characters',
+    'bad_id': 'the id is not storable text (a lone surrogate, or a NUL character)',
     'truncated_shard': 'the gzip shard ends early: this line and any after it are lost',
-    'corrupt_shard': 'the gzip shard is corrupt from here on',
+    'corrupt_shard': 'the gzip shard is corrupt: it stops here, or (all of it read) it fails its checksum',
     'unreadable_shard': 'the shard cannot be read from here on',
+    'damaged_shard': 'decoded, but from a gzip shard that fails its checksum (left out by strict mode)',
 }
 
 # %% ../nbs/01_records.ipynb #afdeb1c6
@@ -62,6 +59,7 @@ class Reject(Exception):
         detail:str='', # what exactly was wrong, for the report
     ):
         if reason not in REASONS: raise ValueError(f'unknown reason {reason!r}')
+        detail = detail if len(detail) <= 300 else detail[:300] + '...'  # a detail quotes what it saw: never megabytes of it
         super().__init__(f'{reason}: {detail}' if detail else reason)
         self.reason, self.detail = reason, detail
 
@@ -236,10 +234,13 @@ _TURN_CW = (lambda a: a, lambda a: a.swapaxes(0, 1)[:, ::-1], lambda a: a[::-1, 
 _ORIENT = {2: lambda a: a[:, ::-1], 3: _TURN_CW[2], 4: lambda a: a[::-1], 5: lambda a: a.swapaxes(0, 1),
            6: _TURN_CW[1], 7: lambda a: a.swapaxes(0, 1)[::-1, ::-1], 8: _TURN_CW[3]}
 
+_EXIF_SOURCES = ('exif', 'Raw profile type exif', 'XML:com.adobe.xmp', 'xmp') # where `Image.getexif` looks (with a TIFF's own tags): without them it finds nothing, and building its empty answer costs 8 us
+
 def exif_orientation(
     im:Image.Image, # a decoded image
 ) -> int:
     "The EXIF Orientation tag of `im` (1 = upright, also when missing or invalid)"
+    if not hasattr(im, 'tag_v2') and im._exif is None and not any(k in im.info for k in _EXIF_SOURCES): return 1
     try: o = im.getexif().get(0x0112, 1)
     except Exception: return 1
     return o if o in _ORIENT else 1
@@ -289,7 +290,7 @@ def decode_record(
     else: rgb, turned = upright(rgb, rot, sense), (f'field{rot}' if rot else '')
     out = fit(rgb, size)
     claimed = rec.get('mode')
-    return out, dict(key=key, format=im.format, mode=im.mode, claimed_mode=claimed if isinstance(claimed, str) else '',
+    return out, dict(key=key, format=im.format, mode=im.mode, claimed_mode=claimed[:32] if isinstance(claimed, str) else '',
                      width=im.width, height=im.height, rotation=turned, inverted=inverted, alpha=alpha_src)
 
 # %% ../nbs/01_records.ipynb #9207f247
@@ -324,11 +325,18 @@ def made_id(shard, line:int) -> str:
     return f'{shard_stem(shard)}-L{line:06d}'
 
 def record_id(rec:dict) -> str|None:
-    "The record's own id (a string or an integer), or None"
+    "The record's own id (a string or an integer), or None; `Reject` when it is too long or not storable text"
     v = rec.get('id')
     if isinstance(v, bool) or v is None: return None
-    if isinstance(v, int): return str(v)
-    return v if isinstance(v, str) and v.strip() else None
+    if isinstance(v, int): v = str(v)
+    if not isinstance(v, str) or not v.strip(): return None
+    if len(v) > MAX_ID: raise Reject('id_too_long', f'{len(v):,} characters, starting {v[:40]!r}')
+    if not v.isascii() and not _is_utf8(v) or '\x00' in v: raise Reject('bad_id', f'{v[:60]!r}')
+    return v
+
+def _is_utf8(s:str) -> bool:
+    try: s.encode('utf-8'); return True
+    except UnicodeEncodeError: return False  # a lone surrogate: JSON's "\ud800" is legal, but no UTF-8 file can hold it
 
 _KEY_TOKENS = tuple(f'"{k}"'.encode() for k in IMAGE_KEYS)
 _COLON_QUOTE = re.compile(rb'[ \t\r\n]*:[ \t\r\n]*"')
@@ -382,374 +390,8 @@ def decode_line(
     except Exception as e: return Rejection(shard, lineno, rid, 'bad_image', f'unexpected {type(e).__name__}: {e}'[:300])
 
 # %% ../nbs/01_records.ipynb #9f1a49f3
-class ShardCut(Exception):
-    "A shard stops early: `reason` is 'truncated_shard', 'corrupt_shard' or 'unreadable_shard'"
-    def __init__(self, reason, detail): super().__init__(detail); self.reason, self.detail = reason, detail
-
-def _lines_from_blocks(blocks, max_line):
-    "Split a stream of byte blocks into lines, with None in place of a line over `max_line` bytes"
-    parts, n, skipping = [], 0, False
-    for block in blocks:
-        start = 0
-        while (end := block.find(b'\n', start)) >= 0:
-            if skipping: skipping = False
-            else: parts.append(block[start:end]); yield b''.join(parts) if n + end - start <= max_line else None
-            parts, n, start = [], 0, end + 1
-        if not skipping and start < len(block):
-            parts.append(block[start:]); n += len(block) - start
-            if n > max_line: parts, n, skipping = [], 0, True; yield None
-    if parts: yield b''.join(parts)
-
-def _plain_blocks(path, on_bytes, bs=1 << 20):
-    with open(path, 'rb') as f:
-        while (b := f.read(bs)):
-            on_bytes(len(b)); yield b
-
-def _gzip_blocks(path, on_bytes, bs=1 << 16, out_max=1 << 20):
-    "Decompressed blocks of gzip `path`; raises `ShardCut` when the stream is cut or corrupt"
-    d, fed = zlib.decompressobj(zlib.MAX_WBITS | 16), 0
-    with open(path, 'rb') as f:
-        while (data := f.read(bs)):
-            fed += len(data); on_bytes(len(data))
-            while data:
-                try: out = d.decompress(data, out_max)
-                except zlib.error as e: raise ShardCut('corrupt_shard', f'gzip data corrupt near compressed byte {fed:,}: {e}') from None
-                if out: yield out
-                data = d.unconsumed_tail
-                if d.eof:
-                    rest = d.unused_data + data
-                    if not rest.strip(b'\x00'): data = b''; break
-                    if not rest.startswith(b'\x1f\x8b'): raise ShardCut('corrupt_shard', f'{len(rest)} bytes of non-gzip data after a gzip member')
-                    d, data = zlib.decompressobj(zlib.MAX_WBITS | 16), rest
-    if not d.eof: raise ShardCut('truncated_shard', f'gzip stream ends early, after {fed:,} compressed bytes')
-
-def shard_lines(
-    path, # a `.jsonl` or `.jsonl.gz` shard
-    max_line:int=MAX_LINE, # longest line kept, in bytes
-    on_bytes=None, # called with the number of file bytes read, block by block (for progress)
-):
-    "Lines of a shard (None for an over-long one); raises `ShardCut` where the shard stops early"
-    on_bytes = on_bytes or (lambda n: None)
-    blocks = _gzip_blocks(path, on_bytes) if str(path).endswith('.gz') else _plain_blocks(path, on_bytes)
-    try: yield from _lines_from_blocks(blocks, max_line)
-    except OSError as e: raise ShardCut('unreadable_shard', f'{type(e).__name__}: {e}') from None
-
-# %% ../nbs/01_records.ipynb #d554805d
-REJECTED_COLUMNS = ['shard', 'line', 'id', 'reason', 'detail']
-
-def rejection_row(r:Rejection) -> dict:
-    "A rejection as a JSON-ready dict"
-    return dict(shard=r.shard, line=r.line, id=r.id, reason=r.reason, detail=r.detail)
-
-def csv_writer(f):
-    "Write the `rejected.csv` header to text file `f`; return a function that writes one `Rejection`"
-    w = csv.writer(f); w.writerow(REJECTED_COLUMNS)
-    return lambda r: w.writerow([r.shard, r.line, r.id or '', r.reason, r.detail])
-
-def read_rejected(path):
-    "The rows of a `rejected.csv`, streamed, as dicts like `rejection_row`'s"
-    with open(path, newline='') as f:
-        for row in csv.DictReader(f): yield dict(row, line=int(row['line']), id=row['id'] or None)
-
-@dataclass
-class DecodeReport:
-    "Counts and rejections of a decode"
-    shards: list = field(default_factory=list)
-    lines: int = 0
-    records: int = 0
-    decoded: int = 0
-    rejected: int = 0
-    by_reason: Counter = field(default_factory=Counter)
-    rejections: list = field(default_factory=list) # kept only when `sink` is None
-    per_shard: dict = field(default_factory=dict) # shard -> Counter of records, decoded, rejected
-    seconds: float = 0.0
-    sink: object = None # when set, called with each `Rejection` instead of keeping it (memory stays flat)
-
-    def add_lines(self, shard:str, n:int, blank:int):
-        "Count `n` lines of `shard` read, `blank` of them empty"
-        self.lines += n; self.records += n - blank
-        self.per_shard.setdefault(shard, Counter())['records'] += n - blank
-    def add(self, o:Decoded|Rejection):
-        "Count one outcome"
-        c = self.per_shard.setdefault(o.shard, Counter())
-        if isinstance(o, Decoded): self.decoded += 1; c['decoded'] += 1; return
-        self.rejected += 1; c['rejected'] += 1; self.by_reason[o.reason] += 1
-        if self.sink is None: self.rejections.append(o)
-        else: self.sink(o)
-
-    def to_dict(self, rejected=True) -> dict:
-        "Everything, as JSON-ready values (without the per-line entries when `rejected` is False)"
-        d = dict(counts=dict(lines=self.lines, records=self.records, decoded=self.decoded, rejected=self.rejected),
-                 by_reason=dict(self.by_reason.most_common()), shards=self.shards, seconds=round(self.seconds, 3),
-                 per_shard={k: dict(v) for k, v in self.per_shard.items()})
-        if rejected: d['rejected'] = [rejection_row(r) for r in self.rejections]
-        return d
-
-    def write_json(self, path, rows=None, **extra) -> Path:
-        "Write the report as JSON with `extra` top-level entries; `rows` (dicts, streamed) replace the kept rejections"
-        rows = (rejection_row(r) for r in self.rejections) if rows is None else rows
-        with atomic_write(path, 'w') as f:
-            f.write('{\n')
-            for k, v in {**self.to_dict(rejected=False), **extra}.items(): f.write(f' {json.dumps(k)}: {json.dumps(v)},\n')
-            f.write(' "rejected": [')
-            for i, row in enumerate(rows): f.write((',\n  ' if i else '\n  ') + json.dumps(row))
-            f.write('\n ]\n}\n')
-        return Path(path)
-
-    def write_csv(self, path) -> Path:
-        "Write the kept rejections as CSV: shard, line, id, reason, detail"
-        with atomic_write(path, 'w', newline='') as f:
-            w = csv_writer(f)
-            for r in self.rejections: w(r)
-        return Path(path)
-
-    def write(self, out) -> tuple[Path, Path]:
-        "Write `report.json` and `rejected.csv` into folder `out`"
-        return self.write_json(Path(out)/'report.json'), self.write_csv(Path(out)/'rejected.csv')
-
-    def summary(self) -> str:
-        "A one-screen text summary"
-        pct = lambda k: f'{100 * k / max(self.records, 1):5.1f}%'
-        rate = f', {self.records / self.seconds:,.0f} records/s' if self.seconds else ''
-        s = [f'{len(self.shards)} shards, {self.lines:,} lines, {self.records:,} records ({self.seconds:.2f} s{rate})',
-             f'  decoded  {self.decoded:>8,}  {pct(self.decoded)}', f'  rejected {self.rejected:>8,}  {pct(self.rejected)}']
-        s += [f'    {k:<17}{v:>7,}  {REASONS[k]}' for k, v in self.by_reason.most_common()]
-        if len(self.per_shard) > 1:
-            w = max(len(Path(k).name) for k in self.per_shard)
-            s.append(f"  {'shard':<{w}}  {'records':>8} {'decoded':>8} {'rejected':>8}")
-            for k, c in self.per_shard.items():
-                note = '  <- nothing decoded: is this a shard?' if c['records'] and not c['decoded'] else ''
-                s.append(f"  {Path(k).name:<{w}}  {c['records']:>8,} {c['decoded']:>8,} {c['rejected']:>8,}{note}")
-        return '\n'.join(s)
-
-# %% ../nbs/01_records.ipynb #05122310
-@dataclass
-class Batch:
-    "Lines `first`, `first + 1`... of one shard for a worker, as `lines` (gzip) or a byte `span` the worker reads (plain)"
-    shard: str
-    first: int
-    n: int # how many lines (the cut in `tail` counts as one)
-    lines: list|None = None # bytes, or None for a line over the length limit
-    span: tuple|None = None # (start, end) bytes of the plain file holding exactly the `n` lines
-    ends: list|None = None # with `span`: where each line ends (its newline's offset, or the end of the file)
-    tail: Rejection|None = None # a rejection that follows the lines (the shard stops early)
-
-def _plain_extents(path, max_line, on_bytes, bs=1 << 20):
-    "(start, end) byte offsets of each line of a plain file (end excludes the newline); end is None for an over-long line"
-    with open(path, 'rb') as f:
-        pos = start = 0
-        while (b := f.read(bs)):
-            on_bytes(len(b)); i = 0
-            while (j := b.find(b'\n', i)) >= 0:
-                yield start, (pos + j if pos + j - start <= max_line else None)
-                start = pos + j + 1; i = j + 1
-            pos += len(b)
-        if start < pos: yield start, (pos if pos - start <= max_line else None)
-
-def _cut(p, line, e):
-    "The rejection that stands for the rest of a shard that stops at `line` because of `e`"
-    if isinstance(e, ShardCut): return Rejection(p, line, None, e.reason, e.detail)
-    return Rejection(p, line, None, 'unreadable_shard', f'{type(e).__name__}: {e}'[:300])
-
-def _plain_batches(p, max_line, batch_lines, batch_bytes, on_bytes):
-    "Batches of byte spans of plain shard `p`; an over-long line gets a batch of its own that nobody reads"
-    first, start, ends = 1, None, []
-    def span(tail=None): return Batch(p, first, len(ends) + (tail is not None), span=(start, ends[-1] + 1), ends=ends, tail=tail)
-    try:
-        for s, e in _plain_extents(p, max_line, on_bytes):
-            if e is None:  # over-long: close the current span, then a batch that says so
-                if ends: yield span(); first += len(ends); ends = []
-                yield Batch(p, first, 1, lines=[None]); first += 1; continue
-            if not ends: start = s
-            ends.append(e)
-            if len(ends) >= batch_lines or e + 1 - start >= batch_bytes: yield span(); first += len(ends); ends = []
-    except Exception as e:  # the file stops being readable: what was read still goes out, then the reason
-        yield span(_cut(p, first + len(ends), e)) if ends else Batch(p, first, 1, lines=[], tail=_cut(p, first, e)); return
-    if ends: yield span()
-
-def _gzip_batches(p, max_line, batch_lines, batch_bytes, on_bytes):
-    "Batches of the lines of gzip shard `p`; the last one carries the cut when the stream stops early"
-    lines, first, size = [], 1, 0
-    try:
-        for line in shard_lines(p, max_line, on_bytes):
-            lines.append(line); size += len(line) if line else 0
-            if len(lines) >= batch_lines or size >= batch_bytes: yield Batch(p, first, len(lines), lines=lines); first, lines, size = first + len(lines), [], 0
-    except Exception as e:  # cut, corrupt or unreadable: the lines before it still go out, then the reason
-        yield Batch(p, first, len(lines) + 1, lines=lines, tail=_cut(p, first + len(lines), e)); return
-    if lines: yield Batch(p, first, len(lines), lines=lines)
-
-def read_batches(
-    paths, # shard files
-    max_line:int=MAX_LINE, # longest line accepted, in bytes
-    batch_lines:int=128, # most lines in a batch
-    batch_bytes:int=1 << 20, # a batch closes once its lines hold this many bytes
-    on_bytes=None, # called with the number of file bytes read (for progress)
-):
-    "Batches of the shards' lines, in order; a shard that stops early ends with a batch whose `tail` says so"
-    on_bytes = on_bytes or (lambda n: None)
-    for p in map(str, paths): yield from (_gzip_batches if p.endswith('.gz') else _plain_batches)(p, max_line, batch_lines, batch_bytes, on_bytes)
-
-def batch_lines_of(b:Batch) -> list:
-    "The lines of a batch: its own, or read from its span of the shard"
-    if b.span is None: return b.lines
-    with open(b.shard, 'rb') as f: data = os.pread(f.fileno(), b.span[1] - b.span[0], b.span[0])
-    lines, at = [], b.span[0]
-    for e in b.ends: lines.append(data[at - b.span[0]:e - b.span[0]]); at = e + 1
-    return lines
-
-def decode_batch(
-    b:Batch, # the lines to decode
-    opts:dict, # keyword arguments for `decode_record`, and `max_line`
-) -> tuple[list, int]:
-    "Outcomes of a batch's non-blank lines, in order, and the number of blank lines (what a worker runs)"
-    out, blank = [], 0
-    kw = {k: v for k, v in opts.items() if k != 'max_line'}
-    try: lines = batch_lines_of(b)
-    except OSError as e:  # the shard went away after it was scanned: every line of the batch is reported, none lost
-        lost = [Rejection(b.shard, b.first + i, None, 'unreadable_shard', f'{type(e).__name__}: {e}') for i in range(len(b.ends))]
-        return lost + ([b.tail] if b.tail is not None else []), 0
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')  # Pillow's DecompressionBombWarning and format chatter: reasons say it all
-        for i, line in enumerate(lines):
-            ln = b.first + i
-            if line is None: out.append(Rejection(b.shard, ln, None, 'line_too_long', f"over {opts['max_line']:,} bytes")); continue
-            if not line or line.isspace(): blank += 1; continue
-            o = decode_line(line, b.shard, ln, **kw)
-            if ln == 1 and line.startswith(b'\x1f\x8b') and isinstance(o, Rejection):
-                o.detail = 'gzip data in a shard not named .gz: rename it to .jsonl.gz'
-            out.append(o)
-    if b.tail is not None: out.append(b.tail)
-    return out, blank
-
-# %% ../nbs/01_records.ipynb #05478608
-def parse_colour(
-    c, # a colour name ('white'), '#rrggbb', or an (r, g, b) sequence
-) -> tuple[int, int, int]:
-    "`c` as an RGB tuple, or a clear error"
-    from PIL import ImageColor
-    try:
-        if isinstance(c, str): c = c.split(',') if ',' in c else ImageColor.getrgb(c)
-        rgb = tuple(int(v) for v in c)[:3]
-        if len(rgb) == 3 and all(0 <= v <= 255 for v in rgb): return rgb
-    except (ValueError, TypeError): pass
-    raise GanlabError(f'background: {c!r} is not a colour (try white, black, #808080 or 128,128,128)')
-
-def _pool(workers:int) -> ProcessPoolExecutor:
-    "Worker processes: forked where possible (fast start, nothing to re-import), spawned elsewhere"
-    ctx = mp.get_context('fork' if 'fork' in mp.get_all_start_methods() else 'spawn')
-    gc.freeze()  # forked workers' garbage collector leaves the parent's objects alone instead of copying their pages
-    try:
-        pool = ProcessPoolExecutor(workers, mp_context=ctx)
-        pool.submit(int).result()  # start the workers now, while the parent's objects are frozen
-        return pool
-    finally: gc.unfreeze()
-
-def _in_order(batches, opts, pool, window):
-    "`(batch, outcomes, blank lines)` of `batches`, in order: decoded here, or by `pool` with at most `window` in flight"
-    if pool is None:
-        for b in batches: yield b, *decode_batch(b, opts)
-        return
-    flight = deque()
-    def submit():
-        b = next(batches, None)
-        if b is not None: flight.append((b, pool.submit(decode_batch, b, opts)))
-    for _ in range(window): submit()
-    while flight:
-        b, fut = flight.popleft()
-        outs, blank = fut.result()
-        submit()
-        yield b, outs, blank
-
-def iter_decode(
-    shards, # shard files, folders or globs
-    size:int=32, # output side S
-    workers:int=1, # decoding processes (1: in this process)
-    background=WHITE, # colour behind transparent pixels
-    sense:str='cw', # rotation sense of `exif_rot`
-    max_pixels:int=MAX_PIXELS, # largest canvas accepted
-    max_line:int=MAX_LINE, # longest line accepted, in bytes
-    report:DecodeReport|None=None, # filled with counts and rejections as lines are read
-    show_progress:bool|None=None, # progress bar: None shows it on a terminal only
-    batch_lines:int=128, # most lines handed to a worker at once
-):
-    "Yield a `Decoded` or `Rejection` for every record of `shards`, in shard and line order"
-    paths = expand_inputs(shards, what='shards', skip=('truth.jsonl',))
-    if not isinstance(size, int) or size < 1: raise GanlabError(f'size must be a positive integer, not {size!r}')
-    if workers < 1: raise GanlabError(f'workers must be at least 1, not {workers!r}')
-    background = parse_colour(background)
-    if sense not in ('cw', 'ccw'): raise GanlabError(f"rotation sense must be 'cw' or 'ccw', not {sense!r}")
-    opts = dict(size=size, background=background, sense=sense, max_pixels=max_pixels, max_line=max_line)
-    register_formats()  # here, before any fork, so that workers inherit the plugins
-    report = report if report is not None else DecodeReport()
-    report.shards += [str(p) for p in paths]
-    first_seen = {}
-    pool = _pool(workers) if workers > 1 else None
-    try:
-        with progress(total=sum(os.path.getsize(p) for p in paths), desc='decoding', unit='B',
-                      disable=None if show_progress is None else not show_progress) as bar:
-            batches = read_batches(paths, max_line, batch_lines, on_bytes=bar.update)
-            for b, outs, blank in _in_order(batches, opts, pool, 4 * workers):
-                report.add_lines(b.shard, b.n, blank)
-                for o in outs:
-                    if isinstance(o, Decoded):
-                        if o.info['id_generated']: o.id = made_id(o.shard, o.line)
-                        if o.id in first_seen:
-                            s, l = first_seen[o.id]
-                            o = Rejection(o.shard, o.line, o.id, 'duplicate_id', f'first decoded at {s} line {l}')
-                        else: first_seen[o.id] = (o.shard, o.line)
-                    report.add(o)
-                    yield o
-                bar.set_postfix(decoded=report.decoded, rejected=report.rejected, refresh=False)
-    finally:
-        if pool: pool.shutdown(wait=True, cancel_futures=True)  # early stop or error: the batches not started are dropped
-
-# %% ../nbs/01_records.ipynb #818adf96
-def decode_source(
-    paths, # shard files
-    **settings, # decode settings that change the result (size, background, sense, max_pixels)
-) -> dict:
-    "What a decode depends on: each shard's path, size and mtime, and the settings"
-    files = [[str(Path(p).resolve()), os.path.getsize(p), os.path.getmtime(p)] for p in paths]
-    if 'background' in settings: settings['background'] = list(parse_colour(settings['background']))
-    return dict(files=files, **settings)
-
-def load_npz(
-    path, # an .npz with `ids` and `images` (what `ganlab doctor` writes)
-) -> tuple[list, np.ndarray, dict]:
-    "`(ids, images, source)` of a decoded `.npz`, checked; `source` says how it was made when it says so"
-    path = Path(path)
-    if not path.is_file(): raise GanlabError(f'{path}: no such file')
-    try: z = np.load(path, allow_pickle=False)
-    except Exception as e: raise GanlabError(f'{path}: not a readable .npz ({type(e).__name__}: {e})') from None
-    with z:
-        missing = {'ids', 'images'} - set(z.files)
-        if missing: raise GanlabError(f"{path}: has no {' or '.join(sorted(missing))} array (it has {', '.join(z.files) or 'nothing'})")
-        try: ids, images = z['ids'].astype(str).tolist(), z['images']
-        except ValueError as e: raise GanlabError(f'{path}: {e}') from None
-        source = json.loads(str(z['source'])) if 'source' in z.files else {}
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-        raise GanlabError(f'{path}: images must be N x S x S x 3 uint8, not {images.dtype} {images.shape}')
-    if len(ids) != len(images): raise GanlabError(f'{path}: {len(ids)} ids for {len(images)} images')
-    return ids, images, source
-
-# %% ../nbs/01_records.ipynb #59aa42be
-@dataclass
-class DecodedSet:
-    "The result of a decode held in memory"
-    ids: list # one id per image
-    images: np.ndarray # N x S x S x 3 uint8
-    info: list # one dict of facts per image, with its shard and line
-    report: DecodeReport
-
-def decode_shards(
-    shards, # shard files, folders or globs
-    size:int=32, # output side S
-    workers:int=1, # decoding processes
-    **kwargs, # passed to `iter_decode`
-) -> DecodedSet:
-    "Decode `shards` into memory"
-    report, ids, imgs, info, t0 = DecodeReport(), [], [], [], time.perf_counter()
-    for o in iter_decode(shards, size, workers, report=report, **kwargs):
-        if isinstance(o, Decoded): ids.append(o.id); imgs.append(o.image); info.append(dict(id=o.id, shard=o.shard, line=o.line, **o.info))
-    report.seconds = time.perf_counter() - t0
-    return DecodedSet(ids, np.stack(imgs) if imgs else np.zeros((0, size, size, 3), np.uint8), info, report)
+def __getattr__(name):
+    "Names that moved to `ganlab.shards` (`decode_shards`, `iter_decode`, `DecodeReport`...) still import from here"
+    from ganlab import shards
+    if name in shards.__all__: return getattr(shards, name)
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
