@@ -6,7 +6,7 @@ Docs: https://ganlab.github.io/ganlab/choices.html.md"""
 
 # %% auto #0
 __all__ = ['LOSSES', 'TRANSLATION_LOSSES', 'AMP_MODES', 'DIFFAUG', 'SIZES', 'G_NORMS', 'D_NORMS', 'UPSAMPLINGS', 'PROJECTIONS',
-           'HEADS', 'ACTIVATIONS', 'G_ARCHS', 'LR_DECAYS', 'CYCLEGAN_NORMS', 'CYCLEGAN_GENERATORS']
+           'HEADS', 'ACTIVATIONS', 'G_ARCHS', 'LR_DECAYS', 'ROTATIONS', 'CYCLEGAN_NORMS', 'CYCLEGAN_GENERATORS']
 
 # %% ../nbs/00a_choices.ipynb #d9d6c8d3
 LOSSES = ('bce', 'lsgan', 'hinge', 'wgan-gp') # adversarial losses of the noise-to-image families
@@ -22,5 +22,6 @@ HEADS = ('conv', 'dense') # discriminator: last 4x4 map to the logit
 ACTIVATIONS = ('relu', 'leaky') # generator hidden activation
 G_ARCHS = ('dcgan', 'resnet') # the noise-to-image networks' shape: DCGAN's (strided convolutions) or SNGAN's ResNet
 LR_DECAYS = ('none', 'linear') # learning-rate schedules: constant, or a linear decay to 0 over the run
+ROTATIONS = ('cw', 'ccw') # how a decoder undoes exif_rot: turn clockwise (the noisy-shard contract) or counter-clockwise
 CYCLEGAN_NORMS = ('instance', 'batch', 'none') # normalisation of the image-to-image models
 CYCLEGAN_GENERATORS = ('resnet9', 'resnet6', 'unet') # image-to-image generator architectures

@@ -82,8 +82,16 @@ def _const(node, env:dict):
 
 @functools.lru_cache(maxsize=None)
 def _constants(module:str) -> dict:
-    "Module-level `NAME = expression` assignments of `module`, as syntax trees"
-    return {t.id: n.value for n in _module_source(module)[1].body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+    "Module-level `NAME = expression` assignments of `module`, as syntax trees, and the ones it imports from other ganlab modules"
+    body, out = _module_source(module)[1].body, {}
+    for n in body:  # `from ganlab.records import MAX_PIXELS` (exported as `from .records import ...`): the definition over there
+        if isinstance(n, ast.ImportFrom) and (n.level == 1 or (n.module or '').startswith('ganlab')):
+            src = f"ganlab.{n.module}" if n.level == 1 else n.module
+            try: there = _constants(src)
+            except (ImportError, OSError, SyntaxError): continue
+            out.update({a.asname or a.name: there[a.name] for a in n.names if a.name in there})
+    out.update({t.id: n.value for n in body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)})
+    return out
 
 def value_of(
     text:str, # an expression's source, e.g. '4096 * 4096' or 'MAX_PIXELS'
@@ -106,6 +114,7 @@ class Command:
     many:tuple = () # positionals that take one or more values
     extra:tuple = () # functions whose parameters the target's **kwargs passes on, 'module:function'
     show:object = None # prints the result: show(result, given_arguments)
+    writes:dict = field(default_factory=dict) # parameters naming what the command writes -> 'dir', 'file', or 'dir-or-zip' (checked first)
     help:str|None = None # one line for `ganlab --help` (default: the docstring's first line)
 
     def summary(self) -> str: return self.help or signature(self.target)[1].split('\n')[0]
@@ -299,20 +308,23 @@ def fid(
 _EXTRACTOR = dict(flags={'kind': 'extractor'}, extra=('ganlab.metrics:Extractor.__init__',))
 
 COMMANDS = {
-    'demo': Command('ganlab.demo:demo', skip=('show_progress',)),
-    'doctor': Command('ganlab.eda:doctor', skip=('show_progress',), flags={'sense': 'rotation'}, required=('out',), many=('shards',), show=_show_doctor),
+    'demo': Command('ganlab.demo:demo', skip=('show_progress',), writes={'out': 'dir'}),
+    'doctor': Command('ganlab.eda:doctor', skip=('show_progress',), flags={'sense': 'rotation'}, required=('out',), many=('shards',), show=_show_doctor,
+                      writes={'out': 'dir'}),
     'train': Group('train a GAN: ganlab train FAMILY --help lists a family\'s settings', {}),
-    'generate': Command('ganlab.generate:generate', flags={'cls': 'class'}, show=_show_generate),
-    'monet-submit': Command('ganlab.generate:monet_submit', skip=('check',), show=_show_monet),
+    'generate': Command('ganlab.generate:generate', flags={'cls': 'class'}, show=_show_generate, writes={'out': 'dir-or-zip'}),
+    'monet-submit': Command('ganlab.generate:monet_submit', skip=('check',), show=_show_monet, writes={'out': 'file'}),
     'app': Command('ganlab.app:serve', flags={'source': 'ckpt_or_run'}),
-    'fid': Command('ganlab.cli:fid', skip=('extractor', 'metrics'), flags={'kind': 'extractor', 'isc': 'is'}, extra=('ganlab.metrics:compare',)),
+    'fid': Command('ganlab.cli:fid', skip=('extractor', 'metrics'), flags={'kind': 'extractor', 'isc': 'is'}, extra=('ganlab.metrics:compare',),
+                   writes={'json': 'file'}),
     'stats': Command('ganlab.metrics:write_stats', skip=('extractor', 'fused', 'download'), required=('out',), flags={'kind': 'extractor', 'spec': 'images'},
-                     extra=('ganlab.metrics:Extractor.__init__',), show=_show_stats),
+                     extra=('ganlab.metrics:Extractor.__init__',), show=_show_stats, writes={'out': 'file'}),
     'features': Command('ganlab.metrics:write_features_csv', skip=('extractor', 'fused', 'download'), required=('out',),
-                        flags={'kind': 'extractor', 'spec': 'images'}, extra=('ganlab.metrics:Extractor.__init__',), show=_show_features),
+                        flags={'kind': 'extractor', 'spec': 'images'}, extra=('ganlab.metrics:Extractor.__init__',), show=_show_features,
+                        writes={'out': 'file'}),
     'kaggle': Group('Kaggle: environment, wheel dataset, checked kernel push, time planner', {
         'env': Command('ganlab.kaggle:kaggle_env', skip=('gpu_list',), show=_show_print),
-        'package': Command('ganlab.kaggle:package', skip=('src',), required=('out',), show=_show_package),
+        'package': Command('ganlab.kaggle:package', skip=('src',), required=('out',), show=_show_package, writes={'out': 'dir'}),
         'push': Command('ganlab.kaggle:push', skip=('repo', 'env'), positional=('notebook',), show=_show_push),
         'plan': Command('ganlab.kaggle:plan', skip=('accelerator',), positional=('cfg',), flags={'cfg': 'family'}, show=_show_print),
     }),
@@ -359,8 +371,23 @@ def _families() -> dict:
     from ganlab.config import FAMILIES, ALIASES
     return {**{k: f.summary for k, f in FAMILIES.items()}, **{k: f'old name: {f} --preset {p}' for k, (f, p) in ALIASES.items()}}
 
+def _check_outputs(c:Command, a:dict):
+    "One check of every output a command names, before it runs: a folder that is a file, a file that is a folder, a place that cannot be written"
+    from ganlab.core import check_out_dir, check_out_file
+    defaults = {q.name: q.default for q in signature(c.target)[0]}
+    for name, kind in c.writes.items():
+        v = a.get(name)
+        if v is None and defaults.get(name) not in (None, 'None'):
+            try: v = value_of(defaults[name], c.target.split(':')[0])
+            except ValueError: v = None
+        if v is None: continue
+        flag = '--' + c.flags.get(name, name).replace('_', '-')
+        if kind == 'dir-or-zip': kind = 'file' if str(v).lower().endswith('.zip') or a.get('zip') else 'dir'
+        (check_out_dir if kind == 'dir' else check_out_file)(v, flag)
+
 def _run(c:Command, a:dict):
     "Call the command's function with the arguments given; show its result"
+    _check_outputs(c, a)
     fn = importlib.import_module(c.target.split(':')[0])
     for part in c.target.split(':')[1].split('.'): fn = getattr(fn, part)
     a = dict(a)
@@ -393,7 +420,7 @@ def main(
             t = g.parse_args(rest)
             fam = _pick(g, t.action, _families(), 'family')
             a = vars(train_parser(fam).parse_args(t.args))
-            c, a = Command('ganlab.train:train'), dict(a, family=fam)
+            c, a = Command('ganlab.train:train', writes={'out': 'dir'}), dict(a, family=fam)
         elif isinstance(c, Group):
             g = _group_parser(prog, c.summary(), c.actions)
             t = g.parse_args(rest)

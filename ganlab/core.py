@@ -21,6 +21,8 @@ __all__ = ['GanlabError', 'safe_text', 'atomic_write', 'check_out_dir', 'check_o
 class GanlabError(Exception):
     "An error about the user's input or environment, shown to them as one clear message"
 
+
+
 # %% ../nbs/00_core.ipynb #9323edd1
 def safe_text(
     s, # a string or a path

@@ -6,20 +6,14 @@ Docs: https://ganlab.github.io/ganlab/demo.html.md"""
 
 # %% ../nbs/10_demo.ipynb #c96bbd25
 from __future__ import annotations
-import os, time
+import time
 from pathlib import Path
 from .core import GanlabError
 
 # %% auto #0
-__all__ = ['DEMO_EPOCHS', 'DEMO_TRAIN', 'default_workers', 'demo']
+__all__ = ['DEMO_EPOCHS', 'DEMO_TRAIN', 'demo']
 
 # %% ../nbs/10_demo.ipynb #8a87510b
-def default_workers() -> int:
-    "Processes to decode with: the CPUs this process may use, at most 8"
-    try: n = len(os.sched_getaffinity(0))
-    except AttributeError: n = os.cpu_count() or 1
-    return max(1, min(8, n))
-
 DEMO_EPOCHS = 60 # about 100 s of training on a 2-core CPU
 # Batch 16: on this small set, quality follows the number of steps more than the batch (bench/RESULTS.md): in the same
 # time, batch 16 reads as digits more often than batch 64 does.
@@ -50,7 +44,7 @@ def demo(
     say(f"wrote {len(w['shards'])} noisy shards of {n:,} digits to {out/'shards'}: {w['ok']:,} decodable records, "
         f"{sum(bad.values()):,} bad lines ({', '.join(f'{k} {v}' for k, v in bad.items())}), {w['reject'].get('duplicate_id', 0)} duplicate, "
         f"and {w['reject'].get('truncated_shard', 0)} records lost where the last shard is cut")
-    res = doctor(out/'shards', out/'doctor', workers=workers or default_workers(), truth=out/'shards', show_progress=show_progress)
+    res = doctor(out/'shards', out/'doctor', workers=workers, truth=out/'shards', show_progress=show_progress)
     say(res.summary())
     if epochs:
         from ganlab.train import train

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 from .core import GanlabError, NpzWriter, atomic_write, check_out_dir, expand_inputs, safe_text
 from .records import REASONS, WHITE, MAX_PIXELS, MAX_LINE, Rejection
-from .shards import INFO_KEYS, DecodeReport, decode_batches, decode_source, load_npz, csv_writer, read_rejected
+from .shards import INFO_KEYS, DecodeReport, decode_batches, decode_source, load_npz, csv_writer, read_rejected, default_workers
 if TYPE_CHECKING:  # for readers and type checkers: the functions import them when they draw
     import pandas as pd
     from matplotlib.figure import Figure
@@ -245,9 +245,9 @@ def doctor(
     shards, # shard files, folders or globs
     out, # output folder (created)
     size:int=32, # output side S
-    workers:int=1, # decoding processes
+    workers:int|None=None, # decoding processes (default: the CPUs this process may use, at most 8)
     background=WHITE, # colour behind transparent pixels
-    sense:str='cw', # rotation sense of `exif_rot`
+    sense:str='cw', # how to undo `exif_rot`: one of ROTATIONS ('cw', turning clockwise, is the contract's)
     max_pixels:int=MAX_PIXELS, # largest canvas accepted
     max_line:int=MAX_LINE, # longest line accepted, in bytes
     truth=None, # optional truth folder to score against
@@ -264,6 +264,7 @@ def doctor(
         truth_files(truth)  # a wrong truth folder is an error now, not after the decode
     out = check_out_dir(out, 'out')
     source = decode_source(paths, size=size, background=background, sense=sense, max_pixels=max_pixels)
+    workers = workers or default_workers()
     try: return _doctor(paths, out, source, size, workers, background, sense, max_pixels, max_line, truth, samples, plots, strict, show_progress, t_start)
     except OSError as e: raise GanlabError(f'out: writing into {safe_text(out)} failed: {e.strerror or e}') from None
 

@@ -240,12 +240,6 @@ def good_line(
     return line, truth, truth_img
 
 # %% ../nbs/01a_noisy.ipynb #6f4c4188
-def _line_id(line:bytes):
-    "The id of a JSON object line, or None"
-    try: r = json.loads(line)
-    except ValueError: return None
-    return r.get('id') if isinstance(r, dict) else None
-
 def write_noisy_shards(
     images:np.ndarray, # N x 32 x 32 x 3 uint8 upright images
     out, # folder for the shards and truth

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 from PIL import Image
+from .choices import ROTATIONS
 
 # %% auto #0
 __all__ = ['IMAGE_KEYS', 'MAX_PIXELS', 'MAX_LINE', 'MAX_ID', 'SAFE_FORMATS', 'WHITE', 'REASONS', 'Reject', 'image_field',
@@ -225,7 +226,7 @@ def upright(
     sense:str='cw', # 'cw': the stored image was turned counter-clockwise, turn it back clockwise; 'ccw': the reverse
 ) -> np.ndarray:
     "Undo a rotation of `rot` degrees"
-    if sense not in ('cw', 'ccw'): raise ValueError(f"sense must be 'cw' or 'ccw', not {sense!r}")
+    if sense not in ROTATIONS: raise ValueError(f"sense must be one of {', '.join(ROTATIONS)}, not {sense!r}")
     k = (rot // 90) % 4 if sense == 'cw' else (-(rot // 90)) % 4
     return _TURN_CW[k](a)
 

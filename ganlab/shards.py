@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 from .core import GanlabError, atomic_write, expand_inputs, progress, safe_text
+from .choices import ROTATIONS
 from .records import MAX_LINE, MAX_PIXELS, WHITE, REASONS, Decoded, Rejection, decode_line, register_formats
 
 # %% auto #0
 __all__ = ['REJECTED_COLUMNS', 'INFO_KEYS', 'ShardCut', 'shard_lines', 'rejection_row', 'csv_writer', 'read_rejected',
            'DecodeReport', 'Batch', 'read_batches', 'batch_lines_of', 'decode_batch', 'parse_colour', 'Outcomes',
-           'decode_batches', 'iter_decode', 'decode_source', 'load_npz', 'DecodedSet', 'decode_shards']
+           'default_workers', 'decode_batches', 'iter_decode', 'decode_source', 'load_npz', 'DecodedSet',
+           'decode_shards']
 
 # %% ../nbs/01b_shards.ipynb #46cd92e9
 class ShardCut(Exception):
@@ -431,6 +433,12 @@ class Outcomes:
         "The images as `Decoded` objects"
         return [Decoded(self.shard, line, rid, self.images[j], dict(zip(INFO_KEYS, v))) for j, (line, rid, v) in enumerate(self.rows)]
 
+def default_workers() -> int:
+    "Processes to decode with: the CPUs this process may use, at most 8"
+    try: n = len(os.sched_getaffinity(0))
+    except AttributeError: n = os.cpu_count() or 1
+    return max(1, min(8, n))
+
 def decode_batches(
     shards, # shard files, folders or globs
     size:int=32, # output side S
@@ -448,7 +456,7 @@ def decode_batches(
     if not isinstance(size, int) or size < 1: raise GanlabError(f'size must be a positive integer, not {size!r}')
     if workers < 1: raise GanlabError(f'workers must be at least 1, not {workers!r}')
     background = parse_colour(background)
-    if sense not in ('cw', 'ccw'): raise GanlabError(f"rotation sense must be 'cw' or 'ccw', not {sense!r}")
+    if sense not in ROTATIONS: raise GanlabError(f"rotation sense must be one of {', '.join(ROTATIONS)}, not {sense!r}")
     opts = dict(size=size, background=background, sense=sense, max_pixels=max_pixels, max_line=max_line)
     register_formats()  # here, before any fork, so that workers inherit the plugins
     report = report if report is not None else DecodeReport()

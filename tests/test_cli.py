@@ -60,7 +60,7 @@ def test_empty_shard(tmp_path):
 
 @pytest.mark.parametrize('args,msg', [(['doctor', 'no/such.jsonl', '--out', 'x'], 'ganlab doctor: error: shards: no such file or folder: no/such.jsonl'),
                                       (['doctor', 'empty', '--out', 'x'], 'ganlab doctor: error: shards: empty holds no .jsonl or .jsonl.gz files'),
-                                      (['doctor', 'x.jsonl', '--out', 'x', '--size', '0'], "argument --size: 0 is not a positive integer"),
+                                      (['doctor', 'x.jsonl', '--out', 'x', '--size', '0'], 'size must be a positive integer, not 0'),
                                       (['doctor', 'x.jsonl', '--out', 'x', '--background', 'nope'], "background: 'nope' is not a colour"),
                                       (['doctor', 'x.jsonl', '--out', 'x', '--truth', 'nowhere'], 'truth: nowhere has no truth.jsonl'),
                                       (['demo', '--n', '3', '--out', 'x'], 'demo: n must be at least 10')])
