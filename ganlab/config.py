@@ -6,7 +6,7 @@ Docs: https://ganlab.github.io/ganlab/config.html.md"""
 
 # %% ../nbs/05_config.ipynb #c670778a
 from __future__ import annotations
-import dataclasses, difflib, functools, importlib, math, re, typing
+import dataclasses, difflib, functools, importlib, math, os, re, typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from fastcore.basics import patch
@@ -285,7 +285,7 @@ def coerce(
             return v
         if base is str:
             if isinstance(value, (list, tuple)) and all(isinstance(v, (str, int, float)) for v in value): return ','.join(map(str, value))
-            if isinstance(value, (str, int, float)): return str(value)
+            if isinstance(value, (str, int, float, os.PathLike)): return str(value)
             raise ValueError
     except (TypeError, ValueError, OverflowError): pass
     raise GanlabError(f'{name}: {value!r} is not {"an" if base is int else "a"} {base.__name__}')
