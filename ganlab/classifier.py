@@ -46,7 +46,11 @@ class RulerNet(nn.Module):
         x = ((x.float() - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
         return self.body(x).mean((2, 3))
 
-    def forward(self, x): return self.head(self.features(x))
+    def forward(self,
+        x:torch.Tensor, # images with values in 0-255, N x C x H x W
+    ) -> torch.Tensor:
+        "The logits: N x n_classes"
+        return self.head(self.features(x))
 
 # %% ../nbs/07a_classifier.ipynb #03f7d22d
 class Classifier:
@@ -171,7 +175,10 @@ def _device(
     if dev.type == 'cuda' and not torch.cuda.is_available(): raise GanlabError(f'device {device}: CUDA is not available here')
     return dev
 
-def _check_file(ck:dict, where:str) -> None:
+def _check_file(
+    ck:dict, # what `torch.load` gave
+    where:str, # the file, for messages
+) -> None:
     "Raise a `GanlabError` naming `where` when the loaded dict `ck` is not a sound classifier file"
     def bad(what): raise GanlabError(f'{where}: {what}')
     if not isinstance(ck, dict) or ck.get('format') != CLASSIFIER_FORMAT:
@@ -261,7 +268,9 @@ def _channel_stats(
     mean = s / n
     return mean, np.sqrt(np.maximum(ss / n - mean ** 2, 1.0))  # a flat channel gets std 1, not 0
 
-def _check_training(size, channels, epochs, batch, lr, holdout, widths, shift):
+def _check_training(
+    size, channels, epochs, batch, lr, holdout, widths, shift, # `train_classifier`'s arguments of those names
+):
     "Raise a `GanlabError` for settings `train_classifier` cannot use"
     def posint(v): return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
     for name, v in dict(epochs=epochs, batch=batch, size=size).items():
@@ -322,7 +331,8 @@ def train_classifier(
                 bar.update()
             acc = float((_forward(net, X[hot])[1].argmax(1).cpu() == Y[hot]).double().mean()) if len(ho) else None
             history.append(acc)
-            bar.set_postfix(loss=f'{loss.item():.3f}', **({} if acc is None else {'held-out': f'{acc:.1%}'}))
+            if not quiet: bar.write(f"epoch {ep + 1}/{epochs}: loss {loss.item():.3f}, held-out accuracy {'–' if acc is None else f'{acc:.1%}'} "
+                                    f'({time.perf_counter() - t0:.0f} s)')
     info = dict(accuracy=acc, held_out=len(ho), trained_on=len(tr), epochs=epochs, batch=batch, lr=lr, seed=seed, flip=flip, shift=shift,
                 history=history, seconds=round(time.perf_counter() - t0, 1), source=str(data) if not isinstance(data, ImageArrayDataset) else None)
     clf = Classifier(net, ds.classes, size, channels, info)
@@ -336,6 +346,7 @@ def train_classifier(
 def _classifier(
     clf, # a `Classifier` or the path of a classifier file
 ) -> Classifier:
+    "`clf`, loaded when it is a path"
     return clf if isinstance(clf, Classifier) else load_classifier(clf)
 
 def _label_indices(
