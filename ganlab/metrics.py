@@ -36,7 +36,7 @@ TORCHVISION_WEIGHTS = WeightsFile('inception_v3_google-0cc3c7bd.pth',
     'https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth', '0cc3c7bd',
     "torchvision's Inception-V3 IMAGENET1K_V1 weights")
 WEIGHTS_ENV = 'GANLAB_INCEPTION_WEIGHTS' # environment variable that may name the weights file
-EXTRACTORS = ('fid', 'torchvision')
+EXTRACTORS = ('fid', 'torchvision', 'classifier') # 'classifier' is 'classifier:PATH', a trained classifier's features (ganlab.classifier)
 
 # %% ../nbs/07_metrics.ipynb #8f179971
 def _pool(block, x):
@@ -292,6 +292,17 @@ class Extractor:
                 f, l = self.model(xb) if self.fused else plain_features(self.model, xb)
             fs.append(f.float()); ls.append(l.float())
         return torch.cat(fs), torch.cat(ls)
+
+# %% ../nbs/07_metrics.ipynb #fc3b9c9b
+from fastcore.basics import patch
+
+@patch
+def __new__(cls:Extractor, kind:str='fid', *args, **kwargs):
+    "An `Extractor`, or for kind 'classifier' / 'classifier:PATH' a `ganlab.classifier.ClassifierExtractor`"
+    if cls is Extractor and isinstance(kind, str) and kind.partition(':')[0] == 'classifier':
+        from ganlab.classifier import ClassifierExtractor  # lazily: that module builds on this one
+        cls = ClassifierExtractor
+    return object.__new__(cls)
 
 # %% ../nbs/07_metrics.ipynb #f59093a1
 @dataclass
@@ -622,7 +633,7 @@ def compare(
     mb = ma if same else measure(sb, ex, features=need, logits=isc and sb.kind != 'stats', quiet=quiet)
     out = {'n_a': ma.n, 'n_b': mb.n, 'extractor': ex.kind, 'resize': ex.resize}
     d = frechet_distance(ma.mu, ma.sigma, mb.mu, mb.sigma, method) if 'fid' in metrics or 'mifid' in metrics else None
-    if 'fid' in metrics: out['fid'] = d
+    if 'fid' in metrics: out[getattr(ex, 'fd_key', 'fid')] = d  # 'fd_classifier' in a classifier's features: not FID
     if 'kid' in metrics: out.update(kid(ma.features, mb.features, kid_subsets, kid_subset_size))
     if 'mifid' in metrics:
         dist = memorization_distance(ma.features, mb.features)
@@ -681,6 +692,7 @@ def format_metrics(
     "The metrics of `compare` as a few readable lines"
     lines = []
     if 'fid' in res: lines.append(f"FID    {res['fid']:.4f}")
+    if 'fd_classifier' in res: lines.append(f"FD     {res['fd_classifier']:.4f}  (Fréchet distance in a trained classifier's features: not FID; compare it only with numbers from the same classifier)")
     if 'kid' in res: lines.append(f"KID    {res['kid']:.6f} ± {res['kid_std']:.6f}  (subsets of {res['kid_subset_size']})")
     if 'mifid' in res: lines.append(f"MiFID  {res['mifid']:.4f}  (memorization distance {res['memorization_distance']:.4f})")
     for side in 'ab':
