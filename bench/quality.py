@@ -75,23 +75,28 @@ def ruler(zip_path:Path, work:Path):
     return clf, feature_stats(test.images, clf), test
 
 
+THREADS = None  # --threads: each run's CPU threads (None: torch's default)
+
 def run(cmd:list, log:Path, timeout:float|None=None) -> tuple:
     "Run a command, its output into `log`; (seconds, return code)"
     t0 = time.perf_counter()
+    env = dict(os.environ, **({'OMP_NUM_THREADS': str(THREADS), 'MKL_NUM_THREADS': str(THREADS)} if THREADS else {}))
     with open(log, 'w') as f:
-        try: rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=timeout).returncode
+        try: rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=timeout, env=env).returncode
         except subprocess.TimeoutExpired: rc = 'timeout'
     return time.perf_counter() - t0, rc
 
 
-def ganlab_run(name:str, family:str, settings:dict, data:Path, work:Path, budget:str) -> dict:
-    "Train with ganlab for the budget, then generate 10,000 images; what happened"
-    out = work/'runs'/f'{name}-{budget}'
+def ganlab_run(name:str, family:str, settings:dict, data:Path, work:Path, budget:str, images:int|None=None) -> dict:
+    "Train with ganlab for the budget (or for `images` training images), then generate 10,000 images; what happened"
+    tag = f'{images // 1000}k' if images else budget
+    out = work/'runs'/f'{name}-{tag}'
     if out.exists(): shutil.rmtree(out)
     flags = [f"--{k.replace('_', '-')}={v}" if not isinstance(v, bool) else (f"--{k.replace('_', '-')}" if v else f"--no-{k.replace('_', '-')}")
              for k, v in settings.items()]
-    cmd = [GANLAB, 'train', family, '--data', str(data), '--out', str(out), '--time-budget', budget, '--epochs', '100000',
-           '--no-tensorboard', '--no-progress', '--quiet', *flags]
+    length = ['--time-budget', budget, '--epochs', '100000'] if not images else ['--epochs', str(max(1, images // 10000))]
+    cmd = [GANLAB, 'train', family, '--data', str(data), '--out', str(out), *length, '--no-tensorboard', '--no-progress', '--quiet', *flags]
+    budget = tag
     secs, rc = run(cmd, work/f'{name}-{budget}.log')
     if rc != 0: sys.exit(f'{name}: ganlab train failed ({rc}); see {work}/{name}-{budget}.log')
     md = json.loads((out/'metadata.json').read_text())
@@ -149,7 +154,12 @@ def main():
     ap.add_argument('--work', default='/tmp/ganlab-quality', help='scratch folder: the subset, the ruler, runs, generated images')
     ap.add_argument('--examples', default=None, help='a checkout of github.com/pytorch/examples, for the pytorch run')
     ap.add_argument('--grids', default=str(ROOT/'bench'/'quality'), help='where to save each run\'s 8x8 grid')
+    ap.add_argument('--images', type=int, default=None, help='instead of a budget: train on this many images (epochs of the 10,000)')
+    ap.add_argument('--threads', type=int, default=None, help='CPU threads of each training run (default: torch\'s)')
+    ap.add_argument('--jobs', type=int, default=1, help='training runs at a time (with --threads 1: runs side by side on equal terms)')
     a = ap.parse_args()
+    global THREADS
+    THREADS = a.threads
     from ganlab.core import shared_data
     from ganlab.config import parse_duration
     from ganlab.classifier import fd_classifier, classification_accuracy, format_accuracy
@@ -162,19 +172,23 @@ def main():
     clf, test_stats, test = ruler(zp, work)
     print(f'ruler: {clf!r}; test split {len(test.images):,} images', flush=True)
     rows = []
-    for name in a.runs.split(','):
-        if name == 'pytorch':
-            if not a.examples: print('pytorch: skipped (give --examples)'); continue
-            r = pytorch_run(Path(a.examples), data, work, parse_duration(a.budget))
-        elif name == 'cgan': r = ganlab_run(name, 'cgan', {}, data, work, a.budget)
-        elif name in CANDIDATES: r = ganlab_run(name, 'dcgan', CANDIDATES[name], data, work, a.budget)
-        else: sys.exit(f'unknown run {name!r}')
+    def one(name):
+        if name == 'pytorch': return pytorch_run(Path(a.examples), data, work, parse_duration(a.budget))
+        if name == 'cgan': return ganlab_run(name, 'cgan', {}, data, work, a.budget, a.images)
+        return ganlab_run(name, 'dcgan', CANDIDATES[name], data, work, a.budget, a.images)
+    names = [n for n in a.runs.split(',') if n != 'pytorch' or a.examples]
+    if bad := [n for n in names if n not in CANDIDATES and n not in ('pytorch', 'cgan')]: sys.exit(f'unknown run {bad[0]!r}')
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(a.jobs) as ex: results = list(ex.map(one, names))
+    tag = f'{a.images // 1000}k' if a.images else a.budget
+    for name, r in zip(names, results):
         fd = fd_classifier(r['images'], test_stats, clf)
         acc = classification_accuracy(r['images'], r['labels'], clf) if r['labels'] is not None else None
         Path(a.grids).mkdir(parents=True, exist_ok=True)
-        grid(r['images'] if r['labels'] is None else r['images'][np.argsort(r['labels'][:100], kind='stable')][:64], Path(a.grids)/f'{name}-{a.budget}.png')
+        grid(r['images'] if r['labels'] is None else r['images'][np.argsort(r['labels'][:100], kind='stable')][:64], Path(a.grids)/f'{name}-{tag}.png')
         rows.append((name, r, fd, acc))
-        print(f"{name:<18} steps {r['steps']:>7,}  img/s {'-' if r['ips'] is None else f'{r['ips']:,.0f}':>6}  wall {r['wall']:6.0f} s  "
+        ips = '-' if r['ips'] is None else f"{r['ips']:,.0f}"
+        print(f"{name:<18} steps {r['steps']:>7,}  img/s {ips:>6}  wall {r['wall']:6.0f} s  "
               f"FD(ruler) {fd:9.3f}" + (f"  accuracy {acc['accuracy']:.1%}" if acc else '') + (f"  (epochs {r['epochs']})" if 'epochs' in r else ''), flush=True)
         if acc: print(format_accuracy(acc), flush=True)
     print('\nrun                FD(ruler)   vs seed' + ('   vs pytorch' if any(n == 'pytorch' for n, *_ in rows) else ''))

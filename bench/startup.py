@@ -31,9 +31,9 @@ def one_line_shard(folder:Path) -> Path:
 
 
 def timed(cmd:list, env:dict) -> float:
-    "Seconds of one fresh process (it must succeed)"
+    "Seconds of one fresh process (it must succeed), run outside any source tree so that PYTHONPATH decides which ganlab it is"
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tempfile.gettempdir())
     dt = time.perf_counter() - t0
     if r.returncode != 0: sys.exit(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stderr[-2000:]}")
     return dt
@@ -41,8 +41,8 @@ def timed(cmd:list, env:dict) -> float:
 
 def loads_torch(src:Path) -> bool:
     r = subprocess.run([sys.executable, '-c', "import sys, ganlab.config; print('torch' in sys.modules)"],
-                       env={**os.environ, 'PYTHONPATH': str(src)}, capture_output=True, text=True)
-    return r.stdout.strip() == 'True' if r.returncode == 0 else None
+                       env={**os.environ, 'PYTHONPATH': str(src)}, capture_output=True, text=True, cwd=tempfile.gettempdir())
+    return r.stdout.strip() == 'True' if r.returncode == 0 else 'no ganlab.config there'
 
 
 def main():
@@ -75,11 +75,11 @@ def main():
             if exe: times.setdefault((name, 'script'), []).append(timed([exe, *[x.replace('{out}', str(tmp/f'out-script-{rep}')) for x in args]], env['now']))
     med = lambda k: None if times.get(k) is None else statistics.median(times[k])
     print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; median of {a.repeat} fresh processes, seconds")
-    head = f"{'command':<28}" + ''.join(f'{t:>10}' for t in (*trees, *(['ganlab script'] if exe else [])))
+    head = f"{'command':<28}" + ''.join(f'{t:>15}' for t in (*trees, *(['ganlab script'] if exe else [])))
     print(head); print('-' * len(head))
     for name, _ in cases:
         cells = [med((name, t)) for t in trees] + ([med((name, 'script'))] if exe else [])
-        print(f'{name:<28}' + ''.join(f'{"-" if v is None else f"{v:.3f}":>10}' for v in cells))
+        print(f'{name:<28}' + ''.join(f'{"-" if v is None else f"{v:.3f}":>15}' for v in cells))
     for tree, src in trees.items(): print(f'import ganlab.config loads torch ({tree}): {loads_torch(src)}')
     shutil.rmtree(tmp, ignore_errors=True)
 

@@ -13,9 +13,9 @@ import numpy as np
 from tqdm import tqdm
 
 # %% auto #0
-__all__ = ['GanlabError', 'safe_text', 'atomic_write', 'check_out_dir', 'check_out_file', 'expand_inputs', 'progress',
-           'seed_everything', 'NpzWriter', 'iter_npz_rows', 'shared_data', 'WeightsFile', 'sha256_file', 'file_sha256',
-           'find_weights', 'load_state']
+__all__ = ['OFFLINE_ENV', 'GanlabError', 'safe_text', 'atomic_write', 'check_out_dir', 'check_out_file', 'expand_inputs',
+           'progress', 'seed_everything', 'NpzWriter', 'iter_npz_rows', 'shared_data', 'WeightsFile', 'sha256_file',
+           'file_sha256', 'offline', 'find_weights', 'load_state']
 
 # %% ../nbs/00_core.ipynb #1fa0ac18
 class GanlabError(Exception):
@@ -245,6 +245,12 @@ def _kaggle_matches(root:Path, names) -> list[Path]:
     if not root.is_dir(): return []
     return sorted(Path(d)/f for d, _, files in os.walk(root) for f in files if f in names)
 
+OFFLINE_ENV = 'GANLAB_OFFLINE' # set (to anything but '' or '0'): nothing is ever downloaded, whatever a call asks
+
+def offline() -> bool:
+    "Whether the user said that nothing may be downloaded (`$GANLAB_OFFLINE`)"
+    return os.environ.get(OFFLINE_ENV, '') not in ('', '0')
+
 def find_weights(
     wf:WeightsFile, # the file wanted
     path=None, # an explicit file: used as is when given
@@ -266,8 +272,8 @@ def find_weights(
     for p in _kaggle_matches(Path(kaggle_input), names) + [cache/n for n in names if (cache/n).is_file()]:
         if file_sha256(p).startswith(wf.sha256): return p
         wrong.append(str(p))
-    why = 'downloading is off'
-    if download:
+    why = f'downloading is off (${OFFLINE_ENV} is set)' if download and offline() else 'downloading is off'
+    if download and not offline():
         dst = cache/wf.name
         try:
             cache.mkdir(parents=True, exist_ok=True)

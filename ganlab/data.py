@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
-from .core import GanlabError, atomic_write, expand_inputs, progress
+from .core import GanlabError, atomic_write, expand_inputs, progress, offline
 from .records import decode_shards, decode_source, load_npz, open_image, Reject, MAX_PIXELS, WHITE
 from .choices import DIFFAUG
 
@@ -307,7 +307,9 @@ def cifar10(
         return load_images(root, 32, limit=limit, split=split, show_progress=show_progress, interleave=True)
     if root.exists() and not root.is_dir(): raise GanlabError(f'{root}: not a folder or a zip')
     if not tv_dir.is_dir():
-        if not download: raise GanlabError(f'CIFAR-10 is not in {root} (no cifar-10-batches-py folder, and download=False)')
+        if not download or offline():
+            raise GanlabError(f"CIFAR-10 is not in {root} (no cifar-10-batches-py folder, and {'$GANLAB_OFFLINE is set' if offline() else 'download=False'}): "
+                              f'put cifar-10-python.tar.gz from {CIFAR10_URL} (md5 {CIFAR10_MD5}) there')
         download_cifar10(root)
     import torchvision
     try: tv = torchvision.datasets.CIFAR10(str(root), train=split == 'train', download=False)
