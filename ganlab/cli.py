@@ -322,6 +322,10 @@ COMMANDS = {
     'features': Command('ganlab.metrics:write_features_csv', skip=('extractor', 'fused', 'download'), required=('out',),
                         flags={'kind': 'extractor', 'spec': 'images'}, extra=('ganlab.metrics:Extractor.__init__',), show=_show_features,
                         writes={'out': 'file'}),
+    'classifier': Group('the quality ruler: a small classifier of labelled images (its features: ganlab fid --extractor classifier:FILE)', {
+        'train': Command('ganlab.classifier:train_classifier', required=('data', 'out'), skip=('widths',), writes={'out': 'file'}),
+        'eval': Command('ganlab.classifier:evaluate_classifier', required=('clf',)),
+    }),
     'kaggle': Group('Kaggle: environment, wheel dataset, checked kernel push, time planner', {
         'env': Command('ganlab.kaggle:kaggle_env', skip=('gpu_list',), show=_show_print),
         'package': Command('ganlab.kaggle:package', skip=('src',), required=('out',), show=_show_package, writes={'out': 'dir'}),
