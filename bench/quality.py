@@ -41,6 +41,7 @@ CANDIDATES = {  # recipe candidates: ganlab train dcgan settings, on top of the 
     'hinge-sn-da3-b64': dict(SEED, loss='hinge', spectral=True, d_norm='none', ema=0.999, lr_decay='linear', diffaug='color,translation,cutout', batch=64),
     'hinge-sn-b64': dict(SEED, loss='hinge', spectral=True, d_norm='none', ema=0.999, lr_decay='linear', batch=64),
     'seed+ema-b64': dict(SEED, ema=0.999, lr_decay='linear', batch=64),
+    'bce-da-b64': dict(SEED, ema=0.999, lr_decay='linear', diffaug='translation,cutout', batch=64),
     'hinge-sn-da-beta': dict(SEED, loss='hinge', spectral=True, d_norm='none', ema=0.999, lr_decay='linear', diffaug='translation,cutout',
                              beta1=0.0, beta2=0.9, lr_d=4e-4),
     'bce-da': dict(SEED, ema=0.999, lr_decay='linear', diffaug='translation,cutout'),
@@ -81,13 +82,33 @@ def ruler(zip_path:Path, work:Path):
 THREADS = None  # --threads: each run's CPU threads (None: torch's default)
 
 def run(cmd:list, log:Path, timeout:float|None=None) -> tuple:
-    "Run a command, its output into `log`; (seconds, return code)"
+    "Run a command, its output into `log`; at `timeout` seconds it gets SIGTERM (then SIGKILL after 2 minutes); (seconds, return code)"
     t0 = time.perf_counter()
     env = dict(os.environ, **({'OMP_NUM_THREADS': str(THREADS), 'MKL_NUM_THREADS': str(THREADS)} if THREADS else {}))
     with open(log, 'w') as f:
-        try: rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=timeout, env=env).returncode
-        except subprocess.TimeoutExpired: rc = 'timeout'
+        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+        try: rc = p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.terminate()
+            try: p.wait(120)
+            except subprocess.TimeoutExpired: p.kill(); p.wait()
+            rc = 'timeout'
     return time.perf_counter() - t0, rc
+
+
+# Runs PyTorch's DCGAN example unchanged; on SIGTERM (the budget) saves the generator it is training to OUTF/netG_budget.pth.
+STOPPER = """
+import os, runpy, signal, sys, torch
+def stop(sig, frame):
+    while frame is not None and 'netG' not in frame.f_globals: frame = frame.f_back
+    if frame is not None:
+        g = frame.f_globals
+        torch.save(g['netG'].state_dict(), os.path.join(g['opt'].outf, 'netG_budget.pth'))
+    sys.stdout.flush(); os._exit(0)
+signal.signal(signal.SIGTERM, stop)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+"""
 
 
 def ganlab_run(name:str, family:str, settings:dict, data:Path, work:Path, budget:str, images:int|None=None) -> dict:
@@ -116,23 +137,25 @@ def ganlab_run(name:str, family:str, settings:dict, data:Path, work:Path, budget
 
 
 def pytorch_run(examples:Path, data:Path, work:Path, budget_s:float) -> dict:
-    "PyTorch's DCGAN example as written (64 px), stopped at the budget; 10,000 images from its last epoch's generator, at 32 px"
-    import torch, torch.nn as nn, torch.nn.functional as F
+    "PyTorch's DCGAN example as written (64 px), stopped at the budget; 10,000 images from the generator it was training, at 32 px"
+    import re, torch, torch.nn as nn, torch.nn.functional as F
     main = examples/'dcgan'/'main.py'
     if not main.is_file(): sys.exit(f'{main}: not there (give --examples, a checkout of github.com/pytorch/examples)')
     out = work/'runs'/'pytorch'
     if out.exists(): shutil.rmtree(out)
-    cmd = [sys.executable, str(main), '--dataset', 'folder', '--dataroot', str(data), '--outf', str(out), '--niter', '100000', '--manualSeed', '1']
+    cmd = [sys.executable, '-c', STOPPER, str(main), '--dataset', 'folder', '--dataroot', str(data), '--outf', str(out),
+           '--niter', '100000', '--manualSeed', '1']
     secs, rc = run(cmd, work/'pytorch.log', timeout=budget_s)
-    ckpts = sorted(out.glob('netG_epoch_*.pth'), key=lambda p: int(p.stem.rsplit('_', 1)[1]))
-    if not ckpts: sys.exit('pytorch: no epoch finished within the budget')
+    ckpt = out/'netG_budget.pth'
+    if not ckpt.is_file(): sys.exit(f'pytorch: no generator saved at the budget ({rc}); see {work}/pytorch.log')
     # the example's Generator class, taken from its file (its module runs training when imported)
     src = main.read_text()
     cls = next(n for n in ast.parse(src).body if isinstance(n, ast.ClassDef) and n.name == 'Generator')
     env = dict(nn=nn, torch=torch, nz=100, ngf=64, nc=3)
     exec(compile(ast.Module([cls], []), str(main), 'exec'), env)
     g = env['Generator'](1)
-    g.load_state_dict(torch.load(ckpts[-1], map_location='cpu', weights_only=True)); g.eval()
+    g.load_state_dict(torch.load(ckpt, map_location='cpu', weights_only=True))
+    # sampled as the example samples (its generator never leaves training mode: batch statistics), 500 at a time
     imgs = []
     with torch.no_grad():
         gen = torch.Generator().manual_seed(0)
@@ -140,8 +163,10 @@ def pytorch_run(examples:Path, data:Path, work:Path, budget_s:float) -> dict:
             x = g(torch.randn(500, 100, 1, 1, generator=gen))
             x = F.interpolate(x, size=(32, 32), mode='bilinear', antialias=True, align_corners=False)
             imgs.append(((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
-    epochs = int(ckpts[-1].stem.rsplit('_', 1)[1]) + 1
-    return dict(steps=epochs * (10000 // 64 + 1), ips=None, wall=secs, images=np.concatenate(imgs), labels=None, epochs=epochs, settings={})
+    prog = re.findall(r'^\[(\d+)/\d+\]\[(\d+)/(\d+)\]', (work/'pytorch.log').read_text(), re.M)
+    epoch, i, n = map(int, prog[-1]) if prog else (0, -1, 1)
+    steps = epoch * n + i + 1
+    return dict(steps=steps, ips=steps * 64 / secs, wall=secs, images=np.concatenate(imgs), labels=None, epochs=round(steps / n, 2), settings={})
 
 
 def grid(images, path:Path):
@@ -194,8 +219,8 @@ def main():
         print(f"{name:<18} steps {r['steps']:>7,}  img/s {ips:>6}  wall {r['wall']:6.0f} s  "
               f"FD(ruler) {fd:9.3f}" + (f"  accuracy {acc['accuracy']:.1%}" if acc else '') + (f"  (epochs {r['epochs']})" if 'epochs' in r else ''), flush=True)
         if acc: print(format_accuracy(acc), flush=True)
-    print('\nrun                FD(ruler)   vs seed' + ('   vs pytorch' if any(n == 'pytorch' for n, *_ in rows) else ''))
     ref = {n: fd for n, _, fd, _ in rows}
+    print('\nrun                FD(ruler)' + ('   vs seed' if 'seed' in ref else '') + ('   vs pytorch' if 'pytorch' in ref else ''))
     for n, r, fd, acc in rows:
         print(f"{n:<18} {fd:9.3f} " + (f"  {ref['seed'] / fd:7.2f}x" if 'seed' in ref else '') + (f"  {ref['pytorch'] / fd:9.2f}x" if 'pytorch' in ref else ''))
 
