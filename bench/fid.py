@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """FID speed: ganlab vs torch-fidelity vs pytorch-fid, whole process, same images, weights and batch size.
 
-    python bench/fid.py --mode fid --n 200 --repeat 5           # `ganlab fid A B`, 200 vs 200 images
+    python bench/fid.py --mode fid --n 200 --repeat 5 --in-process   # `ganlab fid A B`, 200 vs 200 images, then each network alone
     python bench/fid.py --mode stats --n 2000 --repeat 3        # `ganlab stats DIR`, 2,000 images
     python bench/fid.py --mode network                          # each network alone, in this process
     python bench/fid.py --mode fd                               # the Frechet distance alone (ganlab, pytorch-fid, torch-fidelity)
@@ -286,8 +286,10 @@ def main():
     ap.add_argument('--weights', default=None, help='FID weights file (default: the real one if present, else random)')
     ap.add_argument('--only', nargs='*', default=None, help='run only these tools (ganlab, ganlab-lib, pytorch-fid, torch-fidelity)')
     ap.add_argument('--check', action='store_true', help='stats mode: also check ganlab --resize torch against pytorch-fid (two untimed runs)')
+    ap.add_argument('--in-process', action='store_true', help='fid and stats modes: then also time each network alone (as --mode network)')
     a = ap.parse_args()
     {'fid': whole_process, 'stats': whole_process, 'network': network, 'fd': fd, 'phases': phases}[a.mode](a)
+    if a.in_process and a.mode in ('fid', 'stats'): print(); network(a)
 
 
 if __name__ == '__main__': main()

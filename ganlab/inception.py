@@ -6,14 +6,15 @@ Docs: https://ganlab.github.io/ganlab/inception.html.md"""
 
 # %% ../nbs/06a_inception.ipynb #47749276
 from __future__ import annotations
-import functools
+import contextlib, functools
 import torch, torch.nn as nn, torch.nn.functional as F
 from .core import GanlabError, atomic_write, load_state
 
 # %% auto #0
 __all__ = ['STEM', 'BLOCKS', 'BN_EPS', 'RESIZES', 'block_branches', 'conv_specs', 'inception_layout', 'fid_blocks',
-           'fid_inception', 'torchvision_inception', 'plain_features', 'random_fid_weights', 'load_inception_state',
-           'load_weights', 'folded_conv', 'FusedBlock', 'FusedInception', 'tf1_resize_matrix', 'tf1_resize', 'prepare']
+           'fid_inception', 'torchvision_inception', 'plain_features', 'random_fid_weights', 'single_threaded',
+           'load_inception_state', 'load_weights', 'folded_conv', 'FusedBlock', 'FusedInception', 'tf1_resize_matrix',
+           'tf1_resize', 'prepare']
 
 # %% ../nbs/06a_inception.ipynb #415f9f00
 STEM = (('Conv2d_1a_3x3', 32, 3, 2, 0), ('Conv2d_2a_3x3', 32, 3, 1, 0), ('Conv2d_2b_3x3', 64, 3, 1, 1), 'maxpool1',
@@ -171,6 +172,13 @@ class _Layout:
     def state_dict(self): return {k: torch.empty(s, device='meta') for k, s in self.shapes.items()}
     def load_state_dict(self, sd, strict=True): self.sd = sd
 
+@contextlib.contextmanager
+def single_threaded():
+    "This thread's PyTorch operations on one core for the duration (many small operations; see below)"
+    n = torch.get_num_threads(); torch.set_num_threads(1)
+    try: yield
+    finally: torch.set_num_threads(n)
+
 def load_inception_state(
     path, # the weights file
     kind:str='fid', # 'fid' (1008 classes) or 'torchvision' (1000 classes, auxiliary classifier ignored)
@@ -179,7 +187,7 @@ def load_inception_state(
     "The state dict in `path`, checked against the Inception-V3 layout, without building a network"
     lay = _Layout(inception_layout(1008 if kind == 'fid' else 1000))
     load_state(lay, path, what, f'the {kind} Inception-V3', ignore=('AuxLogits.',))
-    bad = [k for k, v in lay.sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    with single_threaded(): bad = [k for k, v in lay.sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad: raise GanlabError(f"{what}: {path} holds non-finite values (NaN or infinity) in {', '.join(bad[:3])}{' and more' if len(bad) > 3 else ''}")
     return lay.sd
 
@@ -275,13 +283,16 @@ class FusedInception(nn.Module):
         kind:str='fid', # 'fid': TensorFlow's pooling; 'torchvision': torchvision's, and its `transform_input`
     ):
         super().__init__()
+        with single_threaded(): self._build(sd, kind)
+        self.eval()
+
+    def _build(self, sd, kind):
         fid = kind == 'fid'
         geo = {s[0]: (s[4], s[5]) for s in conv_specs()}
         self.stem = nn.Sequential(*[nn.MaxPool2d(3, 2) if isinstance(s, str) else _ConvReLU(folded_conv(sd, s[0], *geo[s[0]])) for s in STEM])
         self.blocks = nn.Sequential(*[FusedBlock(sd, n, k, p, 'max' if fid and n == 'Mixed_7c' else 'avg', not fid) for n, k, p in BLOCKS])
         self.fc_weight = nn.Parameter(sd['fc.weight'].clone(), requires_grad=False)
         self.transform_input = not fid
-        self.eval()
 
     def forward(self, x):
         if self.transform_input: x = _transform_input(x)
