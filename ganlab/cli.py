@@ -295,12 +295,9 @@ def fid(
     **kw, # the extractor's and the metrics' settings: see `ganlab.metrics.compare`
 ) -> dict:
     "FID (and KID, MiFID, IS) between two image sets; A is the generated side (for MiFID and IS)"
-    from ganlab.metrics import compare, format_metrics
-    from ganlab.core import atomic_write
-    import json as json_
+    from ganlab.metrics import compare, format_metrics, write_metrics_json
     res = compare(a, b, metrics=['fid'] + [m for m, on in (('kid', kid), ('mifid', mifid), ('is', isc)) if on], quiet=quiet, **kw)
-    if json:
-        with atomic_write(json, 'w') as f: json_.dump(res, f, indent=1)
+    if json: write_metrics_json(res, json, inputs=(a, b))
     if not quiet: print(format_metrics(res))
     return res
 

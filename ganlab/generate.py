@@ -286,7 +286,7 @@ def monet_submit(
             import tempfile as _tf
             with _tf.TemporaryDirectory() as d:
                 try:
-                    res.update(compare(out, _monet_npz(monet, Path(d)/'monet.npz'), weights=weights, device=device,
+                    res.update(compare(out, _monet_npz(monet, Path(d)/'monet.npz'), weights=weights, device=device, download=False,
                                        metrics=('fid', 'mifid'), quiet=quiet))
                 except GanlabError as e:
                     res['mifid_note'] = f'no MiFID: {str(e).splitlines()[0]}'

@@ -6,27 +6,25 @@ Docs: https://ganlab.github.io/ganlab/metrics.html.md"""
 
 # %% ../nbs/07_metrics.ipynb #bfa02b1b
 from __future__ import annotations
-import csv, queue, zipfile, threading, warnings
-from collections import Counter
+import csv, json, math, os, queue, tempfile, threading, warnings, zipfile, zlib
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
-import scipy.linalg
-import torch, torch.nn as nn, torch.nn.functional as F
-from torch.nn.utils.fusion import fuse_conv_bn_eval
-from torchvision.models import inception as tvi
-from torchvision.transforms.v2 import functional as TF
-from .core import GanlabError, WeightsFile, find_weights, load_state, progress, atomic_write, iter_npz_rows
+import torch
+from .core import GanlabError, WeightsFile, find_weights, progress, atomic_write, iter_npz_rows
 from .records import MAX_PIXELS
 from .data import IMAGE_SUFFIXES, decode_image_bytes, image_bytes, list_images
+from .inception import (RESIZES, FusedInception, fid_inception, torchvision_inception, load_inception_state, load_weights,
+                              plain_features, prepare, random_fid_weights, tf1_resize_matrix)
 
 # %% auto #0
-__all__ = ['FID_WEIGHTS', 'TORCHVISION_WEIGHTS', 'WEIGHTS_ENV', 'EXTRACTORS', 'RESIZES', 'METRICS', 'FIDInceptionA',
-           'FIDInceptionC', 'FIDInceptionE', 'FIDInceptionE2', 'fid_inception', 'random_fid_weights', 'load_weights',
-           'FusedBlock', 'FusedInception', 'plain_features', 'tf1_resize_matrix', 'prepare', 'default_device',
-           'Extractor', 'ImageSource', 'image_source', 'prefetch', 'FeatureStats', 'frechet_distance', 'kid',
-           'memorization_distance', 'mifid', 'inception_score', 'save_stats', 'Stats', 'load_stats', 'measure',
-           'compare', 'write_features_csv', 'write_stats', 'format_metrics']
+__all__ = ['FID_WEIGHTS', 'TORCHVISION_WEIGHTS', 'WEIGHTS_ENV', 'EXTRACTORS', 'MAX_STATS_DIMS', 'MAX_FEATURES_BYTES', 'METRICS',
+           'default_device', 'Extractor', 'ordered_map', 'ImageSource', 'npz_array', 'image_source', 'prefetch',
+           'FeatureStats', 'frechet_distance', 'kid', 'memorization_distance', 'mifid', 'inception_score',
+           'check_output', 'save_stats', 'Stats', 'load_stats', 'measure', 'compare', 'write_features_csv',
+           'write_stats', 'format_metrics', 'write_metrics_json']
 
 # %% ../nbs/07_metrics.ipynb #57832c48
 FID_WEIGHTS = WeightsFile('pt_inception-2015-12-05-6726825d.pth',
@@ -39,209 +37,15 @@ WEIGHTS_ENV = 'GANLAB_INCEPTION_WEIGHTS' # environment variable that may name th
 EXTRACTORS = ('fid', 'torchvision', 'classifier') # 'classifier' is 'classifier:PATH', a trained classifier's features (ganlab.classifier)
 
 # %% ../nbs/07_metrics.ipynb #8f179971
-def _pool(block, x):
-    "The pooling in front of `block`'s pool branch: average (with or without the padding counted) or max"
-    if getattr(block, 'pool', 'avg') == 'max': return F.max_pool2d(x, 3, 1, 1)
-    return F.avg_pool2d(x, 3, 1, 1, count_include_pad=getattr(block, 'count_include_pad', True))  # torchvision's blocks count it
-
-class FIDInceptionA(tvi.InceptionA):
-    "torchvision's InceptionA with TensorFlow's average pool (padding not counted)"
-    pool, count_include_pad = 'avg', False
-    def _forward(self, x):
-        return [self.branch1x1(x), self.branch5x5_2(self.branch5x5_1(x)),
-                self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))), self.branch_pool(_pool(self, x))]
-
-class FIDInceptionC(tvi.InceptionC):
-    "torchvision's InceptionC with TensorFlow's average pool (padding not counted)"
-    pool, count_include_pad = 'avg', False
-    def _forward(self, x):
-        b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
-        d = x
-        for m in (self.branch7x7dbl_1, self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4, self.branch7x7dbl_5): d = m(d)
-        return [self.branch1x1(x), b7, d, self.branch_pool(_pool(self, x))]
-
-class FIDInceptionE(tvi.InceptionE):
-    "torchvision's InceptionE with TensorFlow's average pool (padding not counted)"
-    pool, count_include_pad = 'avg', False
-    def _forward(self, x):
-        b3 = self.branch3x3_1(x)
-        d = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
-        return [self.branch1x1(x), torch.cat([self.branch3x3_2a(b3), self.branch3x3_2b(b3)], 1),
-                torch.cat([self.branch3x3dbl_3a(d), self.branch3x3dbl_3b(d)], 1), self.branch_pool(_pool(self, x))]
-
-class FIDInceptionE2(FIDInceptionE):
-    "The last FID block: TensorFlow's graph max-pools here"
-    pool = 'max'
-
-# %% ../nbs/07_metrics.ipynb #4eff4c72
-def fid_inception() -> tvi.Inception3:
-    "torchvision's Inception-V3 with the FID blocks and 1008 classes, untrained, in eval mode"
-    net = tvi.Inception3(num_classes=1008, aux_logits=False, transform_input=False, init_weights=False,
-                         inception_blocks=[tvi.BasicConv2d, FIDInceptionA, tvi.InceptionB, FIDInceptionC,
-                                           tvi.InceptionD, FIDInceptionE, tvi.InceptionAux])
-    net.Mixed_7c = FIDInceptionE2(2048)
-    return net.eval().requires_grad_(False)
-
-# %% ../nbs/07_metrics.ipynb #40ea70c9
-def random_fid_weights(
-    path=None, # where to `torch.save` it (optional)
-    seed:int=0, # the seed
-) -> dict:
-    "A seeded random state dict in the key layout of the FID weights file (batch-norm statistics randomised too)"
-    g = torch.Generator().manual_seed(seed)
-    def u(shape, lo, hi): return torch.rand(shape, generator=g) * (hi - lo) + lo
-    sd = {}
-    for k, v in fid_inception().state_dict().items():
-        if k.endswith('num_batches_tracked'): sd[k] = torch.zeros_like(v)
-        elif k.endswith('running_var'): sd[k] = u(v.shape, 0.5, 1.5)
-        elif k.endswith('running_mean'): sd[k] = torch.randn(v.shape, generator=g) * 0.1
-        elif k.endswith('bn.weight'): sd[k] = u(v.shape, 0.7, 1.3)
-        elif k.endswith('bias'): sd[k] = torch.randn(v.shape, generator=g) * 0.1
-        else: sd[k] = torch.randn(v.shape, generator=g) * (2 / v[0].numel()) ** 0.5
-    if path is not None:
-        with atomic_write(path) as f: torch.save(sd, f)
-    return sd
-
-# %% ../nbs/07_metrics.ipynb #c5b22d30
-def load_weights(
-    net:nn.Module, # the network to fill
-    path, # a state-dict file
-    what:str='weights', # what it is, for messages
-) -> nn.Module:
-    "Load the state dict at `path` into `net` safely, with a clear error when it does not fit"
-    return load_state(net, path, what)
-
-# %% ../nbs/07_metrics.ipynb #89156405
-def _folded(bc:tvi.BasicConv2d) -> nn.Conv2d:
-    "A `BasicConv2d`'s convolution with its batch norm folded in"
-    return fuse_conv_bn_eval(bc.conv.eval(), bc.bn.eval())
-
-def _is_1x1(bc) -> bool: return bc.conv.kernel_size == (1, 1) and bc.conv.stride == (1, 1)
-
-def _merged(convs:list) -> nn.Conv2d:
-    "One 1x1 convolution computing all of `convs` (folded) side by side"
-    out = nn.Conv2d(convs[0].in_channels, sum(c.out_channels for c in convs), 1)
-    out.weight.data = torch.cat([c.weight.data for c in convs]); out.bias.data = torch.cat([c.bias.data for c in convs])
-    return out
-
-_BRANCHES = ( # per block type: branches (names of BasicConv2d in order; a tuple of two is a split) and the pool kind
-    (tvi.InceptionA, [['branch1x1'], ['branch5x5_1', 'branch5x5_2'], ['branch3x3dbl_1', 'branch3x3dbl_2', 'branch3x3dbl_3']], 'conv'),
-    (tvi.InceptionB, [['branch3x3'], ['branch3x3dbl_1', 'branch3x3dbl_2', 'branch3x3dbl_3']], 'max_s2'),
-    (tvi.InceptionC, [['branch1x1'], ['branch7x7_1', 'branch7x7_2', 'branch7x7_3'],
-                      ['branch7x7dbl_1', 'branch7x7dbl_2', 'branch7x7dbl_3', 'branch7x7dbl_4', 'branch7x7dbl_5']], 'conv'),
-    (tvi.InceptionD, [['branch3x3_1', 'branch3x3_2'], ['branch7x7x3_1', 'branch7x7x3_2', 'branch7x7x3_3', 'branch7x7x3_4']], 'max_s2'),
-    (tvi.InceptionE, [['branch1x1'], ['branch3x3_1', ('branch3x3_2a', 'branch3x3_2b')],
-                      ['branch3x3dbl_1', 'branch3x3dbl_2', ('branch3x3dbl_3a', 'branch3x3dbl_3b')]], 'conv'))
-
-# %% ../nbs/07_metrics.ipynb #a2d9f4f5
-class FusedBlock(nn.Module):
-    "An Inception block for inference: batch norms folded, input 1x1 convolutions merged, pool branch convolved first"
-    def __init__(self, block:nn.Module):
-        super().__init__()
-        branches, pool = next((b, p) for t, b, p in _BRANCHES if isinstance(block, t))
-        self.heads = [_is_1x1(getattr(block, b[0])) for b in branches]  # branches whose first conv joins the merged head
-        first = [_folded(getattr(block, b[0])) for b, h in zip(branches, self.heads) if h]
-        self.pool = pool if pool == 'max_s2' else getattr(block, 'pool', 'avg')
-        self.count_include_pad = getattr(block, 'count_include_pad', True)
-        self.pool_bias = None
-        if self.pool == 'avg':  # the pool branch's 1x1 joins the head without its bias, which is added after pooling
-            pc = _folded(block.branch_pool); first.append(pc)
-            self.pool_bias = nn.Parameter(pc.bias.data.clone().view(1, -1, 1, 1), requires_grad=False)
-        elif self.pool == 'max': self.pool_conv = _folded(block.branch_pool)
-        self.sizes = [c.out_channels for c in first]
-        self.head = _merged(first)
-        if self.pool == 'avg': self.head.bias.data[-self.sizes[-1]:] = 0
-        self.tails = nn.ModuleList(nn.ModuleList(
-            nn.ModuleList([_folded(getattr(block, n)) for n in step]) if isinstance(step, tuple) else _folded(getattr(block, step))
-            for step in (b[1:] if h else b)) for b, h in zip(branches, self.heads))
-
-    def forward(self, x):
-        h = self.head(x)
-        parts = list(h.split(self.sizes, 1))
-        pooled = parts.pop() if self.pool == 'avg' else None
-        parts = iter(parts); outs = []
-        for head, tail in zip(self.heads, self.tails):
-            y = F.relu(next(parts)) if head else x
-            for step in tail:
-                if isinstance(step, nn.ModuleList): y = [F.relu(m(y)) for m in step]
-                else: y = F.relu(step(y))
-            outs.extend(y if isinstance(y, list) else [y])
-        if self.pool == 'avg': outs.append(F.relu(F.avg_pool2d(pooled, 3, 1, 1, count_include_pad=self.count_include_pad) + self.pool_bias))
-        elif self.pool == 'max': outs.append(F.relu(self.pool_conv(F.max_pool2d(x, 3, 1, 1))))
-        else: outs.append(F.max_pool2d(x, 3, 2))
-        return torch.cat(outs, 1)
-
-# %% ../nbs/07_metrics.ipynb #03412c58
-_MIXED = ('Mixed_5b', 'Mixed_5c', 'Mixed_5d', 'Mixed_6a', 'Mixed_6b', 'Mixed_6c', 'Mixed_6d', 'Mixed_6e', 'Mixed_7a', 'Mixed_7b', 'Mixed_7c')
-_STEM = ('Conv2d_1a_3x3', 'Conv2d_2a_3x3', 'Conv2d_2b_3x3', 'maxpool1', 'Conv2d_3b_1x1', 'Conv2d_4a_3x3', 'maxpool2')
-
-class _ConvReLU(nn.Sequential):
-    def __init__(self, bc): super().__init__(_folded(bc), nn.ReLU(inplace=True))
-
-class FusedInception(nn.Module):
-    "Inception-V3 (FID or torchvision) rebuilt for fast inference: `(pool3 features, unbiased logits)` of a prepared batch"
-    def __init__(self, net:tvi.Inception3):
-        super().__init__()
-        self.stem = nn.Sequential(*[_ConvReLU(m) if isinstance(m, tvi.BasicConv2d) else m for m in (getattr(net, n) for n in _STEM)])
-        self.blocks = nn.Sequential(*[FusedBlock(getattr(net, n)) for n in _MIXED])
-        self.fc_weight = nn.Parameter(net.fc.weight.data.clone(), requires_grad=False)
-        self.eval()
-
-    def forward(self, x):
-        x = self.blocks(self.stem(x))
-        f = x.mean((2, 3))
-        return f, f @ self.fc_weight.T
-
-# %% ../nbs/07_metrics.ipynb #7203f974
-def plain_features(
-    net:tvi.Inception3, # a torchvision Inception-V3 (FID or not)
-    x:torch.Tensor, # a prepared float batch, N x 3 x 299 x 299
-) -> tuple:
-    "`(pool3 features, unbiased logits)` from torchvision's modules, unfused: the reference for `FusedInception`"
-    for n in _STEM + _MIXED: x = getattr(net, n)(x)
-    f = torch.flatten(net.avgpool(x), 1)
-    return f, f @ net.fc.weight.T
-
-# %% ../nbs/07_metrics.ipynb #9937c1d7
-RESIZES = ('tf1', 'torch', 'imagenet')
-
-def tf1_resize_matrix(
-    n_in:int, # source length
-    n_out:int, # target length
-) -> torch.Tensor:
-    "The `n_out x n_in` matrix of TensorFlow 1's bilinear resize (`align_corners=False`) along one axis"
-    src = torch.arange(n_out, dtype=torch.float32) * torch.tensor(n_in / n_out, dtype=torch.float32)
-    lo = src.long(); hi = (lo + 1).clamp_max(n_in - 1); w = src - lo.float()
-    m = torch.zeros(n_out, n_in)
-    m[torch.arange(n_out), lo] += 1 - w
-    m[torch.arange(n_out), hi] += w
-    return m
-
-# %% ../nbs/07_metrics.ipynb #f2303e3e
-def prepare(
-    x:torch.Tensor, # uint8 images, N x 3 x H x W, on any device
-    resize:str='tf1', # 'tf1', 'torch' or 'imagenet': see above
-    size:int=299, # the network's input side
-) -> torch.Tensor:
-    "The float input batch the Inception network expects"
-    if resize == 'tf1':
-        x = x.float()
-        if x.shape[-2:] != (size, size):
-            rh, rw = (tf1_resize_matrix(n, size).to(x.device) for n in x.shape[-2:])
-            x = rh @ x @ rw.T
-        return (x - 128) / 128
-    if resize == 'torch':
-        x = F.interpolate(x.float() / 255, size=(size, size), mode='bilinear', align_corners=False)
-        return 2 * x - 1
-    if resize == 'imagenet':
-        x = TF.resize(x.float() / 255, [size, size], antialias=True)
-        return TF.normalize(x, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-    raise GanlabError(f"resize must be one of {', '.join(RESIZES)}, not {resize!r}")
-
-# %% ../nbs/07_metrics.ipynb #9132dd2a
 def default_device() -> torch.device:
     "CUDA when there is a GPU, else the CPU"
     return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+
+def _single_threaded(barrier:threading.Barrier):
+    "Run once in each CPU worker: this thread's PyTorch operations use one thread"
+    torch.get_num_threads()  # PyTorch sets up a thread's count on its first use, from the last `set_num_threads`: do that first
+    torch.set_num_threads(1)
+    barrier.wait()  # every worker is its own thread
 
 class Extractor:
     "Inception pool3 features and unbiased logits of uint8 image batches"
@@ -258,7 +62,7 @@ class Extractor:
     ):
         if kind not in EXTRACTORS: raise GanlabError(f"extractor must be one of {', '.join(EXTRACTORS)}, not {kind!r}")
         if batch < 1: raise GanlabError(f'batch must be a positive integer, not {batch}')
-        self.kind, self.batch, self.fused = kind, batch, fused
+        self.kind, self.batch, self.fused, self.size, self.dims = kind, batch, fused, 299, 2048
         self.resize = resize or ('tf1' if kind == 'fid' else 'imagenet')
         if self.resize not in RESIZES: raise GanlabError(f"resize must be one of {', '.join(RESIZES)}, not {self.resize!r}")
         try: self.device = torch.device(device) if device is not None else default_device()
@@ -267,30 +71,66 @@ class Extractor:
         self.amp = amp and self.device.type == 'cuda'
         wf = FID_WEIGHTS if kind == 'fid' else TORCHVISION_WEIGHTS
         self.weights = find_weights(wf, weights, WEIGHTS_ENV if kind == 'fid' else None, download=download, quiet=quiet)
-        if kind == 'fid': net = load_weights(fid_inception(), self.weights, wf.what)
+        if fused: self.net, self.model = None, FusedInception(load_inception_state(self.weights, kind, wf.what), kind)
         else:
-            net = load_weights(tvi.Inception3(aux_logits=True, transform_input=True, init_weights=False), self.weights, wf.what)
-            net.AuxLogits = None
-        self.net = net.eval().requires_grad_(False)
-        self.model = (FusedInception(self.net) if fused else self.net).to(self.device, memory_format=torch.channels_last)
-        self.dims = 2048
+            self.net = load_weights(fid_inception() if kind == 'fid' else torchvision_inception(), self.weights, wf.what)
+            self.net.AuxLogits = None
+            self.model = self.net
+        self.model = self.model.to(self.device, memory_format=torch.channels_last)
+        self.workers = torch.get_num_threads() if self.device.type == 'cpu' else 1  # CPU: one thread per core, see above
+        self.decoders = 1 if self.device.type == 'cpu' else min(8, os.cpu_count() or 1)  # decoding threads that feed it
+        self._pool = None
 
     def __repr__(self): return f'Extractor({self.kind!r}, resize={self.resize!r}, device={str(self.device)!r}, batch={self.batch}, weights={str(self.weights)!r})'
 
+    def _executor(self) -> ThreadPoolExecutor:
+        "The CPU worker threads, made on first use"
+        if self._pool is None:
+            n = torch.get_num_threads()
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix='ganlab-extractor')
+            b = threading.Barrier(self.workers)
+            for f in [self._pool.submit(_single_threaded, b) for _ in range(self.workers)]: f.result()
+            torch.set_num_threads(n)  # the workers keep their one thread; this thread and later ones get the process's count back
+        return self._pool
+
+    def _features(self, x:torch.Tensor) -> tuple:
+        "`(features, logits)` of uint8 images or prepared floats, on the device, in this thread"
+        with torch.inference_mode():
+            xb = prepare(x, self.resize, self.size) if x.dtype == torch.uint8 else x.float()
+            if not self.fused: xb = self.net._transform_input(xb)
+            xb = xb.contiguous(memory_format=torch.channels_last)
+            with torch.autocast('cuda', torch.float16, enabled=self.amp):
+                f, l = self.model(xb) if self.fused else plain_features(self.model, xb)
+            return f.float(), l.float()
+
+    def fit(self,
+        a:np.ndarray, # one decoded image, H x W x 3 uint8
+    ):
+        "`a` as it is when it is no larger than the network's input, else its prepared 3 x 299 x 299 floats (on the CPU)"
+        if a.shape[0] * a.shape[1] <= self.size * self.size: return a
+        with torch.inference_mode(): return prepare(torch.from_numpy(np.require(a, requirements=['C', 'W'])).permute(2, 0, 1)[None], self.resize, self.size)[0]
+
     @torch.inference_mode()
     def __call__(self,
-        images, # uint8 images: N x H x W x 3 (NumPy) or N x 3 x H x W (tensor)
+        images, # uint8 images: N x H x W x 3 (NumPy) or N x 3 x H x W (tensor); or prepared floats N x 3 x 299 x 299 (tensor)
     ) -> tuple:
         "`(features, logits)`: float32 N x 2048 and N x classes, on the extractor's device"
-        x = torch.from_numpy(np.require(images, requirements=['C', 'W'])).permute(0, 3, 1, 2) if isinstance(images, np.ndarray) else images
-        if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[1] != 3: raise GanlabError(f'images must be uint8 N x 3 x H x W, not {x.dtype} {tuple(x.shape)}')
+        if isinstance(images, np.ndarray):
+            if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3: raise GanlabError(f'images must be uint8 N x H x W x 3, not {images.dtype} {images.shape}')
+            x = torch.from_numpy(np.require(images, requirements=['C', 'W'])).permute(0, 3, 1, 2)
+        else: x = images
+        ready = x.is_floating_point() and x.ndim == 4 and tuple(x.shape[1:]) == (3, self.size, self.size)
+        if not ready and (x.dtype != torch.uint8 or x.ndim != 4 or x.shape[1] != 3 or 0 in x.shape[2:]):
+            raise GanlabError(f'images must be uint8 N x 3 x H x W (or prepared floats N x 3 x {self.size} x {self.size}), not {x.dtype} {tuple(x.shape)}')
         x = x.to(self.device, non_blocking=True)
         fs, ls = [], []
         for i in range(0, len(x), self.batch):
-            xb = self.net._transform_input(prepare(x[i:i + self.batch], self.resize)).contiguous(memory_format=torch.channels_last)
-            with torch.autocast('cuda', torch.float16, enabled=self.amp):
-                f, l = self.model(xb) if self.fused else plain_features(self.model, xb)
-            fs.append(f.float()); ls.append(l.float())
+            xb = x[i:i + self.batch]
+            if self.workers > 1 and len(xb) > 1:
+                parts = list(self._executor().map(self._features, xb.tensor_split(min(self.workers, len(xb)))))
+                f, l = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+            else: f, l = self._features(xb)
+            fs.append(f); ls.append(l)
         return torch.cat(fs), torch.cat(ls)
 
 # %% ../nbs/07_metrics.ipynb #fc3b9c9b
@@ -305,6 +145,25 @@ def __new__(cls:Extractor, kind:str='fid', *args, **kwargs):
     return object.__new__(cls)
 
 # %% ../nbs/07_metrics.ipynb #f59093a1
+def ordered_map(
+    fn, # the function
+    items, # an iterable (read lazily)
+    workers:int=1, # threads (1: in the caller's thread)
+    ahead:int|None=None, # most items in flight (default: 2 per thread)
+):
+    "`map(fn, items)` run by `workers` threads, in order, holding at most `ahead` items at once"
+    if workers <= 1: yield from map(fn, items); return
+    with ThreadPoolExecutor(workers, thread_name_prefix='ganlab-decode') as pool:
+        q = deque()
+        for it in items:
+            q.append(pool.submit(fn, it))
+            if len(q) >= (ahead or 2 * workers): yield q.popleft().result()
+        while q: yield q.popleft().result()
+
+def _stack(xs:list):
+    return torch.stack(xs) if isinstance(xs[0], torch.Tensor) else np.stack(xs)
+
+# %% ../nbs/07_metrics.ipynb #a89a43de
 @dataclass
 class ImageSource:
     "One side of a comparison: images (from a folder, zip or `.npz`) or precomputed statistics"
@@ -316,38 +175,94 @@ class ImageSource:
     def __len__(self): return len(self.ids)
     def __repr__(self): return f'ImageSource({str(self.path)!r}, {self.kind}, {len(self)} images)'
 
+    def images(self,
+        max_pixels:int=MAX_PIXELS, # largest canvas accepted
+        fit=None, # applied to each decoded image (`Extractor.fit`), in the decoding thread
+        workers:int=1, # decoding threads
+    ):
+        "Yield `(id, image)` one at a time: uint8 H x W x 3, or what `fit` makes of it"
+        if self.kind == 'stats': raise GanlabError(f'{self.path}: holds statistics, not images')
+        fit = fit or (lambda a: a)
+        if self.kind == 'npz':
+            shape, _ = _npy_shape(self.path, 'images')
+            ids, rows = iter(self.ids), iter_npz_rows(self.path, 'images', max(1, min(64, (16 << 20) // (shape[1] * shape[2] * 3))))  # ~16 MB a read
+            while True:
+                try: chunk = next(rows, None)
+                except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e: raise GanlabError(f'{self.path}: images cannot be read ({e})') from None
+                if chunk is None: return
+                for r in chunk: yield next(ids), fit(r)
+        def decode(item): return fit(decode_image_bytes(*item, max_pixels))
+        yield from zip(self.ids, ordered_map(decode, image_bytes(self.kind, self.path, self.members), workers))
+
     def batches(self,
         batch:int=50, # most images per batch
         max_pixels:int=MAX_PIXELS, # largest canvas accepted
+        fit=None, # applied to each decoded image (`Extractor.fit`)
+        workers:int=1, # decoding threads
     ):
-        "Yield `(ids, uint8 N x H x W x 3)` batches; a batch ends early where the image size changes"
-        if self.kind == 'stats': raise GanlabError(f'{self.path}: holds statistics, not images')
-        if self.kind == 'npz':
-            i = 0
-            for rows in iter_npz_rows(self.path, 'images', batch):
-                yield self.ids[i:i + len(rows)], rows; i += len(rows)
-            return
+        "Yield `(ids, images)`: uint8 N x H x W x 3 (or what `fit` made, stacked); a batch ends early where the image size changes"
         ids, imgs = [], []
-        for (data, where), id_ in zip(image_bytes(self.kind, self.path, self.members), self.ids):
-            a = decode_image_bytes(data, where, max_pixels)
-            if imgs and (a.shape != imgs[0].shape or len(imgs) == batch):
-                yield ids, np.stack(imgs); ids, imgs = [], []
+        for id_, a in self.images(max_pixels, fit, workers):
+            if imgs and (a.shape != imgs[0].shape or type(a) is not type(imgs[0]) or len(imgs) == batch):
+                yield ids, _stack(imgs); ids, imgs = [], []
             ids.append(id_); imgs.append(a)
-        if imgs: yield ids, np.stack(imgs)
+        if imgs: yield ids, _stack(imgs)
 
-# %% ../nbs/07_metrics.ipynb #0432ac7d
+# %% ../nbs/07_metrics.ipynb #d1329faa
+MAX_STATS_DIMS = 4096 # most feature dimensions a statistics file may have (its sigma is D x D float64)
+MAX_FEATURES_BYTES = 4 << 30 # largest feature matrix read from a statistics file
+
 def _npz_keys(path:Path) -> list:
     try:
         with zipfile.ZipFile(path) as zf: return [n[:-4] for n in zf.namelist() if n.endswith('.npy')]
-    except zipfile.BadZipFile: raise GanlabError(f'{path}: not a readable .npz (not a zip archive)') from None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e: raise GanlabError(f'{path}: not a readable .npz ({e})') from None
+
+def _npy_header(zf:zipfile.ZipFile, path, name:str) -> tuple:
+    "`(shape, fortran, dtype, nbytes, offset)` of member `name.npy`, from its header alone, checked against the member's size"
+    try:
+        info = zf.getinfo(f'{name}.npy')
+        with zf.open(info) as f:
+            v = np.lib.format.read_magic(f)
+            if v not in ((1, 0), (2, 0)): raise ValueError(f'.npy format version {v}')
+            shape, fortran, dtype = (np.lib.format.read_array_header_1_0 if v == (1, 0) else np.lib.format.read_array_header_2_0)(f)
+            offset = f.tell()
+    except Exception as e: raise GanlabError(f'{path}: {name} is not a readable .npy array ({type(e).__name__}: {e})') from None
+    if any(d < 0 for d in shape): raise GanlabError(f'{path}: {name} has a negative size {shape}')
+    if dtype.hasobject: raise GanlabError(f'{path}: {name} holds Python objects, which only unpickling could load; ganlab never unpickles')
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > info.file_size - offset:
+        raise GanlabError(f'{path}: {name} is truncated: its header says {shape} {dtype} ({nbytes:,} bytes), the file holds {max(0, info.file_size - offset):,}')
+    return shape, fortran, dtype, nbytes, offset
 
 def _npy_shape(path:Path, name:str) -> tuple:
     "Shape and dtype of array `name` in the `.npz` at `path`, from its header alone"
-    with zipfile.ZipFile(path) as zf, zf.open(f'{name}.npy') as f:
-        v = np.lib.format.read_magic(f)
-        shape, _, dtype = (np.lib.format.read_array_header_1_0 if v == (1, 0) else np.lib.format.read_array_header_2_0)(f)
-    return shape, dtype
+    try:
+        with zipfile.ZipFile(path) as zf: return _npy_header(zf, path, name)[0:3:2]
+    except (zipfile.BadZipFile, OSError) as e: raise GanlabError(f'{path}: not a readable .npz ({e})') from None
 
+def npz_array(
+    path, # an `.npz`
+    name:str, # the array
+    kinds:str='fiu', # dtype kinds accepted (NumPy's `dtype.kind`: 'f' float, 'i'/'u' integer, 'U'/'S' text)
+    max_bytes:int=1 << 20, # largest size accepted
+    max_ratio:float|None=None, # largest compression ratio accepted (None: any)
+) -> np.ndarray:
+    "Array `name` of the `.npz` at `path`, checked from its header before it is read; never unpickled"
+    try:
+        with zipfile.ZipFile(path) as zf:
+            shape, fortran, dtype, nbytes, offset = _npy_header(zf, path, name)
+            if dtype.kind not in kinds: raise GanlabError(f'{path}: {name} is {dtype}, not a {"number" if "f" in kinds else "text"} array')
+            if nbytes > max_bytes: raise GanlabError(f'{path}: {name} is {shape} {dtype} ({nbytes:,} bytes), more than the {max_bytes:,} accepted')
+            info = zf.getinfo(f'{name}.npy')
+            if max_ratio and info.compress_type != zipfile.ZIP_STORED and nbytes > max_ratio * info.compress_size + (1 << 20):
+                raise GanlabError(f'{path}: {name} unpacks {nbytes / max(info.compress_size, 1):,.0f}-fold ({nbytes:,} bytes); real data does not compress so far')
+            with zf.open(info) as f: f.read(offset); data = f.read(nbytes)
+    except GanlabError: raise
+    except Exception as e: raise GanlabError(f'{path}: {name} cannot be read ({type(e).__name__}: {e})') from None
+    if len(data) < nbytes: raise GanlabError(f'{path}: {name} is truncated')
+    return np.frombuffer(data, dtype).reshape(shape, order='F' if fortran else 'C')
+
+# %% ../nbs/07_metrics.ipynb #38528c85
 def image_source(
     spec, # a folder of images, a zip of images, a decoded `.npz` or an `.npz` of statistics
 ) -> ImageSource:
@@ -361,10 +276,12 @@ def image_source(
         if 'images' in keys:
             shape, dtype = _npy_shape(p, 'images')
             if dtype != np.uint8 or len(shape) != 4 or shape[-1] != 3: raise GanlabError(f'{p}: images must be N x H x W x 3 uint8, not {dtype} {shape}')
+            if not shape[0] or not shape[1] or not shape[2]: raise GanlabError(f'{p}: holds no images (images {shape})')
+            if shape[1] * shape[2] > MAX_PIXELS: raise GanlabError(f'{p}: images of {shape[2]} x {shape[1]} pixels, more than the {MAX_PIXELS:,} accepted')
             if 'ids' not in keys: return ImageSource(p, 'npz', [f'{i:06d}' for i in range(shape[0])])
-            with np.load(p, allow_pickle=False) as z: ids = z['ids'].astype(str).tolist()
-            if len(ids) != shape[0]: raise GanlabError(f'{p}: {len(ids)} ids for {shape[0]} images')
-            return ImageSource(p, 'npz', ids)
+            ids = npz_array(p, 'ids', 'US', max_bytes=max(1 << 20, 1024 * shape[0]))
+            if ids.shape != (shape[0],): raise GanlabError(f'{p}: ids {ids.shape} for {shape[0]} images')
+            return ImageSource(p, 'npz', ids.astype(str).tolist())
         raise GanlabError(f"{p}: an .npz with neither images nor mu and sigma (it has {', '.join(keys) or 'nothing'})")
     if zipfile.is_zipfile(p): return ImageSource(p, *list_images(p))
     raise GanlabError(f'{p}: not a folder, a zip or an .npz')
@@ -439,6 +356,24 @@ class FeatureStats:
         return torch.cat(self._kept).numpy() if self._kept else np.zeros((0, 0), np.float32)
 
 # %% ../nbs/07_metrics.ipynb #4bac56bd
+def _factor(s:np.ndarray) -> np.ndarray:
+    "`L` (D x rank) with `s = L @ L.T`, by pivoted Cholesky, which stops at the rank"
+    from scipy.linalg import lapack
+    c, piv, rank, info = lapack.dpstrf(s, lower=1)
+    if info < 0: raise GanlabError(f'FID: the covariance cannot be factored (LAPACK dpstrf info {info})')
+    out = np.zeros((len(s), rank))
+    out[piv - 1] = np.tril(c)[:, :rank]
+    return out
+
+def _trace_sqrt_product(s1:np.ndarray, s2:np.ndarray) -> float:
+    "Trace of the square root of `s1 @ s2` for covariances (symmetric, positive semi-definite)"
+    import scipy.linalg
+    l1, l2 = _factor(s1), _factor(s2)
+    if not l1.shape[1] or not l2.shape[1]: return 0.0
+    g = l2.T @ l1  # L1^T S2 L1 = G^T G: one product of the factors, then the smaller Gram matrix (same eigenvalues)
+    e = scipy.linalg.eigh(g.T @ g if g.shape[1] <= g.shape[0] else g @ g.T, eigvals_only=True)
+    return float(np.sqrt(np.where(e > e.max() * len(e) * np.finfo(np.float64).eps, e, 0)).sum())  # rounding noise -> 0
+
 def frechet_distance(
     mu1, sigma1, # mean and covariance of one set
     mu2, sigma2, # and of the other
@@ -451,12 +386,9 @@ def frechet_distance(
     if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (len(mu1), len(mu1)):
         raise GanlabError(f'statistics do not match: mu {mu1.shape} vs {mu2.shape}, sigma {s1.shape} vs {s2.shape}')
     diff = mu1 - mu2
-    if method == 'eigh':
-        def root(e): return np.sqrt(np.where(e > e.max() * len(e) * np.finfo(np.float64).eps, e, 0))  # rounding noise -> 0
-        w, v = scipy.linalg.eigh(s1)
-        r = (v * root(w)) @ v.T
-        tr = root(scipy.linalg.eigh(r @ s2 @ r, eigvals_only=True)).sum()
+    if method == 'eigh': tr = _trace_sqrt_product(s1, s2)
     elif method == 'sqrtm':
+        import scipy.linalg
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             root = scipy.linalg.sqrtm(s1 @ s2)
@@ -536,6 +468,37 @@ def inception_score(
     return {'is': float(np.mean(scores)), 'is_std': float(np.std(scores))}
 
 # %% ../nbs/07_metrics.ipynb #37a31f28
+def check_output(
+    path, # the file to be written
+    what:str='output', # what it is, for the message
+    inputs=(), # paths it must not be (the inputs of the run)
+) -> Path:
+    "`path`, checked writable before any work is done: not a folder, not an input, in a folder that can be written"
+    p = Path(path).expanduser()
+    if p.is_dir(): raise GanlabError(f'{what} {p}: is a folder; give a file name')
+    if any(Path(i).expanduser().exists() and p.exists() and p.resolve() == Path(i).expanduser().resolve() for i in inputs):
+        raise GanlabError(f'{what} {p}: is also an input; writing it would replace that input')
+    d = p.parent
+    while not d.exists() and d != d.parent: d = d.parent  # the nearest folder that exists (atomic writing makes the rest)
+    if not d.is_dir(): raise GanlabError(f'{what} {p}: {d} is a file, not a folder')
+    if d == p.parent:
+        try: fd, tmp = tempfile.mkstemp(dir=d, prefix=f'.{p.name}.', suffix='.check')
+        except OSError as e: raise GanlabError(f'{what} {p}: cannot write in {d} ({e.strerror or e})') from None
+        os.close(fd); os.unlink(tmp)
+    elif not os.access(d, os.W_OK | os.X_OK): raise GanlabError(f'{what} {p}: cannot create folders in {d} (not writable)')
+    return p
+
+class _writing:
+    "`atomic_write(path, ...)`, with an `OSError` turned into one clear error naming the file"
+    def __init__(self, path, what, *args, **kw): self.path, self.what, self.cm = path, what, atomic_write(path, *args, **kw)
+    def __enter__(self):
+        try: return self.cm.__enter__()
+        except OSError as e: raise GanlabError(f'{self.what} {self.path}: cannot be written ({e.strerror or e})') from None
+    def __exit__(self, *exc):
+        try: return self.cm.__exit__(*exc)
+        except OSError as e: raise GanlabError(f'{self.what} {self.path}: cannot be written ({e.strerror or e})') from None
+
+# %% ../nbs/07_metrics.ipynb #d1caa475
 def save_stats(
     path, # the `.npz` to write (atomically)
     mu, sigma, # mean and covariance
@@ -547,7 +510,7 @@ def save_stats(
     arrays = dict(mu=np.asarray(mu), sigma=np.asarray(sigma), **{k: np.str_(v) for k, v in meta.items()})
     if n is not None: arrays['n'] = np.int64(n)
     if features is not None: arrays['features'] = np.asarray(features, np.float32)
-    with atomic_write(path) as f: np.savez(f, **arrays)
+    with _writing(path, 'statistics') as f: np.savez(f, **arrays)
     return Path(path)
 
 @dataclass
@@ -561,20 +524,39 @@ class Stats:
     meta:dict=field(default_factory=dict) # extractor, resize, source
     ids:list|None=None # image ids, when known
 
+def _finite(path, name, a):
+    if not np.isfinite(a).all(): raise GanlabError(f'{path}: {name} holds {(~np.isfinite(a)).sum():,} non-finite values (NaN or infinity)')
+    return a
+
 def load_stats(
     path, # an `.npz` with `mu` and `sigma`
 ) -> Stats:
     "Load statistics saved by ganlab or pytorch-fid, checked"
-    try: z = np.load(path, allow_pickle=False)
-    except Exception as e: raise GanlabError(f'{path}: not a readable .npz ({type(e).__name__}: {e})') from None
-    with z:
-        if not {'mu', 'sigma'} <= set(z.files): raise GanlabError(f"{path}: statistics need mu and sigma (it has {', '.join(z.files)})")
-        mu, sigma = z['mu'].astype(np.float64), z['sigma'].astype(np.float64)
-        if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)): raise GanlabError(f'{path}: mu {mu.shape} and sigma {sigma.shape} do not fit together')
-        meta = {k: str(z[k]) for k in ('extractor', 'resize', 'source') if k in z.files}
-        return Stats(mu, sigma, int(z['n']) if 'n' in z.files else None, z['features'] if 'features' in z.files else None, meta=meta)
+    keys = _npz_keys(path)
+    if not {'mu', 'sigma'} <= set(keys): raise GanlabError(f"{path}: statistics need mu and sigma (it has {', '.join(keys) or 'nothing'})")
+    mu = _finite(path, 'mu', npz_array(path, 'mu', max_bytes=MAX_STATS_DIMS * 8).astype(np.float64))
+    if mu.ndim != 1 or not len(mu): raise GanlabError(f'{path}: mu must be a vector, not {mu.shape}')
+    sigma = _finite(path, 'sigma', npz_array(path, 'sigma', max_bytes=len(mu) ** 2 * 8).astype(np.float64))
+    if sigma.shape != (len(mu), len(mu)): raise GanlabError(f'{path}: mu {mu.shape} and sigma {sigma.shape} do not fit together')
+    if np.abs(sigma - sigma.T).max() > 1e-6 * np.abs(sigma).max() or (np.diagonal(sigma) < 0).any():
+        raise GanlabError(f'{path}: sigma is not a covariance (not symmetric, or a negative variance)')
+    n = None
+    if 'n' in keys:
+        n = npz_array(path, 'n', 'iu', max_bytes=8)
+        if n.size != 1 or int(n.flat[0]) < 1: raise GanlabError(f'{path}: n must be one positive count, not {n.tolist()}')
+        n = int(n.flat[0])
+    feats = None
+    if 'features' in keys:
+        feats = _finite(path, 'features', npz_array(path, 'features', 'f', MAX_FEATURES_BYTES, max_ratio=100))
+        if feats.ndim != 2 or feats.shape[1] != len(mu): raise GanlabError(f'{path}: features {feats.shape} do not fit mu {mu.shape}')
+    meta = {k: str(npz_array(path, k, 'US', max_bytes=1 << 16)) for k in ('extractor', 'resize', 'source') if k in keys}
+    return Stats(mu, sigma, n, feats, meta=meta)
 
-# %% ../nbs/07_metrics.ipynb #d1caa475
+# %% ../nbs/07_metrics.ipynb #2d551a11
+def _batches(src:ImageSource, extractor:Extractor):
+    "`src`'s batches as `extractor` takes them: large images fitted as they are decoded, decoding in the background"
+    return prefetch(src.batches(extractor.batch, fit=extractor.fit, workers=extractor.decoders))
+
 def measure(
     spec, # a folder, zip, decoded `.npz`, or statistics `.npz`
     extractor:Extractor, # the feature extractor
@@ -598,8 +580,9 @@ def measure(
         return st
     fs, ls, got = FeatureStats(keep=features), [], []
     with progress(total=len(src), desc=f'features {src.path.name}', unit='img', disable=True if quiet else None) as bar:
-        for bids, imgs in prefetch(src.batches(extractor.batch)):
+        for bids, imgs in _batches(src, extractor):
             f, l = extractor(imgs)
+            if not torch.isfinite(f).all(): raise GanlabError(f'{src.path}: the network gave non-finite features for {", ".join(bids[:3])}...; are the weights broken?')
             fs.append(f)
             if logits: ls.append(l.cpu())
             if ids: got += bids
@@ -611,12 +594,20 @@ def measure(
 METRICS = ('fid', 'kid', 'mifid', 'is')
 
 def compare(
-    a, b, # each a folder, zip, decoded `.npz` or statistics `.npz`; `a` is the generated side for MiFID
+    a, # generated images: a folder, zip, decoded `.npz` or statistics `.npz` (the side MiFID and IS judge)
+    b, # real images: the same kinds
     extractor:Extractor|None=None, # a ready extractor (else one is made from the arguments below)
-    kind:str='fid', weights=None, device=None, resize:str|None=None, batch:int=50, amp:bool=False, # for a new extractor
+    kind:str='fid', # a new extractor's network: 'fid', 'torchvision', or 'classifier:PATH' (not FID: a trained classifier's features)
+    weights=None, # a new extractor's weights file (default: found as `Extractor` finds it)
+    device=None, # a new extractor's device (default: CUDA when present)
+    resize:str|None=None, # a new extractor's resizing (default: the network's own)
+    batch:int=50, # images per forward pass of a new extractor
+    amp:bool=False, # float16 autocast on CUDA for a new extractor (faster, no longer reference-exact)
+    download:bool=True, # a new extractor may download its weights when no copy is found
     metrics=('fid',), # any of 'fid', 'kid', 'mifid' (these two need features: images, or statistics saved with them), 'is'
     method:str='eigh', # matrix-root method of FID
-    kid_subsets:int=100, kid_subset_size:int=1000, # KID subsets
+    kid_subsets:int=100, # KID: number of subsets
+    kid_subset_size:int=1000, # KID: images per subset
     is_splits:int=10, # IS splits
     quiet:bool=False, # no progress bars
 ) -> dict:
@@ -625,7 +616,7 @@ def compare(
     bad = [m for m in metrics if m not in METRICS]
     if bad: raise GanlabError(f"unknown metric {', '.join(bad)}; valid: {', '.join(METRICS)}")
     sa, sb = (s if isinstance(s, ImageSource) else image_source(s) for s in (a, b))  # bad inputs fail before the weights are sought
-    ex = extractor or Extractor(kind, weights, device, resize, batch, amp, quiet=quiet)
+    ex = extractor or Extractor(kind, weights, device, resize, batch, amp, download=download, quiet=quiet)
     need, isc = 'kid' in metrics or 'mifid' in metrics, 'is' in metrics
     if isc and sa.kind == sb.kind == 'stats': raise GanlabError('IS needs images on at least one side, not two statistics files')
     ma = measure(sa, ex, features=need, logits=isc and sa.kind != 'stats', quiet=quiet)
@@ -658,12 +649,13 @@ def write_features_csv(
     if src.kind == 'stats': raise GanlabError(f'{src.path}: holds statistics, not images')
     dup = next((i for i, c in Counter(src.ids).items() if c > 1), None)
     if dup is not None: raise GanlabError(f'{src.path}: two images share the id {dup!r} (same name, different suffix?)')
+    check_output(out, 'the CSV file', [spec])
     extractor = extractor or Extractor(quiet=quiet, **kw)
     n = 0
-    with atomic_write(out, 'w', newline='') as fh, progress(total=len(src), desc='features', unit='img', disable=True if quiet else None) as bar:
+    with _writing(out, 'the CSV file', 'w', newline='') as fh, progress(total=len(src), desc='features', unit='img', disable=True if quiet else None) as bar:
         w = csv.writer(fh)
         w.writerow(['id'] + [f'f{i}' for i in range(extractor.dims)])
-        for bids, imgs in prefetch(src.batches(extractor.batch)):
+        for bids, imgs in _batches(src, extractor):
             f = extractor(imgs)[0].cpu().numpy()
             w.writerows([i, *(f'{v:.9g}' for v in row)] for i, row in zip(bids, f))
             n += len(bids); bar.update(len(bids))
@@ -681,6 +673,7 @@ def write_stats(
     "Measure the images in `spec` and save their statistics to `out`"
     src = image_source(spec)
     if src.kind == 'stats': raise GanlabError(f'{src.path}: already holds statistics')
+    check_output(out, 'statistics', [spec])
     st = measure(src, extractor or Extractor(quiet=quiet, **kw), features=features, quiet=quiet)
     save_stats(out, st.mu, st.sigma, st.n, st.features, **st.meta)
     return st
@@ -700,3 +693,26 @@ def format_metrics(
     def count(n): return 'an unknown number of' if n is None else f'{n:,}'  # pytorch-fid's statistics files do not say
     lines.append(f"({count(res['n_a'])} vs {count(res['n_b'])} images; extractor {res['extractor']}, resize {res['resize']})")
     return '\n'.join(lines)
+
+# %% ../nbs/07_metrics.ipynb #6d17b966
+def write_metrics_json(
+    res:dict, # what `compare` returned
+    path, # the JSON file to write (atomically)
+    inputs=(), # the run's inputs, which `path` must not be
+) -> Path:
+    "Write `res` to `path` as strict JSON: a non-finite number becomes null, with a note saying which"
+    bad = []
+    def clean(v, key):
+        if isinstance(v, dict): return {str(k): clean(x, f'{key}.{k}' if key else str(k)) for k, x in v.items()}
+        if isinstance(v, (list, tuple)): return [clean(x, f'{key}[{i}]') for i, x in enumerate(v)]
+        if isinstance(v, np.ndarray): return clean(v.tolist(), key)
+        if isinstance(v, np.generic): v = v.item()
+        if isinstance(v, float) and not math.isfinite(v): bad.append(f'{key}={v}'); return None
+        if v is None or isinstance(v, (bool, int, float, str)): return v
+        return str(v)
+    out = clean(dict(res), '')
+    if bad: out['notes'] = [f"not a finite number, written as null: {', '.join(bad)}"]
+    text = json.dumps(out, indent=1, allow_nan=False) + '\n'
+    check_output(path, 'the JSON file', inputs)
+    with _writing(path, 'the JSON file', 'w') as f: f.write(text)
+    return Path(path)

@@ -113,7 +113,7 @@ def test_fid_json_and_stats(demo_dir, fid_weights, tmp_path):
                                       (['fid', 'empty', 'x.npz'], 'empty: folder holds no images'),
                                       (['fid', 'x.npz', 'x.npz', '--weights', 'missing.pth'], 'given path missing.pth is not a file'),
                                       (['fid', 'x.npz', 'x.npz', '--weights', 'x.npz'], 'is not a loadable weights file'),
-                                      (['features', 'x.npz', '--extractor', 'clip'], "invalid choice: 'clip'"),
+                                      (['features', 'x.npz', '--out', 'f.csv', '--extractor', 'clip'], "extractor must be one of fid, torchvision, classifier, not 'clip'"),
                                       (['fid', 'x.npz', 'stats.npz', '--kid', '--weights', 'W'], 'holds no features, which KID and MiFID need')])
 def test_metric_bad_input_is_one_clear_line(tmp_path, fid_weights, args, msg):
     (tmp_path/'empty').mkdir()
