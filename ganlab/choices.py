@@ -6,7 +6,7 @@ Docs: https://ganlab.github.io/ganlab/choices.html.md"""
 
 # %% auto #0
 __all__ = ['LOSSES', 'TRANSLATION_LOSSES', 'AMP_MODES', 'DIFFAUG', 'SIZES', 'G_NORMS', 'D_NORMS', 'UPSAMPLINGS', 'PROJECTIONS',
-           'HEADS', 'ACTIVATIONS', 'CYCLEGAN_NORMS', 'CYCLEGAN_GENERATORS']
+           'HEADS', 'ACTIVATIONS', 'G_ARCHS', 'LR_DECAYS', 'CYCLEGAN_NORMS', 'CYCLEGAN_GENERATORS']
 
 # %% ../nbs/00a_choices.ipynb #d9d6c8d3
 LOSSES = ('bce', 'lsgan', 'hinge', 'wgan-gp') # adversarial losses of the noise-to-image families
@@ -20,5 +20,7 @@ UPSAMPLINGS = ('convt', 'upsample') # generator upsampling: transposed convoluti
 PROJECTIONS = ('conv', 'dense') # generator: latent vector to the first 4x4 map
 HEADS = ('conv', 'dense') # discriminator: last 4x4 map to the logit
 ACTIVATIONS = ('relu', 'leaky') # generator hidden activation
+G_ARCHS = ('dcgan', 'resnet') # the noise-to-image networks' shape: DCGAN's (strided convolutions) or SNGAN's ResNet
+LR_DECAYS = ('none', 'linear') # learning-rate schedules: constant, or a linear decay to 0 over the run
 CYCLEGAN_NORMS = ('instance', 'batch', 'none') # normalisation of the image-to-image models
 CYCLEGAN_GENERATORS = ('resnet9', 'resnet6', 'unet') # image-to-image generator architectures

@@ -214,7 +214,7 @@ def train_parser(
     family:str, # a family's name or alias
 ) -> argparse.ArgumentParser:
     "The parser of `ganlab train FAMILY`: a flag for every field of the family's config, then train's own options"
-    import dataclasses, typing
+    import dataclasses
     from ganlab.config import get_family, field_types, ALIASES
     fam = get_family(family)
     alias = f' (the {fam.name} family with its {ALIASES[family][1]} preset)' if family in ALIASES else ''
@@ -302,8 +302,9 @@ COMMANDS = {
     'demo': Command('ganlab.demo:demo', skip=('show_progress',)),
     'doctor': Command('ganlab.eda:doctor', skip=('show_progress',), flags={'sense': 'rotation'}, required=('out',), many=('shards',), show=_show_doctor),
     'train': Group('train a GAN: ganlab train FAMILY --help lists a family\'s settings', {}),
-    'generate': Command('ganlab.generate:generate', show=_show_generate),
+    'generate': Command('ganlab.generate:generate', flags={'cls': 'class'}, show=_show_generate),
     'monet-submit': Command('ganlab.generate:monet_submit', skip=('check',), show=_show_monet),
+    'app': Command('ganlab.app:serve', flags={'source': 'ckpt_or_run'}),
     'fid': Command('ganlab.cli:fid', skip=('extractor', 'metrics'), flags={'kind': 'extractor', 'isc': 'is'}, extra=('ganlab.metrics:compare',)),
     'stats': Command('ganlab.metrics:write_stats', skip=('extractor', 'fused', 'download'), required=('out',), flags={'kind': 'extractor', 'spec': 'images'},
                      extra=('ganlab.metrics:Extractor.__init__',), show=_show_stats),

@@ -12,13 +12,14 @@ from pathlib import Path
 from fastcore.basics import patch
 from .core import GanlabError
 from .choices import (LOSSES, TRANSLATION_LOSSES, AMP_MODES, DIFFAUG, SIZES, G_NORMS, D_NORMS, UPSAMPLINGS, PROJECTIONS, HEADS,
-                            CYCLEGAN_NORMS, CYCLEGAN_GENERATORS)
+                            CYCLEGAN_NORMS, CYCLEGAN_GENERATORS, G_ARCHS, LR_DECAYS)
 
 # %% auto #0
 __all__ = ['ROLES', 'LR_SCALINGS', 'CUT_GENERATORS', 'CUT_INITS', 'FAMILY_KINDS', 'FAMILIES', 'ALIASES', 'MAX_CONFIG_BYTES',
-           'setting', 'TrainConfig', 'DCGANConfig', 'GoogLeNetConfig', 'MLPConfig', 'TranslatorConfig',
-           'CycleGANConfig', 'CUTConfig', 'role_of', 'fields_of', 'field_types', 'coerce', 'Family', 'resolve',
-           'register', 'get_family', 'family_of', 'load_yaml', 'make_config', 'resume_config']
+           'DCGAN_2015', 'setting', 'parse_duration', 'TrainConfig', 'DCGANConfig', 'GoogLeNetConfig', 'CGANConfig',
+           'MLPConfig', 'TranslatorConfig', 'CycleGANConfig', 'CUTConfig', 'role_of', 'fields_of', 'field_types',
+           'coerce', 'Family', 'resolve', 'register', 'get_family', 'family_of', 'load_yaml', 'make_config',
+           'resume_config']
 
 # %% ../nbs/05_config.ipynb #0b2d37c8
 ROLES = {
@@ -66,6 +67,21 @@ def _field_problems(
     return [f'{name} must be ' + ' and '.join(s for s in (ab is not None and f'greater than {ab}', be is not None and f'less than {be}',
                                                             hi is not None and f'at most {hi}') if s) + f', not {v}']
 
+# %% ../nbs/05_config.ipynb #ac5ab25c
+def parse_duration(
+    text:str, # e.g. '12m', '2h', '11h30m', '90s', '1.5h' (a bare number is seconds)
+) -> float:
+    "Seconds in a duration written as hours, minutes and seconds (a `ValueError` when it is not one)"
+    t = str(text).strip().lower().replace(' ', '')
+    if re.fullmatch(r'\d+(\.\d+)?', t): v = float(t)
+    else:
+        m = re.fullmatch(r'(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?:in)?)?(?:(\d+(?:\.\d+)?)s)?', t)
+        if not t or m is None or not any(m.groups()): raise ValueError(text)
+        h, mi, se = (float(g) if g else 0.0 for g in m.groups())
+        v = h * 3600 + mi * 60 + se
+    if not (0 < v < 1e9): raise ValueError(text)
+    return v
+
 # %% ../nbs/05_config.ipynb #20543785
 @dataclass
 class TrainConfig:
@@ -75,19 +91,21 @@ class TrainConfig:
     limit:int|None = setting(None, low=1) # use only the first N images
     size:int = setting(32, 'model', low=1) # image side in pixels
     channels:int = setting(3, 'model', choices=(1, 3)) # 3 (RGB) or 1 (grey)
-    epochs:int = setting(30, 'run', low=1) # passes over the data
+    epochs:int = setting(30, 'run', low=1) # passes over the data (with --time-budget: at most)
+    time_budget:str|None = setting(None, 'run') # train for this long, e.g. 12m, 2h, 11h30m, then stop with a checkpoint (with --epochs: whichever comes first)
     batch:int = setting(128, low=1) # global batch: split over the processes of a DDP run
     lr_g:float = setting(2e-4, above=0) # generator learning rate (Adam)
     lr_d:float = setting(2e-4, above=0) # discriminator learning rate (Adam)
     beta1:float = setting(0.5, low=0, below=1) # Adam beta1
     beta2:float = setting(0.999, low=0, below=1) # Adam beta2
+    lr_decay:str = setting('none', choices=LR_DECAYS) # learning-rate schedule: none (constant) or linear (to 0 at the end of the run)
     loss:str = setting('bce', choices=LOSSES) # adversarial loss
     label_smooth:float = setting(0.0, low=0, below=1) # one-sided label smoothing: real targets become 1 - label_smooth
     gp_weight:float = setting(10.0, low=0) # WGAN-GP gradient penalty weight
     r1_gamma:float = setting(0.0, low=0) # R1 penalty weight on real images (0: off)
     g_every:int = setting(1, low=1) # a generator step every N discriminator steps (5 for WGAN-GP)
     diffaug:str = setting('', choices=DIFFAUG, many=True) # DiffAugment policies, comma-separated, e.g. color,translation,cutout ('' off)
-    ema:float = setting(0.0, low=0, below=1) # EMA decay of the generator (0: off; 0.999 typical)
+    ema:float = setting(0.0, low=0, below=1) # EMA decay of the generator, ramped up from the start as (1+t)/(10+t) (0: off; 0.999 typical)
     amp:str = setting('auto', choices=AMP_MODES) # mixed precision: auto is bf16 on GPUs that compute it, fp16 on older ones, off on the CPU
     channels_last:bool = setting(True) # channels-last memory format
     compile:bool = setting(False, 'run') # torch.compile the models
@@ -106,7 +124,9 @@ class TrainConfig:
     progress:bool|None = setting(None, 'run') # progress bar (None: on a terminal only)
 
     def check(self) -> list:
-        "Problems that involve more than one field (a family adds its own)"
+        "Problems that involve more than one field, or a field's format (a family adds its own)"
+        try: self.time_budget is None or parse_duration(self.time_budget)
+        except ValueError: return [f'time_budget must be a duration such as 12m, 2h or 11h30m, not {self.time_budget!r}']
         return []
 
 # %% ../nbs/05_config.ipynb #ad948f0b
@@ -114,6 +134,7 @@ class TrainConfig:
 class DCGANConfig(TrainConfig):
     "The DCGAN family: a convolutional generator and discriminator (the CIFAR-10 seed's defaults)"
     size:int = setting(32, 'model', choices=SIZES) # image side in pixels (16 is for tests)
+    arch:str = setting('dcgan', 'model', choices=G_ARCHS) # the networks' shape: DCGAN's strided convolutions, or SNGAN's ResNet (16 to 64 px)
     latent:int = setting(100, 'model', low=1) # size of z
     g_width:int = setting(64, 'model', low=1) # generator width (channels of its last stage)
     d_width:int = setting(64, 'model', low=1) # discriminator width (channels of its first stage)
@@ -125,6 +146,10 @@ class DCGANConfig(TrainConfig):
     d_dropout:float = setting(0.0, 'model', low=0, below=1) # dropout before the discriminator's last layer
     spectral:bool = setting(False, 'model') # spectral norm in the discriminator
     sample_every:int = setting(2, 'run', low=1) # sample grid every N epochs (the seed saved samples every 2)
+
+    def check(self) -> list:
+        bad = [f'the ResNet networks take 16, 32 or 64 pixels, not {self.size}'] if self.arch == 'resnet' and self.size not in (16, 32, 64) else []
+        return super().check() + bad
 
 @dataclass
 class GoogLeNetConfig(DCGANConfig):
@@ -141,6 +166,13 @@ class GoogLeNetConfig(DCGANConfig):
 
     def check(self) -> list:
         return super().check() + ([] if self.channels == 3 else ['the GoogLeNet discriminator takes RGB images (channels 3)'])
+
+# %% ../nbs/05_config.ipynb #efea5955
+@dataclass
+class CGANConfig(DCGANConfig):
+    "A class-conditional GAN: class-conditional batch norm in the generator, a projection discriminator (Miyato and Koyama 2018)"
+    classes:int|None = setting(None, 'model', low=2) # number of classes (default: the data's class folders)
+    class_names:str|None = setting(None, 'data') # the classes' names, comma-separated (default: the data's)
 
 # %% ../nbs/05_config.ipynb #4ae47d31
 @dataclass
@@ -174,6 +206,7 @@ class TranslatorConfig(TrainConfig):
     batch:int = setting(1, low=1) # CycleGAN's batch of one (global: split over the processes)
     epochs:int = setting(25, 'run', low=1) # passes over the larger domain (the photos)
     decay_epochs:int|None = setting(None, low=0) # the last N epochs decay the learning rates linearly towards 0 (default: half of the epochs)
+    lr_decay:str = setting('linear', choices=LR_DECAYS) # CycleGAN's schedule: constant, then linear towards 0 over the last decay_epochs (none: constant)
     loss:str = setting('lsgan', choices=TRANSLATION_LOSSES) # adversarial loss (CycleGAN's is lsgan)
     g_arch:str = setting('resnet9', 'model', choices=CYCLEGAN_GENERATORS) # generator architecture
     ngf:int = setting(64, 'model', low=1) # generator width (channels of its first layer)
@@ -478,11 +511,16 @@ def resume_config(
     return cfg
 
 # %% ../nbs/05_config.ipynb #5f3619ba
-register(Family('dcgan', DCGANConfig, 'ganlab.tasks:DCGANTask', nets={'g': 'ganlab.models:dcgan_generator', 'd': 'ganlab.models:dcgan_discriminator'},
-                presets={'noisy-shards': dict(latent=128, label_smooth=0.1, sample_every=1),  # the noisy-shards seed (000)
-                         'celeba': dict(size=64, project='dense', d_head='dense', d_dropout=0.3, epochs=20)}))  # the CelebA seed (002)
+DCGAN_2015 = dict(arch='dcgan', loss='bce', g_norm='batch', d_norm='batch', spectral=False, lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999,
+                 lr_decay='none', ema=0.0, diffaug='', batch=128, g_every=1, latent=100, g_width=64, d_width=64) # the seeds' DCGAN recipe (Radford et al. 2015)
+register(Family('dcgan', DCGANConfig, 'ganlab.tasks:DCGANTask', nets={'g': 'ganlab.sngan:generator', 'd': 'ganlab.sngan:discriminator'},
+                presets={'cifar10': dict(DCGAN_2015, epochs=30, sample_every=2),  # the CIFAR-10 seed (001), as written
+                         'noisy-shards': dict(DCGAN_2015, latent=128, label_smooth=0.1, epochs=30, sample_every=1),  # the noisy-shards seed (000)
+                         'celeba': dict(DCGAN_2015, size=64, project='dense', d_head='dense', d_dropout=0.3, epochs=20)}))  # the CelebA seed (002)
 register(Family('googlenet', GoogLeNetConfig, 'ganlab.tasks:DCGANTask',
-                nets={'g': 'ganlab.models:dcgan_generator', 'd': 'ganlab.models:googlenet_discriminator'}))
+                nets={'g': 'ganlab.sngan:generator', 'd': 'ganlab.models:googlenet_discriminator'}))
+register(Family('cgan', CGANConfig, 'ganlab.tasks:CGANTask', kind='class',
+                nets={'g': 'ganlab.sngan:conditional_generator', 'd': 'ganlab.sngan:conditional_discriminator'}))
 register(Family('mlp', MLPConfig, 'ganlab.tasks:DCGANTask', nets={'g': 'ganlab.models:mlp_generator', 'd': 'ganlab.models:mlp_discriminator'}))
 register(Family('cyclegan', CycleGANConfig, 'ganlab.translation:CycleGANTask', kind='photo', data=('monet', 'photo'),
                 nets={'g': 'ganlab.models:translator', 'f': 'ganlab.models:translator',

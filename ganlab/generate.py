@@ -18,8 +18,9 @@ from .runtime import mix_seed, pick_device
 from .unpaired import iter_domain, load_domain, DomainReport
 
 # %% auto #0
-__all__ = ['BLOCK', 'SUBMISSION_SIZE', 'SUBMISSION_COUNT', 'load_generator', 'latents', 'png_bytes', 'iter_generated', 'generate',
-           'load_translator', 'jpeg_bytes', 'SubmissionCheck', 'check_submission', 'monet_submit']
+__all__ = ['BLOCK', 'SUBMISSION_SIZE', 'SUBMISSION_COUNT', 'load_generator', 'latents', 'png_bytes', 'iter_generated',
+           'class_labels', 'generate', 'load_translator', 'jpeg_bytes', 'SubmissionCheck', 'check_submission',
+           'monet_submit']
 
 # %% ../nbs/06_generate.ipynb #10f200af
 def load_generator(
@@ -64,13 +65,40 @@ def iter_generated(
     seed:int=0, # the noise seed
     batch:int=250, # images per forward pass
     device=None, # where `g` runs (default: its parameters' device)
+    labels=None, # a conditional generator's classes: one label per image (a sequence of n ints), or one for all
 ):
     "Yield `(index, uint8 H x W x C image)` for images 0..n-1"
     dev = device or next(g.parameters()).device
+    if getattr(g, 'classes', 0):
+        if labels is None: raise GanlabError(f'a conditional generator needs labels (one of its {g.classes} classes for each image)')
+        y = torch.as_tensor(labels, dtype=torch.long).expand(n) if np.ndim(labels) == 0 else torch.as_tensor(labels, dtype=torch.long)
+        if len(y) != n or y.min() < 0 or y.max() >= g.classes: raise GanlabError(f'labels: {n} labels in [0, {g.classes}) are needed')
     with torch.inference_mode():
         for i in range(0, n, batch):
-            x = to_images(g(latents(i, min(n, i + batch), g.latent, seed).to(dev)))
+            z = latents(i, min(n, i + batch), g.latent, seed).to(dev)
+            x = to_images(g(z, y[i:i + batch].to(dev)) if getattr(g, 'classes', 0) else g(z))
             yield from enumerate(x, i)
+
+# %% ../nbs/06_generate.ipynb #bdc7d60c
+def class_labels(
+    cls, # a class index, a class name, or 'all'
+    n:int, # how many images
+    cfg, # the run's config (its `classes` and `class_names`)
+) -> tuple[np.ndarray, list]:
+    "The label of each of `n` images, and the classes' names, for `generate(..., cls=...)`"
+    k = getattr(cfg, 'classes', None)
+    if not k: raise GanlabError(f'--class: the {type(cfg).__name__} run is not class-conditional')
+    names = cfg.class_names.split(',') if getattr(cfg, 'class_names', None) else [str(i) for i in range(k)]
+    if str(cls).lower() == 'all': return np.arange(n) % k, names
+    if str(cls) in names: return np.full(n, names.index(str(cls))), names
+    try: c = int(cls)
+    except (TypeError, ValueError): c = -1
+    if not 0 <= c < k: raise GanlabError(f"--class {cls!r}: give 'all', an index from 0 to {k - 1}, or a name ({', '.join(names[:10])}{' ...' if k > 10 else ''})")
+    return np.full(n, c), names
+
+def _safe(name:str, empty:str='class') -> str:
+    "`name` in letters, digits, '_', '.' and '-' only, never empty or hidden"
+    return re.sub(r'[^A-Za-z0-9_.-]+', '_', name).strip('._') or empty
 
 def generate(
     ckpt, # a checkpoint written by `ganlab train`
@@ -82,26 +110,31 @@ def generate(
     batch:int=250, # images per forward pass
     device=None, # where to run (default: CUDA when present)
     ema:bool=True, # the EMA generator when the run has one
+    cls=None, # a conditional run's class: an index, a name, or 'all' (evenly over the classes; default: all)
     quiet:bool=False, # no progress bar
 ) -> Path:
-    "Generate `n` images deterministically and write them as PNG files named by id; return where"
+    "Generate `n` images deterministically and write them as PNG files named by id (and class); return where"
     if n < 1: raise GanlabError(f'n must be at least 1, not {n}')
     if not 0 <= seed < 2**63: raise GanlabError(f'seed must be between 0 and 2**63 - 1, not {seed}')
     if not re.fullmatch(r'[A-Za-z0-9_][A-Za-z0-9_.-]*', prefix): raise GanlabError(f'prefix {prefix!r}: letters, digits, _, . and - only, not starting with . or -')
     if batch < 1: raise GanlabError(f'batch must be at least 1, not {batch}')
     g, cfg = load_generator(ckpt, ema, device)
+    labels = names = None
+    if getattr(g, 'classes', 0): labels, names = class_labels('all' if cls is None else cls, n, cfg)
+    elif cls is not None: raise GanlabError(f'--class: the run in {ckpt} is not class-conditional')
+    name = (lambda i: f'{prefix}-{i:06d}.png') if labels is None else (lambda i: f'{prefix}-{i:06d}-{_safe(names[labels[i]])}.png')
     out = Path(out)
     if zip and out.suffix.lower() != '.zip': out = out.with_name(out.name + '.zip')
-    it = progress(iter_generated(g, n, seed, batch), total=n, desc='generating', unit='img', disable=True if quiet else None)
+    it = progress(iter_generated(g, n, seed, batch, labels=labels), total=n, desc='generating', unit='img', disable=True if quiet else None)
     if out.suffix.lower() == '.zip':
         with atomic_write(out) as f, zipfile.ZipFile(f, 'w', zipfile.ZIP_STORED) as zf:
             for i, img in it:
-                zf.writestr(zipfile.ZipInfo(f'{prefix}-{i:06d}.png', date_time=(1980, 1, 1, 0, 0, 0)), png_bytes(img))
+                zf.writestr(zipfile.ZipInfo(name(i), date_time=(1980, 1, 1, 0, 0, 0)), png_bytes(img))
     else:
         if out.is_file(): raise GanlabError(f'{out} is a file; give a folder (or --zip)')
         out.mkdir(parents=True, exist_ok=True)
         for i, img in it:
-            with atomic_write(out/f'{prefix}-{i:06d}.png') as f: f.write(png_bytes(img))
+            with atomic_write(out/name(i)) as f: f.write(png_bytes(img))
     return out
 
 # %% ../nbs/06_generate.ipynb #7840fc6d
@@ -177,10 +210,12 @@ def check_submission(
 
 # %% ../nbs/06_generate.ipynb #59f54f1d
 def _renamed(pairs):
-    "`(name, image)` pairs with unique `.jpg` names made from the photo names, in order (a repeated stem gets -2, -3, ...)"
+    "`(name, image)` pairs with unique, safe `.jpg` names made from the photo names, in order (a repeated stem gets -2, -3, ...)"
     seen = set()
     for name, img in pairs:
-        stem, k = Path(str(name)).stem or 'image', 1
+        # only the last part of a name, in letters, digits, '_', '-' and '.': a member called 'C:\\x.jpg' or '../x' writes nowhere else
+        last = re.split(r'[/\\]', str(name))[-1]
+        stem, k = _safe(last.rsplit('.', 1)[0] if '.' in last else last, 'image')[:100], 1
         arc = f'{stem}.jpg'
         while arc in seen: k += 1; arc = f'{stem}-{k}.jpg'
         seen.add(arc)

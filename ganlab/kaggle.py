@@ -6,8 +6,8 @@ Docs: https://ganlab.github.io/ganlab/kaggle.html.md"""
 
 # %% ../nbs/08_kaggle.ipynb #e00dee59
 from __future__ import annotations
-import contextlib, dataclasses, functools, glob, json, math, os, re, shutil, subprocess, sys, tempfile, time, warnings
-from dataclasses import dataclass, field
+import contextlib, dataclasses, functools, glob, json, math, os, re, shutil, subprocess, sys, tempfile, warnings
+from dataclasses import dataclass
 from pathlib import Path
 import ganlab
 from .core import GanlabError, atomic_write, find_weights, shared_data
@@ -16,10 +16,11 @@ from .core import GanlabError, atomic_write, find_weights, shared_data
 __all__ = ['ROOT_ENV', 'MONET_COMPETITION', 'MONET_PARTS', 'KERNEL_FIELDS', 'MACHINE_SHAPES', 'T4X2', 'T4', 'KAGGLE_GPU_HOURS',
            'H100_MEASURED', 'kaggle_root', 'on_kaggle', 'output_dir', 'GPU', 'parse_nvidia_smi', 'gpus',
            'kaggle_defaults', 'KaggleEnv', 'kaggle_env', 'find_input', 'competition_data', 'monet_data', 'noisy_shards',
-           'kaggle_weights', 'slugify', 'kernel_metadata', 'notebook_cells', 'network_installs', 'kernel_problems',
-           'read_kernel_metadata', 'check_kernel', 'source_tree', 'kaggle_username', 'dataset_metadata', 'build_wheel',
-           'package', 'kernel_folders', 'find_kernel', 'with_owner', 'push_folder', 'kaggle_command', 'push',
-           'Accelerator', 'step_work', 'measure_throughput', 'parse_images', 'Plan', 'plan', 'warn_if_over']
+           'kaggle_weights', 'slugify', 'kernel_metadata', 'read_notebook', 'notebook_cells', 'network_installs',
+           'kernel_problems', 'read_kernel_metadata', 'check_kernel', 'source_tree', 'kaggle_username',
+           'dataset_metadata', 'build_wheel', 'package', 'kernel_folders', 'find_kernel', 'with_owner', 'push_folder',
+           'kaggle_command', 'push', 'Accelerator', 'step_work', 'measure_throughput', 'parse_images', 'Plan', 'plan',
+           'warn_if_over']
 
 # %% ../nbs/08_kaggle.ipynb #849f2e81
 ROOT_ENV = 'GANLAB_KAGGLE_ROOT' # environment variable that moves the Kaggle root (default /kaggle), for tests and rehearsals
@@ -225,13 +226,27 @@ def kernel_metadata(
 _INSTALL = re.compile(r'^\s*(?:[!%]\s*(?:(?:python3?\s+-m\s+)?pip3?|uv\s+pip|conda|mamba)\s+install\b|pip3?\s+install\b)', re.I)
 _OFFLINE = re.compile(r'(?:^|\s)(?:--no-index|--offline|--use-local)(?:\s|$)')
 
+def read_notebook(
+    nb, # a notebook file (.ipynb) or its parsed JSON
+) -> dict:
+    "The notebook as a dict, checked to be one: an object whose `cells` are objects with string (or list of strings) sources"
+    where = 'the notebook' if isinstance(nb, dict) else str(nb)
+    if not isinstance(nb, dict):
+        try: nb = json.loads(Path(nb).read_text(encoding='utf-8'))
+        except (OSError, ValueError) as e: raise GanlabError(f'{where}: not a readable notebook ({type(e).__name__}: {str(e)[:200]})') from None
+    if not isinstance(nb, dict) or not isinstance(nb.get('cells', []), list):
+        raise GanlabError(f'{where}: not a notebook (a JSON object with a list of cells)')
+    for i, c in enumerate(nb.get('cells', []), 1):
+        src = c.get('source', '') if isinstance(c, dict) else None
+        if src is None or not (isinstance(src, str) or (isinstance(src, list) and all(isinstance(l, str) for l in src))):
+            raise GanlabError(f'{where}: cell {i} is not a notebook cell (an object whose source is text)')
+    return nb
+
 def notebook_cells(
     nb, # a notebook file (.ipynb) or its parsed JSON
 ) -> list[str]:
     "The source of each code cell"
-    if not isinstance(nb, dict):
-        try: nb = json.loads(Path(nb).read_text(encoding='utf-8'))
-        except (OSError, ValueError) as e: raise GanlabError(f'{nb}: not a readable notebook ({type(e).__name__}: {e})') from None
+    nb = read_notebook(nb)
     return [''.join(c['source']) if isinstance(c.get('source'), list) else c.get('source', '') for c in nb.get('cells', []) if c.get('cell_type') == 'code']
 
 def network_installs(
@@ -290,9 +305,12 @@ def kernel_problems(
         bad.append(f"enable_gpu is true but machine_shape is empty: Kaggle then gives a P100; use {T4X2!r} for T4x2")
     if need_gpu and meta.get('enable_gpu') is not True: bad.append('this kernel trains on GPUs: enable_gpu must be true')
     code = meta.get('code_file') if ok('code_file', str) else None
+    if code and (Path(code).is_absolute() or '..' in Path(code).parts or '\\' in code):
+        bad.append(f'code_file {code} must be a file inside the kernel\'s folder (a plain relative path)'); code = None
     if folder is not None and code:
         p = Path(folder)/code
-        if not p.is_file(): bad.append(f'code_file {code} does not exist (looked for {p})')
+        if not p.resolve().is_relative_to(Path(folder).resolve()): bad.append(f'code_file {code} leads outside the kernel\'s folder')
+        elif not p.is_file(): bad.append(f'code_file {code} does not exist (looked for {p})')
         elif meta.get('kernel_type') == 'notebook':
             if p.suffix != '.ipynb': bad.append(f'code_file {code} must be an .ipynb notebook for kernel_type notebook')
             else:
@@ -446,7 +464,7 @@ def push_folder(
     if owner: meta = with_owner(meta, owner)
     src = d/meta['code_file']
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    nb = json.loads(src.read_text(encoding='utf-8'))
+    nb = read_notebook(src)
     for c in nb.get('cells', []):
         if c.get('cell_type') == 'code': c['outputs'], c['execution_count'] = [], None
     shape = meta.get('machine_shape') or ''

@@ -6,7 +6,7 @@ Docs: https://ganlab.github.io/ganlab/losses.html.md"""
 
 # %% ../nbs/05a_losses.ipynb #b615e7be
 from __future__ import annotations
-import torch, torch.nn as nn, torch.nn.functional as F
+import torch, torch.nn.functional as F
 from .core import GanlabError
 from .choices import LOSSES
 

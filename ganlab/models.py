@@ -14,11 +14,11 @@ from .core import GanlabError, WeightsFile, find_weights, load_state
 from .choices import SIZES, G_NORMS, D_NORMS, UPSAMPLINGS, PROJECTIONS, HEADS, ACTIVATIONS, CYCLEGAN_NORMS, CYCLEGAN_GENERATORS
 
 # %% auto #0
-__all__ = ['GOOGLENET_WEIGHTS', 'GOOGLENET_ENV', 'trainable_weight', 'dcgan_init', 'Generator', 'Discriminator',
-           'googlenet_backbone', 'load_googlenet', 'GoogLeNetDiscriminator', 'MLPGenerator', 'MLPDiscriminator',
-           'count_params', 'cyclegan_init', 'ResnetGenerator', 'UnetGenerator', 'receptive_field', 'PatchDiscriminator',
-           'cyclegan_generator', 'dcgan_generator', 'dcgan_discriminator', 'googlenet_discriminator', 'mlp_generator',
-           'mlp_discriminator', 'translator', 'patch_discriminator']
+__all__ = ['GOOGLENET_WEIGHTS', 'GOOGLENET_ENV', 'trainable_weight', 'dcgan_init', 'CondBatchNorm2d', 'check_labels', 'Generator',
+           'Discriminator', 'googlenet_backbone', 'load_googlenet', 'GoogLeNetDiscriminator', 'MLPGenerator',
+           'MLPDiscriminator', 'count_params', 'cyclegan_init', 'ResnetGenerator', 'UnetGenerator', 'receptive_field',
+           'PatchDiscriminator', 'cyclegan_generator', 'googlenet_discriminator', 'mlp_generator', 'mlp_discriminator',
+           'translator', 'patch_discriminator']
 
 # %% ../nbs/04_models.ipynb #995bb8e6
 def _choose(
@@ -86,6 +86,32 @@ def _steps(size:int) -> int:
     return int(math.log2(size // 4))
 
 # %% ../nbs/04_models.ipynb #2b499f45
+class CondBatchNorm2d(nn.Module):
+    "Batch norm whose scale and shift are chosen by a class label: normalise, then `gamma[y] * x + beta[y]`"
+    def __init__(self,
+        channels:int, # channels to normalise
+        classes:int, # number of classes
+    ):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.gamma, self.beta = nn.Embedding(classes, channels), nn.Embedding(classes, channels)
+        nn.init.ones_(self.gamma.weight); nn.init.zeros_(self.beta.weight)
+
+    def forward(self, x:torch.Tensor, y:torch.Tensor) -> torch.Tensor:
+        return self.bn(x) * self.gamma(y)[:, :, None, None] + self.beta(y)[:, :, None, None]
+
+def check_labels(
+    what:str, # the network, for the message
+    y, # the labels given
+    n:int, # the batch size
+    classes:int, # the number of classes
+) -> torch.Tensor:
+    "`y` when it is a LongTensor of `n` labels in [0, classes), else a clear error"
+    if not isinstance(y, torch.Tensor) or y.shape != (n,) or y.dtype != torch.long:
+        raise GanlabError(f'{what}: a class-conditional network needs labels, a LongTensor of shape ({n},); got {getattr(y, "dtype", type(y).__name__)} {tuple(getattr(y, "shape", ()))}')
+    return y
+
+# %% ../nbs/04_models.ipynb #8f0507a8
 class Generator(nn.Module):
     "DCGAN generator: latent vectors (N x latent, or N x latent x 1 x 1) to images N x channels x size x size in [-1, 1]"
     def __init__(self,
@@ -98,14 +124,17 @@ class Generator(nn.Module):
         project:str='conv', # latent to 4x4: 'conv' (4x4 transposed conv of a 1x1 map) or 'dense' (linear and reshape)
         spectral:bool=False, # spectral norm on every convolution and linear layer
         act:str='relu', # hidden activation: 'relu' or 'leaky' (LeakyReLU 0.2)
+        classes:int=0, # class-conditional batch norms for this many classes (0: unconditional)
     ):
         super().__init__()
         self.size, self.latent, self.width, self.channels = _choose('Generator size', size, SIZES), _positive('Generator latent', latent), \
             _positive('Generator width', width), _positive('Generator channels', channels)
+        self.classes = 0 if not classes else _positive('Generator classes', classes)
+        if self.classes and norm != 'batch': raise GanlabError("Generator: a class-conditional generator conditions through its batch norms; norm must be 'batch'")
         self.norm, self.up, self.project, self.act = _choose('Generator norm', norm, G_NORMS), _choose('Generator up', up, UPSAMPLINGS), \
             _choose('Generator project', project, PROJECTIONS), _choose('Generator act', act, ACTIVATIONS)
         self.spectral, bn = bool(spectral), norm == 'batch'
-        def post(c): return ([nn.BatchNorm2d(c)] if bn else []) + [_act(act)]
+        def post(c): return ([CondBatchNorm2d(c, classes) if classes else nn.BatchNorm2d(c)] if bn else []) + [_act(act)]
         k = _steps(size); c = width * 2 ** (k - 1)
         if project == 'conv': layers = [nn.Unflatten(1, (latent, 1, 1)), _sn(nn.ConvTranspose2d(latent, c, 4, 1, 0, bias=not bn), spectral)]
         else: layers = [_sn(nn.Linear(latent, c * 16, bias=not bn), spectral), nn.Unflatten(1, (c, 4, 4))]
@@ -117,12 +146,18 @@ class Generator(nn.Module):
         self.net = nn.Sequential(*layers)
         self.apply(dcgan_init)
 
-    def forward(self, z:torch.Tensor) -> torch.Tensor:
-        "Images N x channels x size x size in [-1, 1] from latent vectors N x latent (or N x latent x 1 x 1)"
+    def forward(self,
+        z:torch.Tensor, # latent vectors N x latent (or N x latent x 1 x 1)
+        y:torch.Tensor|None=None, # class labels, N (a conditional generator only)
+    ) -> torch.Tensor:
+        "Images N x channels x size x size in [-1, 1]"
         if z.ndim == 4 and z.shape[2:] == (1, 1): z = z.flatten(1)
         if z.ndim != 2 or z.shape[1] != self.latent:
             raise GanlabError(f'Generator: latent batch of shape {tuple(z.shape)}; expected (N, {self.latent}) or (N, {self.latent}, 1, 1)')
-        return self.net(z)
+        if not self.classes: return self.net(z)
+        y = check_labels('Generator', y, len(z), self.classes)
+        for m in self.net: z = m(z, y) if isinstance(m, CondBatchNorm2d) else m(z)
+        return z
 
 # %% ../nbs/04_models.ipynb #7cf3e301
 def _norm2d(kind:str, c:int) -> nn.Module:
@@ -141,6 +176,7 @@ class Discriminator(nn.Module):
         dropout:float=0., # dropout on the last 4x4 features, before the head
         spectral:bool=False, # spectral norm on every convolution and linear layer
         head:str='conv', # 4x4 features to the logit: 'conv' (4x4 convolution) or 'dense' (flatten and linear)
+        classes:int=0, # a projection term for this many classes (0: unconditional)
     ):
         super().__init__()
         self.size, self.width, self.channels = _choose('Discriminator size', size, SIZES), _positive('Discriminator width', width), \
@@ -158,13 +194,23 @@ class Discriminator(nn.Module):
         self.features = nn.Sequential(*layers)
         if head == 'conv': self.head = nn.Sequential(nn.Dropout(dropout), _sn(nn.Conv2d(c, 1, 4, 1, 0), spectral), nn.Flatten())
         else: self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), _sn(nn.Linear(c * 16, 1), spectral))
+        self.classes = 0 if not classes else _positive('Discriminator classes', classes)
+        if self.classes: self.embed = _sn(nn.Embedding(self.classes, c), spectral)
         self.apply(dcgan_init)
+        if self.classes: nn.init.normal_(trainable_weight(self.embed), 0., 0.02)
 
-    def forward(self, x:torch.Tensor) -> torch.Tensor:
+    def forward(self,
+        x:torch.Tensor, # images N x channels x size x size in [-1, 1]
+        y:torch.Tensor|None=None, # class labels, N (a conditional discriminator only)
+    ) -> torch.Tensor:
         "One logit per image, shape (N,)"
         if x.ndim != 4 or x.shape[1:] != (self.channels, self.size, self.size):
             raise GanlabError(f'Discriminator: images of shape {tuple(x.shape)}; expected (N, {self.channels}, {self.size}, {self.size})')
-        return self.head(self.features(x))[:, 0]
+        h = self.features(x)
+        out = self.head(h)[:, 0]
+        if not self.classes: return out
+        y = check_labels('Discriminator', y, len(x), self.classes)
+        return out + (self.embed(y) * h.sum((2, 3))).sum(1)  # the projection: <embed(y), pooled features>
 
 # %% ../nbs/04_models.ipynb #45dc689a
 GOOGLENET_WEIGHTS = WeightsFile('googlenet-1378be20.pth', 'https://download.pytorch.org/models/googlenet-1378be20.pth',
@@ -439,15 +485,6 @@ def cyclegan_generator(
     return ResnetGenerator(channels, ngf, 9 if arch == 'resnet9' else 6, norm, 0. if dropout is None else dropout)
 
 # %% ../nbs/04_models.ipynb #e3d01c7a
-def dcgan_generator(cfg) -> Generator:
-    "The DCGAN generator a config describes (`size`, `latent`, `g_width`, `channels`, `g_norm`, `up`, `project`)"
-    return Generator(size=cfg.size, latent=cfg.latent, width=cfg.g_width, channels=cfg.channels, norm=cfg.g_norm, up=cfg.up, project=cfg.project)
-
-def dcgan_discriminator(cfg) -> Discriminator:
-    "The DCGAN discriminator a config describes (`size`, `d_width`, `channels`, `d_norm`, `d_dropout`, `spectral`, `d_head`)"
-    return Discriminator(size=cfg.size, width=cfg.d_width, channels=cfg.channels, norm=cfg.d_norm, dropout=cfg.d_dropout,
-                         spectral=cfg.spectral, head=cfg.d_head)
-
 def googlenet_discriminator(cfg) -> GoogLeNetDiscriminator:
     "The GoogLeNet discriminator a config describes (`pretrained`, `weights`, `spectral`, `freeze_backbone`, `size`, `d_dropout`)"
     return GoogLeNetDiscriminator(pretrained=cfg.pretrained, weights=cfg.weights, spectral=cfg.spectral, freeze_backbone=cfg.freeze_backbone,

@@ -6,27 +6,47 @@ Docs: https://ganlab.github.io/ganlab/tasks.html.md"""
 
 # %% ../nbs/05d_tasks.ipynb #e21715e5
 from __future__ import annotations
-import contextlib, itertools
+import contextlib, dataclasses, itertools
+import numpy as np
 import torch, torch.nn as nn
 import torch.distributed as dist
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from fastcore.basics import patch
 from .core import GanlabError
 from .config import TrainConfig, Family, family_of
-from .data import open_dataset, diff_augment, to_tensor
+from .data import open_dataset, diff_augment
 from .losses import d_real_loss, d_fake_loss, g_loss, gradient_penalty, r1_penalty
 from .runtime import Dist, mix_seed, seed_dropout, adam_options
 
 # %% auto #0
-__all__ = ['Task', 'DCGANTask']
+__all__ = ['ema_ramp', 'Task', 'DCGANTask', 'CGANTask']
 
 # %% ../nbs/05d_tasks.ipynb #8d808d72
+def ema_ramp(
+    decay:float, # the decay the ramp reaches (e.g. 0.999)
+):
+    "An `AveragedModel` `multi_avg_fn`: exponential moving average with decay min(decay, (1 + t) / (10 + t)) at update t"
+    def avg(averaged:list, current:list, n:torch.Tensor):
+        d = torch.clamp((1 + n) / (10 + n), max=decay).to(averaged[0].dtype)
+        torch._foreach_lerp_(averaged, current, [1 - d] * len(averaged))
+    return avg
+
+# %% ../nbs/05d_tasks.ipynb #173b5fe4
 class Task:
     "What every family's task shares: networks built and placed, Adam, the generator's EMA, SyncBatchNorm, gradient averaging, state"
     metric = 'fid' # the periodic evaluation's number that picks best.pt
     grid_cols = None # images per row of a sample grid (None: square)
     train_keys = ('images',) # the image sets a step takes a batch of
     optimizers = {'g': ('g',), 'd': ('d',)} # optimiser name -> the networks it steps; its learning rate is the config's lr_<name>
+    follows = {} # data sets that are not images but travel with a set's batches: name -> the set whose order they follow (labels)
+
+    @classmethod
+    def complete_config(cls,
+        cfg:TrainConfig, # the run's config
+        sets:dict, # its data, from `open_data`
+    ) -> TrainConfig:
+        "The config with what only the data can tell filled in (the conditional GAN's classes); by default unchanged"
+        return cfg
 
     def __init__(self,
         cfg:TrainConfig, # the run's config
@@ -35,7 +55,7 @@ class Task:
         family:Family|None=None, # the family (default: the one `cfg` belongs to)
     ):
         self.cfg, self.device, self.dist, self.family = cfg, device, dst, family or family_of(cfg)
-        self.steps_per_epoch, self.domains = 1, {}  # the trainer sets both
+        self.steps_per_epoch, self.domains, self.total_steps = 1, {}, None  # the trainer sets them
         self.channels_last = self.wants_channels_last()
         if cfg.compile:
             # Under torch.compile everything stays NCHW and inductor's own layout changes are off: channels-last weights
@@ -44,13 +64,13 @@ class Task:
             import torch._inductor.config as inductor_config
             inductor_config.layout_optimization = False
         nets = {k: self.family.build(k, cfg) for k in self.family.nets}
-        if dst.world > 1 and device.type == 'cuda' and cfg.sync_bn: nets = {k: nn.SyncBatchNorm.convert_sync_batchnorm(m) for k, m in nets.items()}
         mf = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.ema = AveragedModel(nets['g'], multi_avg_fn=ema_ramp(cfg.ema), use_buffers=False).to(device, memory_format=mf) if cfg.ema else None
+        if dst.world > 1 and device.type == 'cuda' and cfg.sync_bn: nets = {k: nn.SyncBatchNorm.convert_sync_batchnorm(m) for k, m in nets.items()}
         self.nets = {k: m.to(device, memory_format=mf) for k, m in nets.items()}
         if dst.world > 1: self._broadcast()
         self.params = {o: [p for k in ks for p in self.nets[k].parameters() if p.requires_grad] for o, ks in self.optimizers.items()}
         self.opts = {o: torch.optim.Adam(ps, getattr(cfg, f'lr_{o}'), (cfg.beta1, cfg.beta2), **adam_options(device)) for o, ps in self.params.items()}
-        self.ema = AveragedModel(self.nets['g'], multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
         self.run = {k: torch.compile(m) for k, m in self.nets.items()} if cfg.compile else dict(self.nets)
 
     def wants_channels_last(self) -> bool:
@@ -78,6 +98,53 @@ def load_state(self:Task,
 ):
     "Restore what `state` returned"
     if self.ema is not None and s.get('ema') is not None: self.ema.load_state_dict(s['ema'])
+
+# %% ../nbs/05d_tasks.ipynb #1408c357
+@patch
+def bn_inputs(self:Task,
+    gen:torch.Generator, # where the draws come from
+    n:int, # how many inputs in all
+):
+    "Batches of generator inputs, as argument tuples, for computing batch-norm statistics (a family with batch norms provides them)"
+    raise NotImplementedError(f'{type(self).__name__} has no bn_inputs')
+
+@patch
+@torch.no_grad()
+def refresh_ema_bn(self:Task,
+    seed:int, # seeds the inputs
+    n:int=512, # inputs to average the statistics over
+):
+    "Compute the averaged generator's batch-norm statistics for its own weights (a no-op without EMA or batch norms)"
+    if self.ema is None: return
+    m = self.ema.module
+    bns = [b for b in m.modules() if isinstance(b, nn.modules.batchnorm._BatchNorm) and b.track_running_stats]
+    if not bns: return
+    moms, was = [b.momentum for b in bns], m.training
+    for b in bns: b.reset_running_stats(); b.momentum = None  # None: a cumulative average over the batches below
+    m.train()
+    try:
+        for args in self.bn_inputs(torch.Generator(self.device).manual_seed(seed), n): m(*args)
+    finally:
+        for b, mo in zip(bns, moms): b.momentum = mo
+        m.train(was)
+
+# %% ../nbs/05d_tasks.ipynb #a88c6e11
+@patch
+def lr_factor(self:Task,
+    step:int, # the global step
+) -> float:
+    "The learning rates' multiplier at `step`"
+    if self.cfg.lr_decay == 'none' or not self.total_steps: return 1.0
+    return max(0.0, 1.0 - step / self.total_steps)
+
+@patch
+def set_lrs(self:Task,
+    step:int, # the global step
+):
+    "Set every optimiser's learning rate for `step`: the config's `lr_<name>` times `lr_factor(step)`"
+    f = self.lr_factor(step)
+    for o, opt in self.opts.items():
+        for grp in opt.param_groups: grp['lr'] = getattr(self.cfg, f'lr_{o}') * f
 
 # %% ../nbs/05d_tasks.ipynb #e0eba808
 @patch
@@ -130,6 +197,10 @@ class DCGANTask(Task):
         "N latent vectors"
         return torch.randn(n, self.cfg.latent, generator=gen, device=gen.device)
 
+    def bn_inputs(self, gen:torch.Generator, n:int, batch:int=128):
+        "Noise batches, for the averaged generator's batch-norm statistics"
+        return [(self.noise(min(batch, n - i), gen),) for i in range(0, n, batch)]
+
     def fixed_inputs(self,
         n:int, # how many
         gen:torch.Generator, # a CPU generator
@@ -152,8 +223,18 @@ def _aug(self:DCGANTask, x, gen):
     return diff_augment(x, self.cfg.diffaug, generator=gen) if self.cfg.diffaug else x
 
 @patch
+def fake_labels(self:DCGANTask,
+    n:int, # how many
+    step:int, # the global step (seeds the draw)
+) -> torch.Tensor|None:
+    "The labels the generator is asked for in a step (None: an unconditional family)"
+    return None
+
+def _call(net, x, y): return net(x) if y is None else net(x, y)
+
+@patch
 def step(self:DCGANTask,
-    real:torch.Tensor, # this process's part of the batch, in [-1, 1]
+    real, # this process's part of the batch in [-1, 1]: images, or {'images': ..., 'labels': ...} for a conditional family
     step:int, # the global step (seeds the step's randomness)
     amp:torch.dtype|None, # autocast dtype or None
     scaler:torch.amp.GradScaler, # loss scaler (disabled unless fp16)
@@ -161,28 +242,33 @@ def step(self:DCGANTask,
     "One discriminator step and (every `g_every` steps) one generator step; the losses as 0-d tensors"
     cfg, dv, (r, w) = self.cfg, self.device, (self.dist.rank, self.dist.world)
     G, D, opt_d, opt_g = self.run['g'], self.run['d'], self.opts['d'], self.opts['g']
+    real, y_real = (real['images'], real['labels']) if isinstance(real, dict) else (real, None)
     b = len(real)
     gen = torch.Generator(dv).manual_seed(mix_seed(cfg.seed, 2, step))
     z = self.noise(b * w, gen)[r * b:(r + 1) * b]
+    y_fake = self.fake_labels(b * w, step)
+    if y_fake is not None: y_fake = y_fake[r * b:(r + 1) * b]
     aug_gen = torch.Generator(dv).manual_seed(mix_seed(cfg.seed, 3, step, r)) if cfg.diffaug else None
     seed_dropout(dv, mix_seed(cfg.seed, 4, step, r))
     g_step = step % cfg.g_every == cfg.g_every - 1
+    self.set_lrs(step)
     ac = lambda: torch.autocast(dv.type, amp, enabled=amp is not None)
     with ac():
-        if g_step: fake = G(z)
+        if g_step: fake = _call(G, z, y_fake)
         else:
-            with torch.no_grad(): fake = G(z)
+            with torch.no_grad(): fake = _call(G, z, y_fake)
     opt_d.zero_grad(set_to_none=True)
     pen = None
-    with ac(): out_r = D(self._aug(real, aug_gen)).float()
+    with ac(): out_r = _call(D, self._aug(real, aug_gen), y_real).float()
     loss_r = d_real_loss(cfg.loss, out_r, cfg.label_smooth)
-    if cfg.r1_gamma: pen = cfg.r1_gamma / 2 * r1_penalty(D, real)
+    d_real_fn = lambda x: _call(D, x, y_real)
+    if cfg.r1_gamma: pen = cfg.r1_gamma / 2 * r1_penalty(d_real_fn, real)
     if cfg.loss == 'wgan-gp':
         alpha = torch.rand(b * w, generator=gen, device=dv)[r * b:(r + 1) * b]
-        gp = cfg.gp_weight * gradient_penalty(D, real, fake, alpha)
+        gp = cfg.gp_weight * gradient_penalty(d_real_fn, real, fake, alpha)
         pen = gp if pen is None else pen + gp
     scaler.scale(loss_r if pen is None else loss_r + pen).backward()
-    with ac(): out_f = D(self._aug(fake.detach(), aug_gen)).float()
+    with ac(): out_f = _call(D, self._aug(fake.detach(), aug_gen), y_fake).float()
     loss_f = d_fake_loss(cfg.loss, out_f)
     scaler.scale(loss_f).backward()
     self.average_grads('d')
@@ -192,7 +278,7 @@ def step(self:DCGANTask,
     if g_step:
         opt_g.zero_grad(set_to_none=True)
         with self.frozen('d'):
-            with ac(): out_g = D(self._aug(fake, aug_gen)).float()
+            with ac(): out_g = _call(D, self._aug(fake, aug_gen), y_fake).float()
             loss_g = g_loss(cfg.loss, out_g)
             scaler.scale(loss_g).backward()
         self.average_grads('g')
@@ -205,12 +291,71 @@ def step(self:DCGANTask,
 @patch
 @torch.no_grad()
 def sample(self:DCGANTask,
-    z:torch.Tensor, # latent vectors
+    z, # latent vectors (a conditional family: a tuple of latent vectors and labels)
     ema:bool=True, # use the EMA generator when there is one
     batch:int=256, # images per forward pass
 ) -> torch.Tensor:
     "Images for `z` from the generator in eval mode, in [-1, 1]"
     g = self.sampler if ema else self.nets['g']
+    z, y = z if isinstance(z, tuple) else (z, None)
     was = g.training; g.eval()
-    try: return torch.cat([g(z[i:i + batch].to(self.device)).float() for i in range(0, len(z), batch)])
+    try: return torch.cat([_call(g, z[i:i + batch].to(self.device), None if y is None else y[i:i + batch].to(self.device)).float()
+                           for i in range(0, len(z), batch)])
     finally: g.train(was)
+
+# %% ../nbs/05d_tasks.ipynb #9f1c21ac
+class CGANTask(DCGANTask):
+    "The class-conditional GAN: real images with their labels, fakes of uniformly drawn classes, conditional networks"
+    follows = {'labels': 'images'}
+
+    @staticmethod
+    def open_data(
+        cfg:TrainConfig, # the run's config
+        dataset=None, # an `ImageArrayDataset` with `labels` (default: `open_dataset(cfg.data, ...)`)
+    ) -> dict:
+        "{'images': uint8 N x H x W x C, 'labels': int64 N, 'class_names': (names)}"
+        if dataset is None:
+            if cfg.data is None: raise GanlabError('no data: give --data (a folder or zip of images in class folders, or cifar10)')
+            dataset = open_dataset(cfg.data, size=cfg.size, channels=cfg.channels, limit=cfg.limit)
+        if getattr(dataset, 'labels', None) is None:
+            raise GanlabError(f"{cfg.data or 'the dataset'}: the images have no class labels; a conditional GAN needs one subfolder per class "
+                              '(or CIFAR-10)')
+        n = cfg.limit or len(dataset.images)
+        names = tuple(str(c).replace(',', ' ') for c in dataset.classes) if getattr(dataset, 'classes', None) else None
+        return {'images': dataset.images[:n], 'labels': np.asarray(dataset.labels[:n], np.int64), **({'class_names': names} if names else {})}
+
+    @classmethod
+    def complete_config(cls, cfg, sets):
+        "The classes and their names from the data, when the config does not give them; a clear error when they disagree"
+        labels, names = sets['labels'], sets.get('class_names')
+        n = len(names) if names else int(labels.max()) + 1
+        if cfg.classes is None: cfg = dataclasses.replace(cfg, classes=n)
+        if labels.min() < 0 or labels.max() >= cfg.classes:
+            raise GanlabError(f'the data has labels {labels.min()} to {labels.max()}; the config says {cfg.classes} classes')
+        if cfg.class_names is None and names: cfg = dataclasses.replace(cfg, class_names=','.join(names))
+        return cfg
+
+    @property
+    def grid_cols(self) -> int: return max(1, self.cfg.samples // self.cfg.classes)
+
+    def labels(self, n:int, gen:torch.Generator) -> torch.Tensor:
+        "N uniformly drawn class labels"
+        return torch.randint(self.cfg.classes, (n,), generator=gen, device=gen.device)
+
+    def fake_labels(self, n:int, step:int) -> torch.Tensor:
+        return self.labels(n, torch.Generator(self.device).manual_seed(mix_seed(self.cfg.seed, 12, step)))
+
+    def fixed_inputs(self, n:int, gen:torch.Generator) -> tuple:
+        "What the sample grids show every epoch: fixed noise, one row per class"
+        per = self.grid_cols
+        return self.noise(per * self.cfg.classes, gen), torch.arange(self.cfg.classes).repeat_interleave(per)
+
+    def eval_batches(self, n:int, seed:int, batch:int=500):
+        "Batches of `n` generated images of uniformly drawn classes, for FID"
+        gen = torch.Generator().manual_seed(mix_seed(seed, 6))
+        z, y = self.noise(n, gen), self.labels(n, gen)
+        for i in range(0, n, batch): yield self.sample((z[i:i + batch], y[i:i + batch]))
+
+    def bn_inputs(self, gen:torch.Generator, n:int, batch:int=128):
+        "Noise and label batches, for the averaged generator's batch-norm statistics"
+        return [(self.noise(min(batch, n - i), gen), self.labels(min(batch, n - i), gen)) for i in range(0, n, batch)]

@@ -6,7 +6,7 @@ Docs: https://ganlab.github.io/ganlab/train.html.md"""
 
 # %% ../nbs/05f_train.ipynb #4d541440
 from __future__ import annotations
-import contextlib, csv, dataclasses, io, json, math, os, platform, re, shutil, signal, subprocess, sys, time
+import csv, io, json, math, os, platform, re, shutil, signal, subprocess, sys, time
 from dataclasses import asdict
 from pathlib import Path
 import numpy as np
@@ -16,7 +16,7 @@ from tqdm import tqdm
 from fastcore.basics import patch
 import ganlab
 from .core import GanlabError, atomic_write, progress, seed_everything
-from .config import TrainConfig, family_of, get_family, make_config, resume_config
+from .config import TrainConfig, family_of, get_family, make_config, resume_config, parse_duration
 from .data import to_images, to_tensor
 from .eda import image_grid, save_image
 from .runtime import Dist, init_dist, pick_device, amp_dtype, launch, rng_state, set_rng_state, mix_seed, epoch_order, device_name, flush_denormals
@@ -215,12 +215,17 @@ class Trainer:
         if self.out.exists() and not self.out.is_dir(): raise GanlabError(f'--out {self.out}: is a file, not a folder')
         if self.dist.world > 1: self.quiet = self.quiet or not self.dist.main
         if cfg.batch % self.dist.world: raise GanlabError(f'batch {cfg.batch} does not split evenly over {self.dist.world} processes')
-        sets, want = task_cls.open_data(cfg, dataset), (cfg.size, cfg.size, cfg.channels)
+        sets = task_cls.open_data(cfg, dataset)
+        self.cfg = cfg = task_cls.complete_config(cfg, sets)
+        want = (cfg.size, cfg.size, cfg.channels)
         for k, imgs in sets.items():
-            if imgs.ndim != 4 or imgs.shape[1:] != want: raise GanlabError(f'{k}: images are {imgs.shape[1:]}, the model wants {want} (size, size, channels)')
+            if k in task_cls.follows:
+                if len(imgs) != len(sets[task_cls.follows[k]]): raise GanlabError(f'{len(imgs):,} {k} for {len(sets[task_cls.follows[k]]):,} {task_cls.follows[k]}')
+            elif isinstance(imgs, np.ndarray) and (imgs.ndim != 4 or imgs.shape[1:] != want):
+                raise GanlabError(f'{k}: images are {imgs.shape[1:]}, the model wants {want} (size, size, channels)')
             if k in task_cls.train_keys and len(imgs) < cfg.batch:
                 raise GanlabError(f'{k}: {len(imgs):,} images are fewer than one batch of {cfg.batch}; lower --batch')
-        self.domains = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sets.items()}
+        self.domains = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sets.items() if isinstance(v, np.ndarray)}
         if self.device.type == 'cuda' and sum(v.nbytes for v in self.domains.values()) < 2 << 30:
             self.domains = {k: v.to(self.device) for k, v in self.domains.items()}
         if self.device.type == 'cuda': torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
@@ -231,12 +236,14 @@ class Trainer:
         self.steps_per_epoch = self.n // cfg.batch
         seed_everything(cfg.seed)
         self.task = task_cls(cfg, self.device, self.dist, self.family)
-        self.task.domains, self.task.steps_per_epoch = self.domains, self.steps_per_epoch
+        self.budget = parse_duration(cfg.time_budget) if cfg.time_budget else None
+        self.planned = cfg.epochs * self.steps_per_epoch  # the run's length in steps; a time budget re-plans it as it goes
+        self.task.domains, self.task.steps_per_epoch, self.task.total_steps = self.domains, self.steps_per_epoch, self.planned
         self.amp = amp_dtype(cfg.amp, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp is torch.float16)
         self.fixed_z = self.task.fixed_inputs(cfg.samples, torch.Generator().manual_seed(mix_seed(cfg.seed, 5)))
         self.epoch = self.pos = self.step = 0
-        self.best_fid, self.seconds, self.sums = None, 0.0, _Sums()
+        self.best_fid, self.seconds, self.elapsed, self.sums = None, 0.0, 0.0, _Sums()
         ck = self.out/'checkpoints'/'last.pt'
         stale = remove_stale_temporaries(self.out/'checkpoints') + remove_stale_temporaries(self.out) if self.dist.main else []
         if resume: self.load(load_checkpoint(ck), ck)
@@ -244,6 +251,9 @@ class Trainer:
         self.log = RunLog(self.out, cfg, self.family.name, self.step if resume else None, self.quiet) if self.dist.main else None
         if self.dist.main:
             if stale: self.log.note(f"removed {len(stale)} temporary file(s) an interrupted write left in {self.out} ({', '.join(stale[:3])})")
+            numbered = self.out/'checkpoints'/f'epoch_{self.epoch:03d}.pt'
+            if resume and self.pos == 0 and self.epoch and self.epoch % cfg.ckpt_every == 0 and not numbered.exists() and self.copy_last(numbered.stem):
+                self.log.note(f'{numbered.name} was missing (the last session ended while writing it): written again from last.pt')
             self._metadata(dataset, started=True)
 
     def __repr__(self):
@@ -260,7 +270,7 @@ def state(self:Trainer) -> dict:
     "The checkpoint of this trainer"
     return dict(format=CKPT_FORMAT, family=self.family.name, config=asdict(self.cfg), versions=versions(),
                 epoch=self.epoch, pos=self.pos, step=self.step, steps_per_epoch=self.steps_per_epoch, n_images=self.n, sizes=self.sizes,
-                world=self.dist.world, seconds=self.seconds, best_fid=self.best_fid,
+                world=self.dist.world, seconds=self.seconds, elapsed=self._elapsed(), planned=self.planned, best_fid=self.best_fid,
                 nets={k: m.state_dict() for k, m in self.task.nets.items()},
                 opts={k: o.state_dict() for k, o in self.task.opts.items()},
                 task=self.task.state(), scaler=self.scaler.state_dict(), rng=rng_state(), fixed_z=self.fixed_z,
@@ -288,6 +298,9 @@ def load(self:Trainer,
     if s['scaler']: self.scaler.load_state_dict(s['scaler'])
     set_rng_state(s['rng'])
     self.epoch, self.pos, self.step, self.seconds, self.best_fid = s['epoch'], s['pos'], s['step'], s['seconds'], s['best_fid']
+    self.elapsed = s.get('elapsed', s['seconds'])
+    if self.budget is not None and s.get('planned', 0) > self.step: self.task.total_steps = s['planned']  # until the budget is re-planned
+    if self.budget is not None and self.elapsed >= self.budget: self.planned = self.step  # nothing left to spend
     self.fixed_z = s['fixed_z']
     self.sums = _Sums()
     self.sums.s = {k: v.to(self.device) for k, v in s['window']['sums'].items()}; self.sums.c = dict(s['window']['counts'])
@@ -361,48 +374,101 @@ def _log_window(self:Trainer, sums:_Sums, t0:float, steps:int, bar=None):
 
 # %% ../nbs/05f_train.ipynb #4d4da0f6
 @patch
+def _elapsed(self:Trainer) -> float:
+    "Wall seconds of the run so far, over all its sessions"
+    return self.elapsed + (time.perf_counter() - self._session0 if getattr(self, '_session0', None) is not None else 0.0)
+
+@patch
+def _plan(self:Trainer):
+    "Re-plan the run's length in steps from the time budget (the main process measures, every process takes its answer)"
+    if self.budget is None: return
+    cap, planned = self.cfg.epochs * self.steps_per_epoch, self.planned
+    if self.dist.main:
+        now = time.perf_counter()
+        done, busy = self.step - self._rate0[0], now - self._rate0[1] - self._ends_since_rate0
+        if done >= 10 and busy > 0:
+            rate = done / busy  # steps per second of stepping
+            per_epoch = self._end_s / max(self._ends, 1)  # seconds of end-of-epoch work per epoch
+            left = self.budget - self._elapsed() - max(5.0, 2 * per_epoch)  # a reserve for the final grid and checkpoint
+            fits = max(0.0, left) * rate / (1 + per_epoch * rate / self.steps_per_epoch)
+            planned = min(cap, self.step + int(fits))
+        if self._elapsed() >= self.budget: planned = min(planned, self.step)
+    if self.dist.world > 1:
+        t = torch.tensor([planned], dtype=torch.int64, device=self.device if self.device.type == 'cuda' else 'cpu')
+        dist.broadcast(t, 0); planned = int(t.item())
+    self.planned = self.task.total_steps = planned
+
+# %% ../nbs/05f_train.ipynb #abd512bc
+@patch
 def fit(self:Trainer,
     until_step:int|None=None, # stop (with a checkpoint) once this many steps are done in total
 ) -> bool:
-    "Train until the last epoch (True) or until `until_step` (False, after saving last.pt); Ctrl-C saves last.pt and raises KeyboardInterrupt"
+    "Train to the end (True) or until `until_step` (False, after saving last.pt); Ctrl-C saves last.pt and raises KeyboardInterrupt"
     cfg, B, r, b = self.cfg, self.cfg.batch, self.dist.rank, self.b
-    self._say(f'training {self!r}')
-    with _Stop() as stop, flush_denormals():  # flushing is process state: it must not outlive training (it breaks e.g. hypothesis)
-        while self.epoch < cfg.epochs:
-            orders = {k: epoch_order(n, cfg.seed, self.epoch, i, self.n).to(self.domains[k].device) for i, (k, n) in enumerate(self.sizes.items())}
-            bar = progress(total=self.steps_per_epoch, initial=self.pos, desc=f'epoch {self.epoch + 1}/{cfg.epochs}', unit='step',
-                           disable=True if self.quiet else (None if cfg.progress is None else not cfg.progress), leave=False)
-            t0, w0 = time.perf_counter(), self.step
-            try:
-                while self.pos < self.steps_per_epoch:
-                    k = self.pos
-                    real = {key: self._batch(o[k * B + r * b:k * B + (r + 1) * b], key) for key, o in orders.items()}
-                    if len(real) == 1: real = real[self.keys[0]]
-                    self.sums.add(self.task.step(real, self.step, self.amp, self.scaler))
-                    self.step += 1; self.pos += 1
-                    bar.update()
-                    if self.step % cfg.log_every == 0 or self.pos == self.steps_per_epoch:
-                        self._log_window(self.sums, t0, self.step - w0, bar)
-                        self.sums, t0, w0 = _Sums(), time.perf_counter(), self.step
-                    if stop.flag or (until_step is not None and self.step >= until_step):
-                        self.seconds += time.perf_counter() - t0
-                        self.save('last')  # the open logging window travels in the checkpoint
-                        self._say(f'stopped at step {self.step:,} (epoch {self.epoch + 1}, batch {self.pos}); checkpoint {self.out/"checkpoints"/"last.pt"}')
-                        if stop.flag: raise KeyboardInterrupt
-                        return False
-            finally: bar.close()
-            self.epoch, self.pos = self.epoch + 1, 0
-            self._end_epoch()
+    self._say(f'training {self!r}' + (f'; time budget {cfg.time_budget}' if self.budget else ''))
+    self._session0, self._ends, self._end_s, self._ends_since_rate0 = time.perf_counter(), 0, 0.0, 0.0
+    self._rate0 = (self.step, self._session0)
+    try:
+        with _Stop() as stop, flush_denormals():  # flushing is process state: it must not outlive training (it breaks e.g. hypothesis)
+            while self.epoch < cfg.epochs and self.step < self.planned:
+                orders = {k: epoch_order(n, cfg.seed, self.epoch, i, self.n).to(self.domains[k].device) for i, (k, n) in enumerate(self.sizes.items())}
+                bar = progress(total=self.steps_per_epoch, initial=self.pos, desc=f'epoch {self.epoch + 1}/{cfg.epochs}', unit='step',
+                               disable=True if self.quiet else (None if cfg.progress is None else not cfg.progress), leave=False)
+                t0, w0 = time.perf_counter(), self.step
+                try:
+                    while self.pos < self.steps_per_epoch and self.step < self.planned:
+                        k = self.pos
+                        idx = {key: o[k * B + r * b:k * B + (r + 1) * b] for key, o in orders.items()}
+                        real = {key: self._batch(i, key) for key, i in idx.items()}
+                        for key, src in self.task.follows.items(): real[key] = self.domains[key][idx[src]].to(self.device, non_blocking=True)
+                        if len(real) == 1: real = real[self.keys[0]]
+                        self.sums.add(self.task.step(real, self.step, self.amp, self.scaler))
+                        self.step += 1; self.pos += 1
+                        if self.step - self._rate0[0] == 1: self._rate0 = (self.step, time.perf_counter())  # the first step warms up
+                        bar.update()
+                        if self.step % cfg.log_every == 0 or self.pos == self.steps_per_epoch:
+                            self._log_window(self.sums, t0, self.step - w0, bar)
+                            self.sums, t0, w0 = _Sums(), time.perf_counter(), self.step
+                        if self.budget is not None and self.step % 10 == 0: self._plan()
+                        if stop.flag or (until_step is not None and self.step >= until_step):
+                            self.seconds += time.perf_counter() - t0
+                            if self.dist.main: self._refresh()
+                            self.save('last')  # the open logging window travels in the checkpoint
+                            self._say(f'stopped at step {self.step:,} (epoch {self.epoch + 1}, batch {self.pos}); checkpoint {self.out/"checkpoints"/"last.pt"}')
+                            if stop.flag: raise KeyboardInterrupt
+                            return False
+                    if self.pos < self.steps_per_epoch:  # the time budget ran out mid-epoch
+                        if self.step > w0: self._log_window(self.sums, t0, self.step - w0, bar)
+                        else: self.seconds += time.perf_counter() - t0
+                        self.sums = _Sums()
+                finally: bar.close()
+                if self.pos == self.steps_per_epoch: self.epoch, self.pos = self.epoch + 1, 0
+                t1 = time.perf_counter()
+                self._end_epoch(self.epoch if self.pos == 0 else self.epoch + 1, last=self.epoch >= cfg.epochs or self.step >= self.planned)
+                self._ends, self._end_s = self._ends + 1, self._end_s + time.perf_counter() - t1
+                self._ends_since_rate0 += time.perf_counter() - t1
+    finally:
+        self.elapsed, self._session0 = self._elapsed(), None
+    if self.budget is not None and self.epoch < cfg.epochs:
+        self._say(f'the time budget of {cfg.time_budget} is spent: stopped at step {self.step:,} (epoch {self.epoch + self.pos / self.steps_per_epoch:.2f})')
     self._finish()
     return True
 
+@patch
+def _refresh(self:Trainer):
+    "The averaged generator's batch-norm statistics, for its weights as they are now"
+    self.task.refresh_ema_bn(mix_seed(self.cfg.seed, 11, self.step))
+
 # %% ../nbs/05f_train.ipynb #eb7ac260
 @patch
-def _end_epoch(self:Trainer):
+def _end_epoch(self:Trainer,
+    e:int, # the epoch that ended (numbered from 1; a budget's last, partial epoch counts as one)
+    last:bool, # the run's last
+):
     "Samples, evaluation, checkpoints and plots after an epoch"
-    cfg, e, last = self.cfg, self.epoch, self.epoch == self.cfg.epochs
-    best = False
+    cfg, best = self.cfg, False
     if self.dist.main:
+        self._refresh()
         if e % cfg.sample_every == 0 or last or e == 1:
             grid = save_grid(self.task.sample(self.fixed_z), self.out/'samples'/f'epoch_{e:03d}.png', self.task.grid_cols)
             self.log.image('samples', grid, self.step)
@@ -453,7 +519,8 @@ def _metadata(self:Trainer, dataset, started:bool):
                   data=data, steps_per_epoch=self.steps_per_epoch)
         md.setdefault('sessions', []).append(dict(started=time.strftime('%Y-%m-%dT%H:%M:%S'), from_step=self.step))
     else:
-        md.update(epochs_done=self.epoch, steps=self.step, seconds=round(self.seconds, 2), best_fid=self.best_fid,
+        md.update(epochs_done=self.epoch, steps=self.step, planned_steps=self.planned, seconds=round(self.seconds, 2),
+                  wall_seconds=round(self.elapsed, 1), best_fid=self.best_fid,
                   img_per_s=round(self.step * self.cfg.batch / self.seconds, 1) if self.seconds else None,
                   finished=time.strftime('%Y-%m-%dT%H:%M:%S'))
     with atomic_write(p, 'w') as f: json.dump(md, f, indent=1)

@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 from .core import GanlabError, atomic_write, progress
 from .records import MAX_PIXELS
-from .data import (IMAGE_SUFFIXES, fit_image, image_bytes, is_image_name, list_images, open_image_file, to_tensor,
-                         _check_crop, _integers)
+from .data import fit_image, image_bytes, is_image_name, list_images, open_image_file, _check_crop, _integers
 
 # %% auto #0
 __all__ = ['TFRECORD_SUFFIXES', 'SKIP_REASONS', 'MAX_RECORD', 'DUPLICATES', 'crc32c', 'masked_crc', 'tfrecord_stem',

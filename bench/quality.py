@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""Image quality at equal wall time on a CIFAR-10 subset, measured with the ruler (issue 15).
+
+    python bench/quality.py --runs seed,default,pytorch,cgan [--budget 12m] [--work DIR] [--examples DIR] [--grids bench/quality]
+
+The data: the first 1,000 training images of each CIFAR-10 class (10,000 images) from ../shared/data/cifar10-jpg.zip,
+written once as PNGs in class folders under --work. The ruler: `ganlab.classifier` trained on the zip's 50,000
+training images (cached in --work), whose penultimate features give a Fréchet distance (not FID) between 10,000
+generated images and the 10,000 test images. Each run trains for --budget of wall time (`--time-budget`) in a fresh
+process, as a user runs it, then 10,000 images are generated and measured:
+
+- `seed`: ganlab's `cifar10` preset, the seed-001 DCGAN as written (BCE, BatchNorm in both networks, no EMA);
+- `default`: `ganlab train dcgan` with the family's defaults (the recipe this benchmark chose);
+- `pytorch`: PyTorch's own DCGAN example (`dcgan/main.py` of github.com/pytorch/examples, 64 px, run as written
+  from a checkout given with --examples, never copied here), stopped at the budget; its last epoch's generator is
+  loaded by taking the `Generator` class from that file, and its 64 px images are resized to 32 px (antialiased) for
+  the ruler;
+- `cgan`: the class-conditional GAN with the same recipe; also its classification accuracy, overall and per class
+  (the ruler reads the class each image was asked for; chance is 10%);
+- any other name in CANDIDATES: a recipe candidate (the search that chose the default).
+
+Prints one row per run (steps, images/s, Fréchet distance, and the accuracy for conditional runs) and saves an 8x8
+grid of each run's generated images to --grids.
+"""
+import argparse, ast, json, os, platform, shutil, subprocess, sys, time
+from pathlib import Path
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+GANLAB = shutil.which('ganlab') or str(Path(sys.executable).parent/'ganlab')
+
+SEED = dict(preset='cifar10')  # the seed-001 DCGAN
+CANDIDATES = {  # recipe candidates: ganlab train dcgan settings, on top of the seed's (noted where they differ)
+    'seed': SEED,
+    'seed+ema': dict(SEED, ema=0.999, lr_decay='linear'),
+    'hinge-sn': dict(SEED, loss='hinge', spectral=True, d_norm='none', ema=0.999, lr_decay='linear'),
+    'hinge-sn-da': dict(SEED, loss='hinge', spectral=True, d_norm='none', ema=0.999, lr_decay='linear', diffaug='translation,cutout'),
+    'hinge-sn-da3': dict(SEED, loss='hinge', spectral=True, d_norm='none', ema=0.999, lr_decay='linear', diffaug='color,translation,cutout'),
+    'hinge-sn-da-b64': dict(SEED, loss='hinge', spectral=True, d_norm='none', ema=0.999, lr_decay='linear', diffaug='translation,cutout', batch=64),
+    'hinge-sn-da-beta': dict(SEED, loss='hinge', spectral=True, d_norm='none', ema=0.999, lr_decay='linear', diffaug='translation,cutout',
+                             beta1=0.0, beta2=0.9, lr_d=4e-4),
+    'bce-da': dict(SEED, ema=0.999, lr_decay='linear', diffaug='translation,cutout'),
+    'resnet': dict(SEED, arch='resnet', g_width=128, d_width=128, latent=128, loss='hinge', spectral=True, ema=0.999, lr_decay='linear',
+                   diffaug='translation,cutout', batch=64, beta1=0.0, beta2=0.9),
+    'default': {},
+}
+
+
+def subset(zip_path:Path, work:Path, per_class:int=1000) -> Path:
+    "The first `per_class` training images of each class, as PNGs in class folders (written once)"
+    out = work/f'cifar10-{per_class}'
+    if (out/'.done').is_file(): return out
+    from PIL import Image
+    from ganlab.data import load_images
+    ds = load_images(zip_path, 32, split='train', show_progress=False)
+    for c, name in enumerate(ds.classes):
+        (out/name).mkdir(parents=True, exist_ok=True)
+        for k, i in enumerate(np.flatnonzero(ds.labels == c)[:per_class]): Image.fromarray(ds.images[i]).save(out/name/f'{k:04d}.png')
+    (out/'.done').touch()
+    return out
+
+
+def ruler(zip_path:Path, work:Path):
+    "The classifier (trained once on the 50,000 training images, then cached) and the test split's statistics in its features"
+    from ganlab.classifier import train_classifier, load_classifier, feature_stats
+    from ganlab.data import load_images
+    p = work/'ruler.pt'
+    if not p.is_file():
+        t0 = time.perf_counter()
+        train_classifier(zip_path, p)
+        print(f'ruler trained in {time.perf_counter() - t0:.0f} s -> {p}', flush=True)
+    clf = load_classifier(p)
+    test = load_images(zip_path, 32, split='test', show_progress=False)
+    return clf, feature_stats(test.images, clf), test
+
+
+def run(cmd:list, log:Path, timeout:float|None=None) -> tuple:
+    "Run a command, its output into `log`; (seconds, return code)"
+    t0 = time.perf_counter()
+    with open(log, 'w') as f:
+        try: rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=timeout).returncode
+        except subprocess.TimeoutExpired: rc = 'timeout'
+    return time.perf_counter() - t0, rc
+
+
+def ganlab_run(name:str, family:str, settings:dict, data:Path, work:Path, budget:str) -> dict:
+    "Train with ganlab for the budget, then generate 10,000 images; what happened"
+    out = work/'runs'/f'{name}-{budget}'
+    if out.exists(): shutil.rmtree(out)
+    flags = [f"--{k.replace('_', '-')}={v}" if not isinstance(v, bool) else (f"--{k.replace('_', '-')}" if v else f"--no-{k.replace('_', '-')}")
+             for k, v in settings.items()]
+    cmd = [GANLAB, 'train', family, '--data', str(data), '--out', str(out), '--time-budget', budget, '--epochs', '100000',
+           '--no-tensorboard', '--no-progress', '--quiet', *flags]
+    secs, rc = run(cmd, work/f'{name}-{budget}.log')
+    if rc != 0: sys.exit(f'{name}: ganlab train failed ({rc}); see {work}/{name}-{budget}.log')
+    md = json.loads((out/'metadata.json').read_text())
+    gen = work/'gen'/f'{name}-{budget}'
+    if gen.exists(): shutil.rmtree(gen)
+    args = [GANLAB, 'generate', str(out/'checkpoints'/'last.pt'), '--n', '10000', '--out', str(gen), '--quiet', '--device', 'cpu']
+    if family == 'cgan': args += ['--class', 'all']
+    if run(args, work/f'{name}-{budget}-gen.log')[1] != 0: sys.exit(f'{name}: ganlab generate failed')
+    from ganlab.data import load_images
+    imgs = load_images(gen, 32, show_progress=False)
+    labels = np.arange(len(imgs.images)) % 10 if family == 'cgan' else None  # `--class all`: image i is of class i % 10
+    order = np.argsort(imgs.ids)  # img-000000... in order
+    return dict(steps=md['steps'], ips=md.get('img_per_s'), wall=secs, images=imgs.images[order], labels=labels, settings=settings)
+
+
+def pytorch_run(examples:Path, data:Path, work:Path, budget_s:float) -> dict:
+    "PyTorch's DCGAN example as written (64 px), stopped at the budget; 10,000 images from its last epoch's generator, at 32 px"
+    import torch, torch.nn as nn, torch.nn.functional as F
+    main = examples/'dcgan'/'main.py'
+    if not main.is_file(): sys.exit(f'{main}: not there (give --examples, a checkout of github.com/pytorch/examples)')
+    out = work/'runs'/'pytorch'
+    if out.exists(): shutil.rmtree(out)
+    cmd = [sys.executable, str(main), '--dataset', 'folder', '--dataroot', str(data), '--outf', str(out), '--niter', '100000', '--manualSeed', '1']
+    secs, rc = run(cmd, work/'pytorch.log', timeout=budget_s)
+    ckpts = sorted(out.glob('netG_epoch_*.pth'), key=lambda p: int(p.stem.rsplit('_', 1)[1]))
+    if not ckpts: sys.exit('pytorch: no epoch finished within the budget')
+    # the example's Generator class, taken from its file (its module runs training when imported)
+    src = main.read_text()
+    cls = next(n for n in ast.parse(src).body if isinstance(n, ast.ClassDef) and n.name == 'Generator')
+    env = dict(nn=nn, torch=torch, nz=100, ngf=64, nc=3)
+    exec(compile(ast.Module([cls], []), str(main), 'exec'), env)
+    g = env['Generator'](1)
+    g.load_state_dict(torch.load(ckpts[-1], map_location='cpu', weights_only=True)); g.eval()
+    imgs = []
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(0)
+        for _ in range(20):
+            x = g(torch.randn(500, 100, 1, 1, generator=gen))
+            x = F.interpolate(x, size=(32, 32), mode='bilinear', antialias=True, align_corners=False)
+            imgs.append(((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
+    epochs = int(ckpts[-1].stem.rsplit('_', 1)[1]) + 1
+    return dict(steps=epochs * (10000 // 64 + 1), ips=None, wall=secs, images=np.concatenate(imgs), labels=None, epochs=epochs, settings={})
+
+
+def grid(images, path:Path):
+    from ganlab.eda import image_grid, save_image
+    save_image(image_grid(images[:64], ncol=8), path)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--runs', default='seed,default,pytorch,cgan', help='comma-separated: seed, default, pytorch, cgan, or names of CANDIDATES')
+    ap.add_argument('--budget', default='12m', help='wall time of each training run (default: 12m)')
+    ap.add_argument('--data', default=None, help='the CIFAR-10 JPEG zip (default: ../shared/data/cifar10-jpg.zip)')
+    ap.add_argument('--work', default='/tmp/ganlab-quality', help='scratch folder: the subset, the ruler, runs, generated images')
+    ap.add_argument('--examples', default=None, help='a checkout of github.com/pytorch/examples, for the pytorch run')
+    ap.add_argument('--grids', default=str(ROOT/'bench'/'quality'), help='where to save each run\'s 8x8 grid')
+    a = ap.parse_args()
+    from ganlab.core import shared_data
+    from ganlab.config import parse_duration
+    from ganlab.classifier import fd_classifier, classification_accuracy, format_accuracy
+    zp = Path(a.data) if a.data else shared_data('cifar10-jpg.zip')
+    if zp is None or not zp.is_file(): sys.exit('the CIFAR-10 zip is not there: give --data')
+    work = Path(a.work); work.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
+          f"budget {a.budget} per run; command: {' '.join(sys.argv)}", flush=True)
+    data = subset(zp, work)
+    clf, test_stats, test = ruler(zp, work)
+    print(f'ruler: {clf!r}; test split {len(test.images):,} images', flush=True)
+    rows = []
+    for name in a.runs.split(','):
+        if name == 'pytorch':
+            if not a.examples: print('pytorch: skipped (give --examples)'); continue
+            r = pytorch_run(Path(a.examples), data, work, parse_duration(a.budget))
+        elif name == 'cgan': r = ganlab_run(name, 'cgan', {}, data, work, a.budget)
+        elif name in CANDIDATES: r = ganlab_run(name, 'dcgan', CANDIDATES[name], data, work, a.budget)
+        else: sys.exit(f'unknown run {name!r}')
+        fd = fd_classifier(r['images'], test_stats, clf)
+        acc = classification_accuracy(r['images'], r['labels'], clf) if r['labels'] is not None else None
+        Path(a.grids).mkdir(parents=True, exist_ok=True)
+        grid(r['images'] if r['labels'] is None else r['images'][np.argsort(r['labels'][:100], kind='stable')][:64], Path(a.grids)/f'{name}-{a.budget}.png')
+        rows.append((name, r, fd, acc))
+        print(f"{name:<18} steps {r['steps']:>7,}  img/s {'-' if r['ips'] is None else f'{r['ips']:,.0f}':>6}  wall {r['wall']:6.0f} s  "
+              f"FD(ruler) {fd:9.3f}" + (f"  accuracy {acc['accuracy']:.1%}" if acc else '') + (f"  (epochs {r['epochs']})" if 'epochs' in r else ''), flush=True)
+        if acc: print(format_accuracy(acc), flush=True)
+    print('\nrun                FD(ruler)   vs seed' + ('   vs pytorch' if any(n == 'pytorch' for n, *_ in rows) else ''))
+    ref = {n: fd for n, _, fd, _ in rows}
+    for n, r, fd, acc in rows:
+        print(f"{n:<18} {fd:9.3f} " + (f"  {ref['seed'] / fd:7.2f}x" if 'seed' in ref else '') + (f"  {ref['pytorch'] / fd:9.2f}x" if 'pytorch' in ref else ''))
+
+
+if __name__ == '__main__': main()

@@ -1,0 +1,289 @@
+"""The Gradio app (`ganlab.app`): its functions called directly, the app served on 127.0.0.1 and driven through
+`gradio_client`, and a headless Chromium (Debian's chromium + chromium-driver, through selenium) pressing Sample.
+
+The served and browser tests skip with their reason when Gradio, selenium or the browser is absent; `.ci/run` installs
+them. The browser's screenshot is written to $GANLAB_TEST_ARTEFACTS (default: test-artefacts/ in the checkout)."""
+import importlib.util, io, os, shutil, socket, subprocess, sys, tempfile, time, urllib.request, zipfile
+from pathlib import Path
+import numpy as np, pytest, torch, torch.nn as nn
+from PIL import Image
+from ganlab import app
+from ganlab.core import GanlabError
+from ganlab.data import ImageArrayDataset, draw_digits
+from ganlab.eda import image_grid
+from ganlab.train import train
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTEFACTS = Path(os.environ.get('GANLAB_TEST_ARTEFACTS', ROOT/'test-artefacts'))
+HAS_GRADIO = importlib.util.find_spec('gradio') is not None
+needs_gradio = pytest.mark.skipif(not HAS_GRADIO, reason='Gradio is not installed (pip install "ganlab[app]"; the dev extra has it)')
+CPU = dict(device='cpu')
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+    "A tiny DCGAN run with EMA: two epochs of 16-pixel digits"
+    out = tmp_path_factory.mktemp('app')/'run'
+    train('dcgan', dataset=ImageArrayDataset(draw_digits(256, seed=1, size=16)[0]), out=out, quiet=True, size=16, epochs=2, batch=32,
+          g_width=8, d_width=8, latent=16, ema=0.9, samples=16, log_every=2, tensorboard=False, device='cpu')
+    return out
+
+@pytest.fixture(scope='module')
+def cyc(tmp_path_factory):
+    "A tiny CycleGAN run at 64 pixels"
+    out = tmp_path_factory.mktemp('app')/'cyc'
+    rng = np.random.default_rng(0)
+    train('cyclegan', dataset={'monet': (rng.random((8, 64, 64, 3)) * 255).astype(np.uint8), 'photo': draw_digits(10, seed=1, size=64)[0]},
+          out=out, quiet=True, size=64, ngf=4, ndf=4, g_arch='resnet6', epochs=1, batch=2, samples=2, log_every=1, tensorboard=False, device='cpu')
+    return out
+
+class Conditional(nn.Module):
+    "A stand-in conditional generator: image brightness is the label, a pixel shows z (the cGAN family comes later)"
+    latent, classes = 4, 3
+    def __init__(self): super().__init__(); self.w = nn.Parameter(torch.zeros(1))
+    def forward(self, z, y):
+        x = (y.float() - 1).view(-1, 1, 1, 1).expand(-1, 3, 4, 4).clone() + self.w
+        x[:, :, 0, 0] = z[:, :1].tanh()
+        return x
+
+def _free_port() -> int:
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+def _png(path) -> np.ndarray: return np.asarray(Image.open(path).convert('RGB'))
+
+# --- without a server ---------------------------------------------------------------------------------------------
+
+def test_import_is_light():
+    code = "import sys, ganlab.app; heavy = [m for m in ('torch', 'gradio', 'pandas', 'matplotlib') if m in sys.modules]; assert not heavy, heavy"
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert r.returncode == 0, r.stderr
+
+def test_without_gradio_one_clear_line(monkeypatch, run):
+    monkeypatch.setitem(sys.modules, 'gradio', None)  # `import gradio` now raises ImportError
+    for f in (lambda: app.serve(run), lambda: app.launch(run), lambda: app.build_app(run)):
+        with pytest.raises(GanlabError) as e: f()
+        assert str(e.value) == 'the app needs Gradio: pip install "ganlab[app]"'
+
+def test_grid_is_what_ganlab_generate_writes(run, tmp_path):
+    from ganlab.generate import generate
+    out = generate(run/'checkpoints'/'last.pt', n=16, seed=5, out=tmp_path/'gen', quiet=True, device='cpu')
+    written = np.stack([_png(p) for p in sorted(out.glob('*.png'))])
+    s = app.open_source(run, **CPU)
+    assert s.kind == 'sampler' and s.ckpt.name == 'last.pt' and s.run == run
+    np.testing.assert_array_equal(app.sample_grid(s.g, 16, seed=5), image_grid(written, ncol=4))
+    raw = app.open_source(run, ema=False, **CPU)  # the EMA generator is the default, as in `ganlab generate`
+    assert not np.array_equal(app.sample_grid(raw.g, 16, seed=5), app.sample_grid(s.g, 16, seed=5))
+
+def test_truncation_is_deterministic_and_bounded(run):
+    g = app.open_source(run, **CPU).g
+    z = app.sample_latents(64, 16, seed=9, truncation=0.7)
+    assert z.abs().max() <= 0.7 and torch.equal(z, app.sample_latents(64, 16, seed=9, truncation=0.7))
+    assert torch.equal(z[:10], app.sample_latents(10, 16, seed=9, truncation=0.7))
+    assert (z.abs() < 0.7).float().mean() > 0.99  # redrawn, not clipped: almost nothing sits at the threshold
+    a = app.sample_grid(g, 16, seed=9, truncation=0.7)
+    assert np.array_equal(a, app.sample_grid(g, 16, seed=9, truncation=0.7)) and not np.array_equal(a, app.sample_grid(g, 16, seed=9))
+    with pytest.raises(GanlabError, match='truncation'): app.sample_grid(g, 4, truncation=-1)
+    with pytest.raises(GanlabError, match='seed'): app.sample_grid(g, 4, seed=2**63)
+    with pytest.raises(GanlabError, match='number of images'): app.sample_grid(g, app.MAX_GRID + 1)
+
+def test_interpolation_ends_are_the_grids_first_images(run):
+    g = app.open_source(run, **CPU).g
+    strip = app.interpolation_strip(g, 3, 4, steps=5, truncation=1.0)
+    assert strip.shape == (20, 5 * 18 + 2, 3)
+    np.testing.assert_array_equal(strip[2:18, 2:18], app.sample_grid(g, 1, seed=3, truncation=1.0)[2:18, 2:18])
+    np.testing.assert_array_equal(strip[2:18, -18:-2], app.sample_grid(g, 1, seed=4, truncation=1.0)[2:18, 2:18])
+    with pytest.raises(GanlabError, match='steps'): app.interpolation_strip(g, steps=1)
+
+def test_grey_generator_gives_rgb_grids(tmp_path):
+    grey = ImageArrayDataset(draw_digits(32, seed=0, size=28)[0].mean(-1, keepdims=True).astype(np.uint8))
+    train('mlp', dataset=grey, out=tmp_path/'mlp', quiet=True, epochs=1, batch=16, g_hidden='16', d_hidden='16', latent=8, tensorboard=False, device='cpu')
+    g = app.open_source(tmp_path/'mlp', **CPU).g
+    grid = app.sample_grid(g, 4, seed=1)
+    assert grid.shape == (2 * 30 + 2, 2 * 30 + 2, 3) and (grid[..., 0] == grid[..., 2]).all()
+
+def test_conditional_labels():
+    g = Conditional().eval()
+    assert app.class_count(g) == 3 and app.class_names(g, type('C', (), {'class_names': ['a', 'b', 'c']})()) == ['a', 'b', 'c']
+    np.testing.assert_array_equal(app.sample_images(g, 6)[:, 1, 1, 0], [0, 128, 255, 0, 128, 255])
+    np.testing.assert_array_equal(app.sample_images(g, 3, label=1)[:, 1, 1, 0], [128] * 3)
+    assert app.sample_grid(g, 6).shape == (2 * 6 + 2, 3 * 6 + 2, 3)  # a column per class
+    with pytest.raises(GanlabError, match='class must be'): app.sample_images(g, 2, label=3)
+    assert app.class_count(nn.Linear(2, 2)) == 0
+
+def test_translate_matches_monet_submit(cyc, tmp_path):
+    from ganlab.generate import monet_submit
+    photos = tmp_path/'photos'; photos.mkdir()
+    for i, im in enumerate(draw_digits(3, seed=7, size=90)[0]): Image.fromarray(im).save(photos/f'p{i}.png')
+    res = monet_submit(cyc/'checkpoints'/'last.pt', photo=photos, out=tmp_path/'images.zip', quality=100, device='cpu', check=False, mifid=False, quiet=True)
+    s = app.open_source(cyc, **CPU)
+    assert s.kind == 'translator' and res['images'] == 3
+    with zipfile.ZipFile(res['out']) as zf:
+        for i in range(3):
+            ours = app.translate(s.g, photos/f'p{i}.png', s.cfg.size)
+            theirs = np.asarray(Image.open(io.BytesIO(zf.read(f'p{i}.jpg'))))
+            assert ours.shape == (256, 256, 3) and np.abs(ours.astype(int) - theirs).mean() < 1.5  # JPEG at quality 100 aside, the same
+            np.testing.assert_array_equal(app.translate(s.g, (photos/f'p{i}.png').read_bytes(), s.cfg.size), ours)
+    with pytest.raises(GanlabError, match='photo'): app.translate(s.g, b'\x89PNG not really', 64)
+    with pytest.raises(GanlabError, match='no such photo'): app.translate(s.g, tmp_path/'none.png', 64)
+
+def test_run_records(run, tmp_path):
+    r = tmp_path/'r'; shutil.copytree(run, r)
+    assert list(app.sample_epochs(r)) == [1, 2]
+    e, im = app.sample_at(r, 1)
+    assert e == 1 and np.array_equal(im, _png(r/'samples'/'epoch_001.png'))
+    assert app.sample_at(r, 99)[0] == 2 and app.sample_at(r, 0)[0] == 1
+    df = app.run_metrics(r)
+    assert app.eval_columns(df) == [] and len(df) == 8
+    # evaluations as training writes them (rows of their own), and a column a later version might add
+    with open(r/'metrics.csv', 'a') as f: f.write('2,16,512,5.0,,,,,,,,,123.5,\n')
+    text = (r/'metrics.csv').read_text().splitlines()
+    (r/'metrics.csv').write_text('\n'.join([text[0] + ',ruler'] + [l + ',' for l in text[1:-1]] + [text[-1] + ',0.25']) + '\n')
+    df = app.run_metrics(r)
+    assert app.eval_columns(df) == ['fid', 'ruler']
+    assert app.eval_table(df).to_dict('records') == [{'epoch': 2, 'step': 16, 'fid': 123.5, 'ruler': 0.25}]
+    fig = app.plot_run(df)
+    assert [ax.get_title() for ax in fig.axes] == ['losses', 'mean D output', 'FID', 'ruler']
+    assert app.run_settings(r)['family'] == 'dcgan'
+    (r/'metadata.json').write_text('{broken'); (r/'metrics.csv').write_bytes(b'\x00\xff' * 10)
+    with pytest.raises(GanlabError, match='metadata.json'): app.run_settings(r)
+    with pytest.raises(GanlabError, match='metrics.csv'): app.run_metrics(r)
+    (r/'samples'/'epoch_003.png').write_bytes(b'not a png')
+    with pytest.raises(GanlabError, match='epoch_003.png'): app.sample_at(r, 3)
+
+def test_open_source_reports_problems(run, tmp_path):
+    bad = tmp_path/'bad.pt'; bad.write_bytes(b'not a checkpoint')
+    torch.save({'x': 1}, tmp_path/'other.pt')
+    only_run = tmp_path/'only'; only_run.mkdir(); shutil.copy(run/'metrics.csv', only_run)
+    for src, why in ((tmp_path/'nowhere', 'no such checkpoint file or run folder'), (tmp_path, 'not a ganlab run folder'),
+                     (bad, 'cannot be read safely'), (tmp_path/'other.pt', 'not a ganlab checkpoint'), (only_run, 'no checkpoint')):
+        s = app.open_source(src)
+        assert s.kind is None and any(why in p for p in s.problems), (src, s.problems)
+    assert app.open_source(only_run).run == only_run
+    s = app.open_source(run/'checkpoints'/'epoch_001.pt', **CPU)
+    assert s.kind == 'sampler' and s.run == run
+
+# --- the page, built and served -----------------------------------------------------------------------------------
+
+def _components(demo) -> dict: return {c.get('props', {}).get('elem_id'): c for c in demo.config['components']}
+def _endpoints(demo) -> set: return {d.get('api_name') for d in demo.config['dependencies']} - {None, False}
+
+@needs_gradio
+def test_pages_for_each_kind_of_source(run, cyc, tmp_path):
+    demo = app.build_app(run, **CPU)
+    assert {'sample', 'interpolate', 'run', 'run_samples'} <= _endpoints(demo) and 'translate' not in _endpoints(demo)
+    assert 'problems' not in _components(demo)
+    demo = app.build_app(cyc/'checkpoints'/'last.pt', **CPU)
+    assert {'translate', 'run'} <= _endpoints(demo) and 'sample' not in _endpoints(demo)
+    demo = app.build_app(app.Source(g=Conditional().eval(), kind='sampler'))
+    assert _components(demo)['class']['props']['choices']
+    for bad in (tmp_path/'nowhere', tmp_path/'bad.pt'):
+        if bad.suffix: bad.write_bytes(b'junk')
+        demo = app.build_app(bad)  # no traceback: the problem is in the page
+        assert str(bad) in _components(demo)['problems']['props']['value'] and not _endpoints(demo)
+
+@pytest.fixture(scope='module')
+def served(run):
+    "`ganlab app RUN` in its own process on a free port of 127.0.0.1, as a user starts it"
+    if not HAS_GRADIO: pytest.skip('Gradio is not installed (pip install "ganlab[app]"; the dev extra has it)')
+    port = _free_port()
+    log = tempfile.TemporaryFile()
+    ganlab = shutil.which('ganlab') or str(Path(sys.executable).parent/'ganlab')
+    p = subprocess.Popen([ganlab, 'app', str(run), '--port', str(port), '--device', 'cpu', '--quiet'], stdout=log, stderr=subprocess.STDOUT,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT), GRADIO_ANALYTICS_ENABLED='False'))
+    url, t0 = f'http://127.0.0.1:{port}/', time.monotonic()
+    try:
+        while True:
+            if p.poll() is not None: log.seek(0); pytest.fail(f'the app exited ({p.returncode}):\n{log.read().decode()[-3000:]}')
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    if r.status == 200: break
+            except OSError: pass
+            if time.monotonic() - t0 > 180: log.seek(0); pytest.fail(f'the app did not serve {url} in 180 s:\n{log.read().decode()[-3000:]}')
+            time.sleep(0.5)
+        yield url
+    finally:
+        p.terminate()
+        try: p.wait(20)
+        except subprocess.TimeoutExpired: p.kill(); p.wait()
+        log.close()
+
+def test_served_app_through_gradio_client(served, run):
+    from gradio_client import Client
+    c = Client(served, verbose=False)
+    a = c.predict(seed=3, n=16, truncation=0, api_name='/sample')
+    b = c.predict(seed=3, n=16, truncation=0, api_name='/sample')
+    d = c.predict(seed=4, n=16, truncation=0, api_name='/sample')
+    assert Image.open(a).size == (4 * 18 + 2, 4 * 18 + 2) and Image.open(a).format == 'PNG'
+    assert Path(a).read_bytes() == Path(b).read_bytes() != Path(d).read_bytes()
+    g = app.open_source(run, **CPU).g
+    np.testing.assert_array_equal(_png(a), app.sample_grid(g, 16, seed=3))
+    np.testing.assert_array_equal(_png(c.predict(seed=3, n=9, truncation=0.5, api_name='/sample')), app.sample_grid(g, 9, seed=3, truncation=0.5))
+    np.testing.assert_array_equal(_png(c.predict(seed_a=3, seed_b=4, steps=4, truncation=0, api_name='/interpolate')), app.interpolation_strip(g, 3, 4, 4))
+    with pytest.raises(Exception, match='minimum|seed'): c.predict(seed=-1, n=4, truncation=0, api_name='/sample')
+    epoch, grid, plot, table, settings = c.predict(api_name='/run')
+    assert settings['family'] == 'dcgan' and _png(grid).shape == _png(run/'samples'/'epoch_002.png').shape
+
+@needs_gradio
+def test_notebook_launch_with_a_conditional_generator():
+    from gradio_client import Client
+    demo = app.launch(app.Source(g=Conditional().eval(), kind='sampler'), port=_free_port(), share=False)
+    try:
+        c = Client(f'http://127.0.0.1:{demo.server_port}/', verbose=False)
+        grid = _png(c.predict(seed=1, n=6, truncation=0, label='2', api_name='/sample'))  # choice '2' is class 2
+        assert grid.shape == (14, 20, 3) and (grid[3:6, 3:6] == 255).all()  # one class: 3 columns
+        grid = _png(c.predict(seed=1, n=6, truncation=0, label='all (one class per column)', api_name='/sample'))
+        np.testing.assert_array_equal(grid, app.sample_grid(Conditional().eval(), 6, seed=1))
+    finally: demo.close()
+
+# --- a real browser -----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def browser():
+    "A headless Debian Chromium through selenium and chromedriver, or a skip saying what is missing (checked before the app is served)"
+    if importlib.util.find_spec('selenium') is None: pytest.skip('selenium is not installed (the dev extra has it)')
+    chromium = shutil.which('chromium') or shutil.which('chromium-browser')
+    driver = shutil.which('chromedriver')
+    if not chromium or not driver: pytest.skip('no Chromium or chromedriver (apt-get install chromium chromium-driver; .ci/run does)')
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    o = webdriver.ChromeOptions()
+    o.binary_location = chromium
+    for a in ('--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+              '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage', '--window-size=1280,1100',
+              f'--user-data-dir={tempfile.mkdtemp(prefix="ganlab-chromium-")}'):
+        o.add_argument(a)
+    b = webdriver.Chrome(service=Service(driver), options=o)
+    yield b
+    b.quit()
+
+def test_browser_presses_sample(browser, served, run):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+    b = browser
+    if True:
+        b.get(served)
+        wait = WebDriverWait(b, 60)
+        wait.until(lambda b: b.find_elements(By.ID, 'sample-button'))
+        assert not b.find_elements(By.CSS_SELECTOR, '#sample-grid img')
+        seed = b.find_element(By.CSS_SELECTOR, '#seed input')
+        seed.send_keys(Keys.CONTROL, 'a'); seed.send_keys('5', Keys.TAB)
+        b.find_element(By.ID, 'sample-button').click()
+        img = wait.until(lambda b: [i for i in b.find_elements(By.CSS_SELECTOR, '#sample-grid img') if b.execute_script('return arguments[0].complete && arguments[0].naturalWidth', i)])[0]
+        assert b.execute_script('return [arguments[0].naturalWidth, arguments[0].naturalHeight]', img) == [8 * 18 + 2] * 2
+        with urllib.request.urlopen(img.get_attribute('src'), timeout=30) as r: shown = np.asarray(Image.open(io.BytesIO(r.read())).convert('RGB'))
+        np.testing.assert_array_equal(shown, app.sample_grid(app.open_source(run, **CPU).g, 64, seed=5))  # the grid of the seed typed in
+        ARTEFACTS.mkdir(parents=True, exist_ok=True)
+        b.save_screenshot(str(ARTEFACTS/'app_sample.png'))
+        assert (ARTEFACTS/'app_sample.png').stat().st_size > 1000
+
+@needs_gradio
+def test_unreadable_run_files_leave_the_rest_of_the_run_tab(run, tmp_path):
+    from gradio_client import Client
+    r = tmp_path/'r'; shutil.copytree(run, r)
+    (r/'metrics.csv').write_bytes(b'\x00\xff' * 10)
+    demo = app.launch(r, port=_free_port(), share=False, device='cpu')
+    try:
+        epoch, grid, plot, table, settings = Client(f'http://127.0.0.1:{demo.server_port}/', verbose=False).predict(api_name='/run')
+        assert settings['family'] == 'dcgan' and _png(grid).shape == _png(r/'samples'/'epoch_002.png').shape
+        assert plot is None and table['data'] == []  # the unreadable metrics.csv: a warning, nothing plotted or tabled
+    finally: demo.close()
