@@ -99,15 +99,25 @@ class TranslatorTask(Task):
         "What the sample grids show every epoch: the held-out photos (uint8)"
         return self.domains['held_out'][:n].cpu()
 
-# %% ../nbs/05e_translation.ipynb #5999615c
-@patch
-def _set_lrs(self:TranslatorTask, step:int):
-    "Every optimiser's learning rate for `step`: its configured rate, scaled for the batch, on the schedule"
-    cfg = self.cfg
-    f = lr_factor(step // self.steps_per_epoch, cfg.epochs, cfg.decay_epochs) * lr_scale(cfg.lr_scaling, cfg.batch)
-    for name, o in self.opts.items():
-        for grp in o.param_groups: grp['lr'] = getattr(cfg, f'lr_{name}') * f
+    def lr_factor(self,
+        step:int, # the global step
+    ) -> float:
+        "The learning rates' multiplier at `step`: CycleGAN's schedule over the planned run, times the batch scaling"
+        cfg, spe = self.cfg, self.steps_per_epoch
+        f = 1.0
+        if cfg.lr_decay == 'linear':
+            planned = self.total_steps / spe if self.total_steps else cfg.epochs  # in epochs; fewer under a time budget
+            decay = (cfg.epochs // 2 if cfg.decay_epochs is None else cfg.decay_epochs) * planned / cfg.epochs
+            f = max(0.0, lr_factor(step // spe, planned, decay))
+        return f * lr_scale(cfg.lr_scaling, cfg.batch)
 
+    def bn_inputs(self, gen:torch.Generator, n:int, batch:int=16) -> list:
+        "Batches of training photos (as argument tuples), for the averaged generator's batch-norm statistics"
+        photos = self.domains['photo']
+        pick = torch.randint(len(photos), (n,), generator=gen, device=gen.device).to(photos.device)
+        return [(to_tensor(photos[pick[i:i + batch]].to(self.device)).contiguous(),) for i in range(0, n, batch)]
+
+# %% ../nbs/05e_translation.ipynb #617e827e
 @patch
 def _augment(self:TranslatorTask, x:torch.Tensor, gen:torch.Generator) -> torch.Tensor:
     "The training images `x` augmented as the config says (the seed's crop and flip, or `jitter`)"
@@ -224,7 +234,7 @@ def step(self:CycleGANTask,
 ) -> dict:
     "One generators' step and one discriminators' step; the losses as 0-d tensors"
     cfg, dv, r = self.cfg, self.device, self.dist.rank
-    self._set_lrs(step)
+    self.set_lrs(step)
     gen = torch.Generator(dv).manual_seed(mix_seed(cfg.seed, 3, step, r))
     seed_dropout(dv, mix_seed(cfg.seed, 4, step, r))
     pool_gen = torch.Generator().manual_seed(mix_seed(cfg.seed, 9, step))
@@ -413,7 +423,7 @@ def step(self:CUTTask,
 ) -> dict:
     "One discriminator step and one generator-and-heads step; the losses as 0-d tensors"
     cfg, dv, r = self.cfg, self.device, self.dist.rank
-    self._set_lrs(step)
+    self.set_lrs(step)
     gen = torch.Generator(dv).manual_seed(mix_seed(cfg.seed, 3, step, r))
     seed_dropout(dv, mix_seed(cfg.seed, 4, step, r))
     nce_gen = torch.Generator(dv).manual_seed(mix_seed(cfg.seed, 11, step))  # the same on every process
