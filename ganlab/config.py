@@ -203,11 +203,11 @@ class TranslatorConfig(TrainConfig):
     monet:str|None = setting(None, 'data') # the Monet paintings: TFRecords (a file, a folder of them or a glob), an image folder or a zip
     photo:str|None = setting(None, 'data') # the photos, in any of the same forms
     size:int = setting(256, 'model', low=16) # image side (the competition's 256; 64 or 128 for quick runs)
-    batch:int = setting(1, low=1) # CycleGAN's batch of one (global: split over the processes)
+    batch:int = setting(1, low=1) # the references' batch of one (global: split over the processes)
     epochs:int = setting(25, 'run', low=1) # passes over the larger domain (the photos)
     decay_epochs:int|None = setting(None, low=0) # the last N epochs decay the learning rates linearly towards 0 (default: half of the epochs)
     lr_decay:str = setting('linear', choices=LR_DECAYS) # CycleGAN's schedule: constant, then linear towards 0 over the last decay_epochs (none: constant)
-    loss:str = setting('lsgan', choices=TRANSLATION_LOSSES) # adversarial loss (CycleGAN's is lsgan)
+    loss:str = setting('lsgan', choices=TRANSLATION_LOSSES) # adversarial loss (CycleGAN's and CUT's: lsgan)
     g_arch:str = setting('resnet9', 'model', choices=CYCLEGAN_GENERATORS) # generator architecture
     ngf:int = setting(64, 'model', low=1) # generator width (channels of its first layer)
     ndf:int = setting(64, 'model', low=1) # discriminator width

@@ -117,27 +117,39 @@ def test_resume_is_bitwise(tmp_path, pairs, extra, stop):
     assert (tmp_path/'a'/'samples'/'epoch_002.png').read_bytes() == (tmp_path/'b'/'samples'/'epoch_002.png').read_bytes()
 
 def test_ddp_two_gloo_processes_equal_one(tmp_path, pairs):
-    # negatives within each image and places drawn by the step alone: two processes of one image see what one process of two sees
+    """Two processes of one image each compute the one-process gradient: negatives within each image, places and flips drawn
+    by the step alone, no gathering. After one step Adam's first moment is (1 - beta1) x the gradient, so the checkpoints
+    after step 1 compare the gradients of every parameter; then the losses of a whole epoch are compared"""
     kw = dict(TINY, epochs=1, augment=False, flip_equivariance=True)
+    train('cut', dataset=pairs, out=tmp_path/'one1', quiet=True, until_step=1, **kw)
+    launch(train, 'cut', dataset=pairs, out=tmp_path/'two1', quiet=True, nprocs=2, start_method='spawn', until_step=1, **kw)
+    a, b = (load_checkpoint(tmp_path/r/'checkpoints'/'last.pt') for r in ('one1', 'two1'))
+    assert b['world'] == 2
+    for o in ('g', 'd'):
+        # to 1e-4 of the optimiser's largest gradient: the biases before an instance norm have a true gradient of 0, so
+        # theirs is rounding noise (about 1e-9), different in the two runs; every weight agrees to about 1e-6 of its own size
+        scale = max(float(st['exp_avg'].abs().max()) for st in a['opts'][o]['state'].values())
+        for i, st in a['opts'][o]['state'].items():
+            torch.testing.assert_close(b['opts'][o]['state'][i]['exp_avg'], st['exp_avg'], rtol=1e-4, atol=1e-4 * scale, msg=f'{o} parameter {i}')
     one = train('cut', dataset=pairs, out=tmp_path/'one', quiet=True, **kw)
     launch(train, 'cut', dataset=pairs, out=tmp_path/'two', quiet=True, nprocs=2, start_method='spawn', **kw)
     cols = ['loss_d', 'loss_g', 'd_real', 'd_fake', 'cycle', 'identity']
     a, b = (pd.read_csv(tmp_path/r/'metrics.csv')[cols].to_numpy() for r in ('one', 'two'))
     assert a.shape == b.shape == (9, 6)
-    # As for the CycleGAN (tests/test_cyclegan_train.py): the first steps agree to float rounding, later ones drift slowly
-    # (Adam amplifies rounding noise in gradients that are truly 0). A missing or wrong gradient average shows at once.
-    np.testing.assert_allclose(b[:4], a[:4], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(b, a, rtol=0, atol=2e-2)
-    assert load_checkpoint(tmp_path/'two'/'checkpoints'/'last.pt')['world'] == 2
+    # The first steps agree to float rounding; later ones drift apart (as for the CycleGAN, tests/test_cyclegan_train.py):
+    # the two runs sum the batch's gradients in different orders, and Adam turns the rounding of gradients that are truly
+    # about 0 into steps of ±lr, which are large next to CUT's small Xavier weights (gain 0.02).
+    np.testing.assert_allclose(b[:3], a[:3], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(b, a, rtol=2e-2, atol=2e-2)
 
 def test_schedule_scaling_and_grid(tmp_path, pairs):
-    t = train('cut', dataset=pairs, out=tmp_path/'r', quiet=True, **dict(TINY, epochs=3, decay_epochs=2, batch=4, lr_scaling='linear'))
+    t = train('cut', dataset=pairs, out=tmp_path/'r', quiet=True, **dict(TINY, epochs=3, decay_epochs=2, batch=4, lr_scaling='linear', samples=3))
     for o in ('g', 'd'): assert t.task.opts[o].param_groups[0]['lr'] == pytest.approx(2e-4 * 4 * lr_factor(2, 3, 2))
     from PIL import Image
     grid = np.asarray(Image.open(tmp_path/'r'/'samples'/'epoch_003.png'))
-    assert grid.shape[0] > grid.shape[1]  # 2 rows of photo | Monet-style
+    assert grid.shape[0] > grid.shape[1] > grid.shape[0] / 2  # 3 rows of photo | Monet-style
     md = json.loads((tmp_path/'r'/'metadata.json').read_text())
-    assert md['family'] == 'cut' and md['sets'] == {'monet': 12, 'photo': 18}
+    assert md['family'] == 'cut' and md['sets'] == {'monet': 12, 'photo': 17}
 
 def test_fastcut_preset(tmp_path, pairs):
     t = train('cut', dataset=pairs, out=tmp_path/'r', quiet=True, preset='fastcut', **dict(TINY, epochs=1))
@@ -147,8 +159,8 @@ def test_fastcut_preset(tmp_path, pairs):
 
 def test_without_nce_the_heads_do_not_train(tmp_path, pairs):
     t = train('cut', dataset=pairs, out=tmp_path/'r', quiet=True, **dict(TINY, epochs=1, lambda_nce=0.0))
-    fresh = get_family('cut').build('heads', t.cfg)
-    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), t.task.nets['heads'].state_dict().values()))
+    opt = t.task.opts['g']
+    assert all(p in opt.state for p in t.task.nets['g'].parameters()) and not any(p in opt.state for p in t.task.nets['heads'].parameters())
     assert pd.read_csv(tmp_path/'r'/'metrics.csv')['cycle'].isna().all()
 
 def test_tricks_apply_to_the_cyclegan(tmp_path, pairs):
