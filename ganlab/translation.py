@@ -119,6 +119,18 @@ class TranslatorTask(Task):
 
 # %% ../nbs/05e_translation.ipynb #617e827e
 @patch
+def _begin(self:TranslatorTask,
+    real:dict, # this process's part of the batch: {'monet': ..., 'photo': ...} in [-1, 1]
+    step:int, # the global step
+) -> tuple:
+    "A step's start: learning rates set, dropout seeded; (this process's generator, the photos and the paintings augmented, D's augmentation)"
+    cfg, dv, r = self.cfg, self.device, self.dist.rank
+    self.set_lrs(step)
+    gen = torch.Generator(dv).manual_seed(mix_seed(cfg.seed, 3, step, r))
+    seed_dropout(dv, mix_seed(cfg.seed, 4, step, r))
+    return gen, self._augment(real['photo'], gen), self._augment(real['monet'], gen), self._diffaug(gen)
+
+@patch
 def _augment(self:TranslatorTask, x:torch.Tensor, gen:torch.Generator) -> torch.Tensor:
     "The training images `x` augmented as the config says (the seed's crop and flip, or `jitter`)"
     cfg = self.cfg
@@ -233,13 +245,9 @@ def step(self:CycleGANTask,
     scaler:torch.amp.GradScaler, # loss scaler (disabled unless fp16)
 ) -> dict:
     "One generators' step and one discriminators' step; the losses as 0-d tensors"
-    cfg, dv, r = self.cfg, self.device, self.dist.rank
-    self.set_lrs(step)
-    gen = torch.Generator(dv).manual_seed(mix_seed(cfg.seed, 3, step, r))
-    seed_dropout(dv, mix_seed(cfg.seed, 4, step, r))
+    cfg, dv = self.cfg, self.device
+    gen, A, B, aug = self._begin(real, step)
     pool_gen = torch.Generator().manual_seed(mix_seed(cfg.seed, 9, step))
-    A, B = self._augment(real['photo'], gen), self._augment(real['monet'], gen)
-    aug = self._diffaug(gen)
     ac = lambda: torch.autocast(dv.type, amp, enabled=amp is not None)
     G, Fn, DM, DP, b, idt = self.run['g'], self.run['f'], self.run['d_monet'], self.run['d_photo'], len(A), cfg.identity > 0
     # generators, with the discriminators frozen
@@ -422,13 +430,9 @@ def step(self:CUTTask,
     scaler:torch.amp.GradScaler, # loss scaler (disabled unless fp16)
 ) -> dict:
     "One discriminator step and one generator-and-heads step; the losses as 0-d tensors"
-    cfg, dv, r = self.cfg, self.device, self.dist.rank
-    self.set_lrs(step)
-    gen = torch.Generator(dv).manual_seed(mix_seed(cfg.seed, 3, step, r))
-    seed_dropout(dv, mix_seed(cfg.seed, 4, step, r))
+    cfg, dv = self.cfg, self.device
+    gen, A, B, aug = self._begin(real, step)
     nce_gen = torch.Generator(dv).manual_seed(mix_seed(cfg.seed, 11, step))  # the same on every process
-    A, B = self._augment(real['photo'], gen), self._augment(real['monet'], gen)
-    aug = self._diffaug(gen)
     ac = lambda: torch.autocast(dv.type, amp, enabled=amp is not None)
     D, b, nce_on = self.run['d'], len(A), cfg.lambda_nce > 0
     idt = nce_on and cfg.nce_idt
