@@ -361,9 +361,10 @@ def _pick(p:argparse.ArgumentParser, name:str|None, valid, what:str) -> str:
     return name
 
 # %% ../nbs/11_cli.ipynb #edad4638
-def _group_parser(prog:str, help:str, actions:dict) -> _Parser:
+def _group_parser(prog:str, help:str, actions:dict, title:str='actions') -> _Parser:
     "The parser of a group: its action, then that action's arguments"
-    p = _Parser(prog=prog, description=help, usage=f'{prog} [-h] ACTION ...', listing=lambda: _listing({k: c.summary() for k, c in actions.items()}, 'actions'))
+    p = _Parser(prog=prog, description=help, usage=f'{prog} [-h] ACTION ...', 
+                listing=lambda: _listing({k: c if isinstance(c, str) else c.summary() for k, c in actions.items()}, title))
     p.add_argument('action', metavar='ACTION', nargs='?', help=argparse.SUPPRESS)
     p.add_argument('args', nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return p
@@ -417,7 +418,7 @@ def main(
         name = _pick(_top(), top.command, COMMANDS, 'command')
         c, prog, rest = COMMANDS[name], f'ganlab {name}', top.args
         if name == 'train':
-            g = _group_parser(prog, c.summary(), _families())
+            g = _group_parser(prog, c.summary(), _families(), 'families')
             t = g.parse_args(rest)
             fam = _pick(g, t.action, _families(), 'family')
             a = vars(train_parser(fam).parse_args(t.args))

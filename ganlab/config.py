@@ -15,10 +15,11 @@ from .choices import (LOSSES, TRANSLATION_LOSSES, AMP_MODES, DIFFAUG, SIZES, G_N
                             CYCLEGAN_NORMS, CYCLEGAN_GENERATORS, G_ARCHS, LR_DECAYS)
 
 # %% auto #0
-__all__ = ['ROLES', 'FAMILY_KINDS', 'FAMILIES', 'ALIASES', 'MAX_CONFIG_BYTES', 'DCGAN_2015', 'setting', 'parse_duration',
-           'TrainConfig', 'DCGANConfig', 'GoogLeNetConfig', 'CGANConfig', 'MLPConfig', 'CycleGANConfig', 'role_of',
-           'fields_of', 'field_types', 'coerce', 'Family', 'resolve', 'register', 'get_family', 'family_of',
-           'load_yaml', 'make_config', 'resume_config']
+__all__ = ['ROLES', 'LR_SCALINGS', 'CUT_GENERATORS', 'CUT_INITS', 'FAMILY_KINDS', 'FAMILIES', 'ALIASES', 'MAX_CONFIG_BYTES',
+           'DCGAN_2015', 'setting', 'parse_duration', 'TrainConfig', 'DCGANConfig', 'GoogLeNetConfig', 'CGANConfig',
+           'MLPConfig', 'TranslatorConfig', 'CycleGANConfig', 'CUTConfig', 'role_of', 'fields_of', 'field_types',
+           'coerce', 'Family', 'resolve', 'register', 'get_family', 'family_of', 'load_yaml', 'make_config',
+           'resume_config']
 
 # %% ../nbs/05_config.ipynb #0b2d37c8
 ROLES = {
@@ -194,17 +195,19 @@ class MLPConfig(TrainConfig):
         return super().check() + bad
 
 # %% ../nbs/05_config.ipynb #ad5d8ba7
+LR_SCALINGS = ('none', 'linear', 'sqrt') # how a translator's learning rates follow the global batch
+
 @dataclass
-class CycleGANConfig(TrainConfig):
-    "CycleGAN photo ↔ Monet: two generators, two PatchGAN discriminators, cycle and identity losses (Zhu et al. 2017)"
+class TranslatorConfig(TrainConfig):
+    "What the photo → Monet translators share: their two domains, networks, schedule and augmentations"
     monet:str|None = setting(None, 'data') # the Monet paintings: TFRecords (a file, a folder of them or a glob), an image folder or a zip
     photo:str|None = setting(None, 'data') # the photos, in any of the same forms
     size:int = setting(256, 'model', low=16) # image side (the competition's 256; 64 or 128 for quick runs)
-    batch:int = setting(1, low=1) # CycleGAN's batch of one (global: split over the processes)
+    batch:int = setting(1, low=1) # the references' batch of one (global: split over the processes)
     epochs:int = setting(25, 'run', low=1) # passes over the larger domain (the photos)
     decay_epochs:int|None = setting(None, low=0) # the last N epochs decay the learning rates linearly towards 0 (default: half of the epochs)
     lr_decay:str = setting('linear', choices=LR_DECAYS) # CycleGAN's schedule: constant, then linear towards 0 over the last decay_epochs (none: constant)
-    loss:str = setting('lsgan', choices=TRANSLATION_LOSSES) # adversarial loss (CycleGAN's is lsgan)
+    loss:str = setting('lsgan', choices=TRANSLATION_LOSSES) # adversarial loss (CycleGAN's and CUT's: lsgan)
     g_arch:str = setting('resnet9', 'model', choices=CYCLEGAN_GENERATORS) # generator architecture
     ngf:int = setting(64, 'model', low=1) # generator width (channels of its first layer)
     ndf:int = setting(64, 'model', low=1) # discriminator width
@@ -212,11 +215,11 @@ class CycleGANConfig(TrainConfig):
     norm:str = setting('instance', 'model', choices=CYCLEGAN_NORMS) # normalisation in every network
     g_dropout:float = setting(0.0, 'model', low=0, below=1) # dropout in the ResNet blocks (the U-Net always has pix2pix's)
     spectral:bool = setting(False, 'model') # spectral norm in the discriminators
-    cycle:float = setting(10.0, low=0) # λ: weight of the cycle-consistency L1 losses
-    identity:float = setting(0.5, low=0) # identity-loss weight relative to λ (CycleGAN's 0.5; 0: off)
-    pool:int = setting(50, low=0) # image pool of earlier fakes shown to the discriminators (0: off)
     augment:bool = setting(True) # resize to 286/256 of the size, random crop back, random flip (the seed's augmentation)
-    samples:int = setting(8, low=1) # photos held out of training: the sample grids show them translated (photo → Monet → photo)
+    rotate:float = setting(0.0, low=0, high=45) # with augment: also a random rotation of up to ± this many degrees (0: none)
+    zoom:float = setting(0.0, low=0, high=1) # with augment: a random resize of up to (1 + zoom) x 286/256 before the crop (0: the seed's fixed one)
+    lr_scaling:str = setting('none', choices=LR_SCALINGS) # learning rates x batch (linear), x sqrt(batch) (sqrt), or as given (none)
+    samples:int = setting(8, low=1) # photos held out of training: the sample grids show them translated
     log_every:int = setting(100, 'run', low=1) # steps between rows of metrics.csv
     sample_every:int = setting(1, 'run', low=1) # sample grid every N epochs
     fid_images:int = setting(1000, 'run', low=1) # photos translated for the periodic MiFID (against every Monet painting)
@@ -226,9 +229,44 @@ class CycleGANConfig(TrainConfig):
         need(self.size % 4 == 0, f'size must be a multiple of 4, not {self.size}')
         need(self.g_arch != 'unet' or self.size & (self.size - 1) == 0, f'the U-Net generator needs a power-of-two size, not {self.size}')
         need(self.decay_epochs is None or self.decay_epochs <= self.epochs, f'decay_epochs must be at most epochs ({self.epochs}), not {self.decay_epochs}')
-        need(self.channels == 3, 'CycleGAN translates RGB images (channels 3)')
-        need(self.data is None, 'a CycleGAN takes --monet and --photo, not --data')
-        need(self.g_every == 1 and self.r1_gamma == 0, 'g_every and r1_gamma do not apply to the CycleGAN')
+        need(self.channels == 3, 'the translators take RGB images (channels 3)')
+        need(self.data is None, 'a translator takes --monet and --photo, not --data')
+        need(self.g_every == 1 and self.r1_gamma == 0, 'g_every and r1_gamma do not apply to the translators')
+        return super().check() + bad
+
+@dataclass
+class CycleGANConfig(TranslatorConfig):
+    "CycleGAN photo ↔ Monet: two generators, two PatchGAN discriminators, cycle and identity losses (Zhu et al. 2017)"
+    cycle:float = setting(10.0, low=0) # λ: weight of the cycle-consistency L1 losses
+    identity:float = setting(0.5, low=0) # identity-loss weight relative to λ (CycleGAN's 0.5; 0: off)
+    pool:int = setting(50, low=0) # image pool of earlier fakes shown to the discriminators (0: off)
+
+# %% ../nbs/05_config.ipynb #0f63290d
+CUT_GENERATORS = ('resnet9', 'resnet6') # CUT reads its features from a ResNet generator's encoder
+CUT_INITS = ('xavier', 'normal') # CUT's Xavier-normal weights (gain 0.02), or CycleGAN's N(0, 0.02)
+
+@dataclass
+class CUTConfig(TranslatorConfig):
+    "CUT photo → Monet: one generator, one PatchGAN discriminator, the PatchNCE loss over the generator's encoder (Park et al. 2020)"
+    g_arch:str = setting('resnet9', 'model', choices=CUT_GENERATORS) # generator architecture (a ResNet: its encoder supplies the features)
+    nce_layers:str = setting('input,down1,down2,block1,block5', 'model') # the generator's layers PatchNCE compares (the paper's 0,4,8,12,16)
+    nce_width:int = setting(256, 'model', low=1) # width of the MLP projection heads
+    lambda_gan:float = setting(1.0, low=0) # weight of the adversarial loss
+    lambda_nce:float = setting(1.0, low=0) # weight of PatchNCE (CUT 1, FastCUT 10; 0: off)
+    nce_idt:bool = setting(True) # also PatchNCE between Monet paintings and their own translations (CUT; off in FastCUT)
+    nce_patches:int = setting(256, low=1) # patch locations sampled per layer (all of them when a layer has fewer)
+    nce_t:float = setting(0.07, above=0) # temperature of PatchNCE
+    flip_equivariance:bool = setting(False) # flip half the steps' inputs and the query features back (FastCUT)
+    init:str = setting('xavier', choices=CUT_INITS) # weight initialisation of the networks
+
+    def check(self) -> list:
+        names = [s.strip() for s in self.nce_layers.split(',') if s.strip()]
+        blocks = 9 if self.g_arch == 'resnet9' else 6
+        ok = {'input', 'down1', 'down2', *(f'block{i}' for i in range(1, blocks + 1))}
+        bad = [] if names else ['nce_layers must name at least one layer']
+        if wrong := [n for n in names if n not in ok]:
+            bad.append(f"nce_layers: {', '.join(wrong)} not in the {self.g_arch} generator (it has input, down1, down2, block1 ... block{blocks})")
+        if len(set(names)) < len(names): bad.append(f'nce_layers names a layer twice: {self.nce_layers!r}')
         return super().check() + bad
 
 # %% ../nbs/05_config.ipynb #483071a2
@@ -487,3 +525,8 @@ register(Family('mlp', MLPConfig, 'ganlab.tasks:DCGANTask', nets={'g': 'ganlab.m
 register(Family('cyclegan', CycleGANConfig, 'ganlab.translation:CycleGANTask', kind='photo', data=('monet', 'photo'),
                 nets={'g': 'ganlab.models:translator', 'f': 'ganlab.models:translator',
                       'd_monet': 'ganlab.models:patch_discriminator', 'd_photo': 'ganlab.models:patch_discriminator'}));
+
+# %% ../nbs/05_config.ipynb #cd6f1ae4
+register(Family('cut', CUTConfig, 'ganlab.translation:CUTTask', kind='photo', data=('monet', 'photo'),
+                nets={'g': 'ganlab.translation:cut_generator', 'heads': 'ganlab.translation:patch_heads', 'd': 'ganlab.translation:cut_discriminator'},
+                presets={'fastcut': dict(nce_idt=False, lambda_nce=10.0, flip_equivariance=True)}));

@@ -1,4 +1,4 @@
-"""The adversarial losses (BCE with one-sided label smoothing, least squares, hinge, Wasserstein) split into their real and fake halves, and the gradient penalties WGAN-GP and R1.
+"""The adversarial losses (BCE with one-sided label smoothing, least squares, hinge, Wasserstein) split into their real and fake halves, the gradient penalties WGAN-GP and R1, and CUT's contrastive PatchNCE.
 
 Docs: https://ganlab.github.io/ganlab/losses.html.md"""
 
@@ -11,7 +11,7 @@ from .core import GanlabError
 from .choices import LOSSES
 
 # %% auto #0
-__all__ = ['d_real_loss', 'd_fake_loss', 'g_loss', 'gradient_penalty', 'r1_penalty']
+__all__ = ['d_real_loss', 'd_fake_loss', 'g_loss', 'gradient_penalty', 'r1_penalty', 'patch_nce_loss']
 
 # %% ../nbs/05a_losses.ipynb #04801c45
 def _bad_loss(kind):
@@ -73,3 +73,19 @@ def r1_penalty(
     out = d(x).float()
     g, = torch.autograd.grad(out.sum(), x, create_graph=True)
     return g.flatten(1).pow(2).sum(1).mean()
+
+# %% ../nbs/05a_losses.ipynb #73889201
+def patch_nce_loss(
+    q:torch.Tensor, # queries: N images x P patches x C features (the translation's), each row L2-normalised
+    k:torch.Tensor, # keys of the same shape (the input's, at the same P places); detached here
+    tau:float=0.07, # temperature
+) -> torch.Tensor:
+    "PatchNCE: cross-entropy of each query against its own place's key among the P keys of its image (Park et al. 2020)"
+    if q.ndim != 3 or q.shape != k.shape: raise GanlabError(f'patch_nce_loss needs queries and keys of one shape N x P x C, not {tuple(q.shape)} and {tuple(k.shape)}')
+    if not tau > 0: raise GanlabError(f'patch_nce_loss: tau must be positive, not {tau}')
+    q, k = q.float(), k.detach().float()
+    n, p, _ = q.shape
+    pos = (q * k).sum(-1, keepdim=True)  # N x P x 1
+    neg = (q @ k.transpose(1, 2)).masked_fill(torch.eye(p, dtype=torch.bool, device=q.device), -10.0)  # N x P x P, self out
+    logits = torch.cat([pos, neg], -1).flatten(0, 1) / tau
+    return F.cross_entropy(logits, torch.zeros(n * p, dtype=torch.long, device=q.device))

@@ -1,4 +1,4 @@
-"""The image translators' tasks (photo ↔ Monet): the CycleGAN's two generators and two PatchGAN discriminators with cycle and identity losses, image pools and CycleGAN's learning-rate schedule, on the `Task` base class of `ganlab.tasks`.
+"""The image translators' tasks (photo → Monet) on the `Task` base class of `ganlab.tasks`: what they share (two domains with held-out photos, CycleGAN's learning-rate schedule, the augmentations), the CycleGAN (two generators, two PatchGAN discriminators, cycle and identity losses, image pools) and CUT (one generator, one PatchGAN, PatchNCE over the generator's encoder through MLP heads).
 
 Docs: https://ganlab.github.io/ganlab/translation.html.md"""
 
@@ -6,20 +6,24 @@ Docs: https://ganlab.github.io/ganlab/translation.html.md"""
 
 # %% ../nbs/05e_translation.ipynb #e7d6754d
 from __future__ import annotations
+import math
 import numpy as np
-import torch, torch.nn as nn
+import torch, torch.nn as nn, torch.nn.functional as F
 import torch.distributed as dist
 from fastcore.basics import patch
 from .core import GanlabError
-from .config import TrainConfig
+from .config import TrainConfig, LR_SCALINGS
 from .data import diff_augment, to_tensor
-from .losses import d_real_loss, d_fake_loss, g_loss
+from .losses import d_real_loss, d_fake_loss, g_loss, patch_nce_loss
+from .models import ResnetGenerator, _ResnetBlock, _WEIGHTED, cyclegan_init, dcgan_init, trainable_weight, translator, patch_discriminator
 from .runtime import Dist, mix_seed, seed_dropout
 from .tasks import Task
 from .unpaired import cyclegan_augment, load_domain
 
 # %% auto #0
-__all__ = ['lr_factor', 'ImagePool', 'CycleGANTask']
+__all__ = ['lr_factor', 'lr_scale', 'jitter', 'TranslatorTask', 'ImagePool', 'CycleGANTask', 'resnet_layers', 'encoder_features',
+           'nce_channels', 'PatchHeads', 'sample_places', 'xavier_init', 'cut_generator', 'cut_discriminator',
+           'patch_heads', 'CUTTask']
 
 # %% ../nbs/05e_translation.ipynb #edb2c08c
 def lr_factor(
@@ -30,6 +34,150 @@ def lr_factor(
     "CycleGAN's schedule: 1 for the first epochs, then a linear decay over the last `decay_epochs` (1 - k/(decay+1) in the k-th)"
     decay = epochs // 2 if decay_epochs is None else decay_epochs
     return 1.0 - max(0, epoch + 1 - (epochs - decay)) / (decay + 1)
+
+# %% ../nbs/05e_translation.ipynb #cf57bff5
+def lr_scale(
+    rule:str, # one of `ganlab.config.LR_SCALINGS`: 'none', 'linear' or 'sqrt'
+    batch:int, # the global batch
+) -> float:
+    "The factor on the configured learning rates for a global batch of `batch` images: 1, batch, or √batch"
+    if rule not in LR_SCALINGS: raise GanlabError(f"lr_scaling must be one of {', '.join(LR_SCALINGS)}, not {rule!r}")
+    return {'none': 1.0, 'linear': float(batch), 'sqrt': math.sqrt(batch)}[rule]
+
+# %% ../nbs/05e_translation.ipynb #c9440d35
+def jitter(
+    x:torch.Tensor, # N x C x S x S images in [-1, 1]
+    generator:torch.Generator|None=None, # source of every random draw (default: PyTorch's global one)
+    rotate:float=0.0, # the largest rotation, in degrees either way
+    zoom:float=0.0, # the resize factor is drawn from [1, 1 + zoom] x 286/256 (0: the seed's fixed 286/256)
+    flip:bool=True, # flip each image left-right with probability 1/2
+) -> torch.Tensor:
+    "The leaderboard's augmentation: per image a random resize, crop, rotation and flip, as one bilinear resampling reflected at the borders"
+    if not isinstance(x, torch.Tensor) or x.ndim != 4 or not x.is_floating_point() or x.shape[-1] != x.shape[-2]:
+        raise GanlabError(f'jitter needs an N x C x S x S float tensor, not {getattr(x, "dtype", type(x).__name__)} {tuple(getattr(x, "shape", ()))}')
+    n = len(x)
+    u = lambda: torch.rand(n, generator=generator, device=generator.device if generator is not None else x.device).to(x.device)
+    s = 286 / 256 * (1 + zoom * u())  # the output shows 1/s of the image's side
+    a = (2 * u() - 1) * math.radians(rotate)
+    tx, ty = (2 * u() - 1) * (1 - 1 / s), (2 * u() - 1) * (1 - 1 / s)  # the crop's centre, kept inside the image
+    f = torch.where(u() < 0.5, -1.0, 1.0) if flip else torch.ones(n, device=x.device)
+    c, sn = a.cos() / s, a.sin() / s
+    theta = torch.stack([torch.stack([c * f, -sn, tx], -1), torch.stack([sn * f, c, ty], -1)], 1)  # output -> input coordinates
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    out = F.grid_sample(x, grid, mode='bilinear', padding_mode='reflection', align_corners=False)
+    last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return out.contiguous(memory_format=torch.channels_last if last else torch.contiguous_format)
+
+# %% ../nbs/05e_translation.ipynb #17344e59
+class TranslatorTask(Task):
+    "What the photo → Monet tasks share: two domains with held-out photos, MiFID, the schedule, the augmentations, translating photos"
+    metric = 'mifid'
+    train_keys = ('monet', 'photo')
+
+    @staticmethod
+    def open_data(
+        cfg:TrainConfig, # the run's config
+        dataset=None, # {'monet': uint8 array, 'photo': uint8 array} (default: load cfg.monet and cfg.photo)
+    ) -> dict:
+        "{'monet': paintings, 'photo': training photos, 'held_out': the photos of the sample grids}, uint8 N x H x W x 3"
+        if dataset is None:
+            for k in ('monet', 'photo'):
+                if getattr(cfg, k) is None: raise GanlabError(f'no {k} images: give --{k} (TFRecords, an image folder or a zip)')
+            dataset = {k: load_domain(getattr(cfg, k), size=cfg.size, limit=cfg.limit).images for k in ('monet', 'photo')}
+        if not isinstance(dataset, dict) or set(dataset) != {'monet', 'photo'}:
+            raise GanlabError("an image-translation dataset is a dict {'monet': images, 'photo': images}")
+        monet, photo = (np.asarray(dataset[k][:cfg.limit] if cfg.limit else dataset[k]) for k in ('monet', 'photo'))
+        if len(photo) <= cfg.samples: raise GanlabError(f'{len(photo)} photos: more than samples={cfg.samples} are needed (those are held out for the grids)')
+        keep = torch.randperm(len(photo), generator=torch.Generator().manual_seed(mix_seed(cfg.seed, 10))).numpy()
+        held, train_ = np.sort(keep[:cfg.samples]), np.sort(keep[cfg.samples:])
+        return {'monet': monet, 'photo': photo[train_], 'held_out': photo[held]}
+
+    def wants_channels_last(self) -> bool:
+        return super().wants_channels_last() and self.cfg.batch // self.dist.world > 1
+
+    def fixed_inputs(self, n:int, gen:torch.Generator) -> torch.Tensor:
+        "What the sample grids show every epoch: the held-out photos (uint8)"
+        return self.domains['held_out'][:n].cpu()
+
+    def lr_factor(self,
+        step:int, # the global step
+    ) -> float:
+        "The learning rates' multiplier at `step`: CycleGAN's schedule over the planned run, times the batch scaling"
+        cfg, spe = self.cfg, self.steps_per_epoch
+        f = 1.0
+        if cfg.lr_decay == 'linear':
+            planned = self.total_steps / spe if self.total_steps else cfg.epochs  # in epochs; fewer under a time budget
+            decay = (cfg.epochs // 2 if cfg.decay_epochs is None else cfg.decay_epochs) * planned / cfg.epochs
+            f = max(0.0, lr_factor(step // spe, planned, decay))
+        return f * lr_scale(cfg.lr_scaling, cfg.batch)
+
+    def bn_inputs(self, gen:torch.Generator, n:int, batch:int=16) -> list:
+        "Batches of training photos (as argument tuples), for the averaged generator's batch-norm statistics"
+        photos = self.domains['photo']
+        pick = torch.randint(len(photos), (n,), generator=gen, device=gen.device).to(photos.device)
+        return [(to_tensor(photos[pick[i:i + batch]].to(self.device)).contiguous(),) for i in range(0, n, batch)]
+
+# %% ../nbs/05e_translation.ipynb #617e827e
+@patch
+def _begin(self:TranslatorTask,
+    real:dict, # this process's part of the batch: {'monet': ..., 'photo': ...} in [-1, 1]
+    step:int, # the global step
+) -> tuple:
+    "A step's start: learning rates set, dropout seeded; (this process's generator, the photos and the paintings augmented, D's augmentation)"
+    cfg, dv, r = self.cfg, self.device, self.dist.rank
+    self.set_lrs(step)
+    gen = torch.Generator(dv).manual_seed(mix_seed(cfg.seed, 3, step, r))
+    seed_dropout(dv, mix_seed(cfg.seed, 4, step, r))
+    return gen, self._augment(real['photo'], gen), self._augment(real['monet'], gen), self._diffaug(gen)
+
+@patch
+def _augment(self:TranslatorTask, x:torch.Tensor, gen:torch.Generator) -> torch.Tensor:
+    "The training images `x` augmented as the config says (the seed's crop and flip, or `jitter`)"
+    cfg = self.cfg
+    if not cfg.augment: return x
+    if cfg.rotate or cfg.zoom: return jitter(x, gen, cfg.rotate, cfg.zoom)
+    return cyclegan_augment(x, generator=gen)
+
+@patch
+def _diffaug(self:TranslatorTask, gen:torch.Generator):
+    "What the discriminators' inputs go through: DiffAugment when asked, else nothing"
+    return (lambda x: diff_augment(x, self.cfg.diffaug, generator=gen)) if self.cfg.diffaug else (lambda x: x)
+
+# %% ../nbs/05e_translation.ipynb #3cd565cc
+@patch
+@torch.no_grad()
+def _rows(self:TranslatorTask,
+    photos:torch.Tensor, # uint8 N x H x W x 3 photos
+    nets:list, # networks applied in turn: column k + 1 is nets[k](column k)
+    batch:int=16, # photos per forward pass
+) -> torch.Tensor:
+    "For each photo, the photo and then each network's output in turn, in [-1, 1], in eval mode"
+    was = [m.training for m in nets]
+    for m in nets: m.eval()
+    try:
+        out = []
+        for i in range(0, len(photos), batch):
+            row = [to_tensor(photos[i:i + batch].to(self.device)).contiguous()]
+            for m in nets: row.append(m(row[-1]).float())
+            out.append(torch.stack(row, 1).flatten(0, 1))
+        return torch.cat(out)
+    finally:
+        for m, w in zip(nets, was): m.train(w)
+
+@patch
+@torch.no_grad()
+def eval_batches(self:TranslatorTask,
+    n:int, # photos to translate
+    seed:int, # picks them
+    batch:int=50, # photos per forward pass
+):
+    "Batches of Monet-style translations of `n` training photos (a fixed pick by `seed`) for FID/MiFID"
+    photos = self.domains['photo']
+    pick = torch.randperm(len(photos), generator=torch.Generator().manual_seed(mix_seed(seed, 6)))[:n]
+    g = self.sampler; was = g.training; g.eval()
+    try:
+        for i in range(0, len(pick), batch): yield g(to_tensor(photos[pick[i:i + batch].to(photos.device)]).contiguous()).float()
+    finally: g.train(was)
 
 # %% ../nbs/05e_translation.ipynb #9d751c53
 class ImagePool:
@@ -65,40 +213,14 @@ class ImagePool:
             self.images = torch.empty((self.size, *im.shape[1:]), dtype=im.dtype, device=device); self.images[:self.count] = im.to(device)
 
 # %% ../nbs/05e_translation.ipynb #db3e8020
-class CycleGANTask(Task):
+class CycleGANTask(TranslatorTask):
     "Photo ↔ Monet: generators G (photo → Monet) and F (Monet → photo), PatchGAN discriminators for each domain"
-    metric = 'mifid'
     grid_cols = 3 # photo, G(photo), F(G(photo))
-    train_keys = ('monet', 'photo')
     optimizers = {'g': ('g', 'f'), 'd': ('d_monet', 'd_photo')}
-
-    @staticmethod
-    def open_data(
-        cfg:TrainConfig, # the run's config
-        dataset=None, # {'monet': uint8 array, 'photo': uint8 array} (default: load cfg.monet and cfg.photo)
-    ) -> dict:
-        "{'monet': paintings, 'photo': training photos, 'held_out': the photos of the sample grids}, uint8 N x H x W x 3"
-        if dataset is None:
-            for k in ('monet', 'photo'):
-                if getattr(cfg, k) is None: raise GanlabError(f'no {k} images: give --{k} (TFRecords, an image folder or a zip)')
-            dataset = {k: load_domain(getattr(cfg, k), size=cfg.size, limit=cfg.limit).images for k in ('monet', 'photo')}
-        if not isinstance(dataset, dict) or set(dataset) != {'monet', 'photo'}:
-            raise GanlabError("an image-translation dataset is a dict {'monet': images, 'photo': images}")
-        monet, photo = (np.asarray(dataset[k][:cfg.limit] if cfg.limit else dataset[k]) for k in ('monet', 'photo'))
-        if len(photo) <= cfg.samples: raise GanlabError(f'{len(photo)} photos: more than samples={cfg.samples} are needed (those are held out for the grids)')
-        keep = torch.randperm(len(photo), generator=torch.Generator().manual_seed(mix_seed(cfg.seed, 10))).numpy()
-        held, train_ = np.sort(keep[:cfg.samples]), np.sort(keep[cfg.samples:])
-        return {'monet': monet, 'photo': photo[train_], 'held_out': photo[held]}
 
     def __init__(self, cfg, device=torch.device('cpu'), dst=Dist(), family=None):
         super().__init__(cfg, device, dst, family)
         self.pools = {k: ImagePool(cfg.pool) for k in ('monet', 'photo')}
-
-    def wants_channels_last(self) -> bool:
-        # Channels-last only for batches of 2 or more per process: with one image per process, CPU backward passes
-        # through the ResNet generator's transposed convolutions gave wrong gradients in channels-last (torch 2.11
-        # and 2.15; measured against NCHW), and a 1 x C x H x W tensor gains nothing from the layout anyway.
-        return super().wants_channels_last() and self.cfg.batch // self.dist.world > 1
 
     def state(self) -> dict: return {**super().state(), 'pools': {k: p.state_dict() for k, p in self.pools.items()}}
     def load_state(self, s:dict):
@@ -123,16 +245,9 @@ def step(self:CycleGANTask,
     scaler:torch.amp.GradScaler, # loss scaler (disabled unless fp16)
 ) -> dict:
     "One generators' step and one discriminators' step; the losses as 0-d tensors"
-    cfg, dv, r = self.cfg, self.device, self.dist.rank
-    f = lr_factor(step // self.steps_per_epoch, cfg.epochs, cfg.decay_epochs)
-    for o, lr in ((self.opts['g'], cfg.lr_g), (self.opts['d'], cfg.lr_d)):
-        for grp in o.param_groups: grp['lr'] = lr * f
-    gen = torch.Generator(dv).manual_seed(mix_seed(cfg.seed, 3, step, r))
-    seed_dropout(dv, mix_seed(cfg.seed, 4, step, r))
+    cfg, dv = self.cfg, self.device
+    gen, A, B, aug = self._begin(real, step)
     pool_gen = torch.Generator().manual_seed(mix_seed(cfg.seed, 9, step))
-    A, B = real['photo'], real['monet']
-    if cfg.augment: A, B = cyclegan_augment(A, generator=gen), cyclegan_augment(B, generator=gen)
-    aug = (lambda x: diff_augment(x, cfg.diffaug, generator=gen)) if cfg.diffaug else (lambda x: x)
     ac = lambda: torch.autocast(dv.type, amp, enabled=amp is not None)
     G, Fn, DM, DP, b, idt = self.run['g'], self.run['f'], self.run['d_monet'], self.run['d_photo'], len(A), cfg.identity > 0
     # generators, with the discriminators frozen
@@ -159,7 +274,8 @@ def step(self:CycleGANTask,
     with ac():
         ob = DM(aug(torch.cat([B, pb]))).float()
         oa = DP(aug(torch.cat([A, pa]))).float()
-    ld = d_real_loss(cfg.loss, ob[:b]) + d_fake_loss(cfg.loss, ob[b:]) + d_real_loss(cfg.loss, oa[:b]) + d_fake_loss(cfg.loss, oa[b:])
+    ls = cfg.label_smooth
+    ld = d_real_loss(cfg.loss, ob[:b], ls) + d_fake_loss(cfg.loss, ob[b:]) + d_real_loss(cfg.loss, oa[:b], ls) + d_fake_loss(cfg.loss, oa[b:])
     if cfg.loss != 'lsgan': ld = ld / 2  # CycleGAN halves the discriminators' loss (built into our LSGAN terms)
     scaler.scale(ld).backward()
     self.average_grads('d')
@@ -170,41 +286,188 @@ def step(self:CycleGANTask,
     if idt: res['identity'] = idl.detach()
     return res
 
-# %% ../nbs/05e_translation.ipynb #d2448824
 @patch
-def fixed_inputs(self:CycleGANTask, n:int, gen:torch.Generator) -> torch.Tensor:
-    "What the sample grids show every epoch: the held-out photos (uint8)"
-    return self.domains['held_out'][:n].cpu()
-
-@patch
-@torch.no_grad()
 def sample(self:CycleGANTask,
     photos:torch.Tensor, # uint8 N x H x W x 3 photos
     ema:bool=True, # use the EMA generator when there is one
     batch:int=16, # images per forward pass
 ) -> torch.Tensor:
     "Rows of photo, G(photo) (Monet-style), F(G(photo)) (back to a photo), in [-1, 1]"
-    g, f = (self.sampler if ema else self.nets['g']), self.nets['f']
-    was = g.training, f.training; g.eval(); f.eval()
-    try:
+    return self._rows(photos, [self.sampler if ema else self.nets['g'], self.nets['f']], batch)
+
+# %% ../nbs/05e_translation.ipynb #1f7a7055
+def resnet_layers(
+    g:ResnetGenerator, # a ResNet generator
+) -> dict:
+    "The layers CUT can read, by name: 'input', 'down1', 'down2', 'block1' ... -> index in `g.net`"
+    if not isinstance(g, ResnetGenerator): raise GanlabError(f'CUT reads features from a ResnetGenerator, not a {type(g).__name__}')
+    where, downs, blocks = {'input': 0}, 0, 0
+    for i, m in enumerate(g.net):
+        if isinstance(m, nn.Conv2d) and m.stride == (2, 2): downs += 1; where[f'down{downs}'] = i
+        elif isinstance(m, _ResnetBlock): blocks += 1; where[f'block{blocks}'] = i
+    return where
+
+def encoder_features(
+    g:ResnetGenerator, # the generator
+    x:torch.Tensor, # images N x C x H x W in [-1, 1]
+    taps:list, # indices into `g.net` (from `resnet_layers`), in the order wanted
+    full:bool=False, # run the whole generator (and return its output) rather than stopping after the last tap
+) -> tuple:
+    "(g(x) when `full`, else None; the outputs of the layers `taps`)"
+    layers, want, got = g.net, set(taps), {}
+    for i in range(len(layers) if full else max(taps) + 1):
+        x = layers[i](x)
+        if i in want:  # a ReLU(inplace) next would overwrite this output (a convolution's, without a norm between)
+            nxt = layers[i + 1] if i + 1 < len(layers) else None
+            got[i] = x.clone() if isinstance(nxt, nn.ReLU) and nxt.inplace else x
+    return (x if full else None), [got[i] for i in taps]
+
+def nce_channels(
+    names:str, # CUT's `nce_layers`, e.g. 'input,down1,down2,block1,block5'
+    ngf:int, # the generator's width
+) -> tuple:
+    "The channels of each named layer's output in a ResNet generator of width `ngf` (3 for the input)"
+    names = [s.strip() for s in names.split(',') if s.strip()]
+    return tuple(3 if n == 'input' else 2 * ngf if n == 'down1' else 4 * ngf for n in names)
+
+# %% ../nbs/05e_translation.ipynb #e1381876
+class PatchHeads(nn.Module):
+    "CUT's projection heads: per layer an MLP (linear, ReLU, linear) from its channels to `width` features, L2-normalised"
+    def __init__(self,
+        channels:tuple, # the channels of each layer's features
+        width:int=256, # features out of each head
+    ):
+        super().__init__()
+        self.mlps = nn.ModuleList(nn.Sequential(nn.Linear(c, width), nn.ReLU(), nn.Linear(width, width)) for c in channels)
+
+    def forward(self,
+        feats:list, # one N x C x H x W map per layer
+        places:list, # one tensor of P flat indices into H x W per layer (`sample_places`)
+    ) -> list:
+        "Per layer, the features at `places` projected and normalised: N x P x width, float32"
         out = []
-        for i in range(0, len(photos), batch):
-            a = to_tensor(photos[i:i + batch].to(self.device)).contiguous(); m = g(a).float(); back = f(m).float()
-            out.append(torch.stack([a, m, back], 1).flatten(0, 1))
-        return torch.cat(out)
-    finally: g.train(was[0]); f.train(was[1])
+        for mlp, f, i in zip(self.mlps, feats, places):
+            y = mlp(f.flatten(2)[:, :, i].transpose(1, 2)).float()
+            out.append(y / (y.norm(dim=-1, keepdim=True) + 1e-7))  # the reference's Normalize
+        return out
+
+def sample_places(
+    feats:list, # one N x C x H x W map per layer
+    n:int, # places per layer (all of them when a layer has fewer)
+    gen:torch.Generator, # where the draws come from (and on which device)
+) -> list:
+    "Per layer, `n` distinct places drawn at random, as flat indices into H x W"
+    return [torch.randperm(f.shape[2] * f.shape[3], generator=gen, device=gen.device)[:n].to(f.device) for f in feats]
+
+# %% ../nbs/05e_translation.ipynb #79b9afdf
+def xavier_init(
+    m:nn.Module, # one module; use `model.apply(xavier_init)`
+    gain:float=0.02, # Xavier's gain; also the standard deviation of the normalisation scales
+) -> None:
+    "CUT's initialisation: conv and linear weights Xavier-normal with `gain`, normalisation scales N(1, gain), biases 0"
+    if isinstance(m, _WEIGHTED):
+        w = trainable_weight(m)
+        fan_in, fan_out = w.shape[1] * w[0, 0].numel(), w.shape[0] * w[0, 0].numel()  # as torch.nn.init counts them
+        dcgan_init(m, std=gain * math.sqrt(2 / (fan_in + fan_out)))
+    else: dcgan_init(m, std=gain)
+
+def _initialised(m:nn.Module, cfg) -> nn.Module:
+    "`m` re-initialised with CUT's Xavier weights when `cfg.init` asks for them"
+    if cfg.init == 'xavier': m.apply(xavier_init)
+    return m
+
+def cut_generator(cfg) -> nn.Module:
+    "CUT's generator: the ResNet translator the config describes (`translator`), with the config's `init`"
+    return _initialised(translator(cfg), cfg)
+
+def cut_discriminator(cfg) -> nn.Module:
+    "CUT's discriminator: the PatchGAN the config describes (`patch_discriminator`), with the config's `init`"
+    return _initialised(patch_discriminator(cfg), cfg)
+
+def patch_heads(cfg) -> PatchHeads:
+    "CUT's projection heads for the config's `nce_layers`, `ngf` and `nce_width`"
+    h = PatchHeads(nce_channels(cfg.nce_layers, cfg.ngf), cfg.nce_width)
+    return h.apply(xavier_init if cfg.init == 'xavier' else cyclegan_init)
+
+# %% ../nbs/05e_translation.ipynb #504ff39c
+class CUTTask(TranslatorTask):
+    "Photo → Monet with CUT: a generator G, a PatchGAN D, and the MLP heads of PatchNCE over G's encoder"
+    grid_cols = 2 # photo, G(photo)
+    optimizers = {'g': ('g', 'heads'), 'd': ('d',)}
+
+    def __init__(self, cfg, device=torch.device('cpu'), dst=Dist(), family=None):
+        super().__init__(cfg, device, dst, family)
+        where = resnet_layers(self.nets['g'])
+        self.taps = [where[s.strip()] for s in cfg.nce_layers.split(',') if s.strip()]
+        self.features = torch.compile(encoder_features) if cfg.compile else encoder_features
+
+    def sample(self,
+        photos:torch.Tensor, # uint8 N x H x W x 3 photos
+        ema:bool=True, # use the EMA generator when there is one
+        batch:int=16, # images per forward pass
+    ) -> torch.Tensor:
+        "Rows of photo, G(photo) (Monet-style), in [-1, 1]"
+        return self._rows(photos, [self.sampler if ema else self.nets['g']], batch)
+
+# %% ../nbs/05e_translation.ipynb #5f1ed524
+@patch
+def _nce(self:CUTTask,
+    q:list, # the translations' features, one map per layer
+    k:list, # the inputs' features at the same layers
+    gen:torch.Generator, # draws the places
+) -> torch.Tensor:
+    "PatchNCE between the queries `q` and the keys `k`, averaged over the layers"
+    places = sample_places(k, self.cfg.nce_patches, gen)
+    with torch.no_grad(): kp = self.run['heads'](k, places)  # detached by the loss anyway: no graph needed
+    qp = self.run['heads'](q, places)
+    return sum(patch_nce_loss(a, b, self.cfg.nce_t) for a, b in zip(qp, kp)) / len(qp)
 
 @patch
-@torch.no_grad()
-def eval_batches(self:CycleGANTask,
-    n:int, # photos to translate
-    seed:int, # picks them
-    batch:int=50, # photos per forward pass
-):
-    "Batches of Monet-style translations of `n` training photos (a fixed pick by `seed`) for FID/MiFID"
-    photos = self.domains['photo']
-    pick = torch.randperm(len(photos), generator=torch.Generator().manual_seed(mix_seed(seed, 6)))[:n]
-    g = self.sampler; was = g.training; g.eval()
-    try:
-        for i in range(0, len(pick), batch): yield g(to_tensor(photos[pick[i:i + batch].to(photos.device)]).contiguous()).float()
-    finally: g.train(was)
+def step(self:CUTTask,
+    real:dict, # this process's part of the batch: {'monet': ..., 'photo': ...} in [-1, 1]
+    step:int, # the global step (seeds the step's randomness)
+    amp:torch.dtype|None, # autocast dtype or None
+    scaler:torch.amp.GradScaler, # loss scaler (disabled unless fp16)
+) -> dict:
+    "One discriminator step and one generator-and-heads step; the losses as 0-d tensors"
+    cfg, dv = self.cfg, self.device
+    gen, A, B, aug = self._begin(real, step)
+    nce_gen = torch.Generator(dv).manual_seed(mix_seed(cfg.seed, 11, step))  # the same on every process
+    ac = lambda: torch.autocast(dv.type, amp, enabled=amp is not None)
+    D, b, nce_on = self.run['d'], len(A), cfg.lambda_nce > 0
+    idt = nce_on and cfg.nce_idt
+    src = torch.cat([A, B]) if idt else A
+    flip = cfg.flip_equivariance and torch.rand((), generator=torch.Generator().manual_seed(mix_seed(cfg.seed, 12, step))).item() < 0.5
+    with ac(): fake, keys = self.features(self.nets['g'], src.flip(3) if flip else src, self.taps, full=True)
+    if flip and nce_on:
+        with torch.no_grad(), ac(): keys = self.features(self.nets['g'], src, self.taps)[1]
+    fake_B = fake[:b]
+    # the discriminator: real paintings against the new translations
+    self.opts['d'].zero_grad(set_to_none=True)
+    with ac(): o = D(aug(torch.cat([B, fake_B.detach()]))).float()
+    ld = d_real_loss(cfg.loss, o[:b], cfg.label_smooth) + d_fake_loss(cfg.loss, o[b:])
+    if cfg.loss != 'lsgan': ld = ld / 2  # as the CycleGAN: half the sum (built into our LSGAN terms)
+    scaler.scale(ld).backward()
+    self.average_grads('d')
+    scaler.step(self.opts['d'])
+    # the generator and the heads, with the discriminator frozen
+    self.opts['g'].zero_grad(set_to_none=True)
+    with self.frozen('d'):
+        with ac():
+            adv = g_loss(cfg.loss, D(aug(fake_B)).float())
+            loss = cfg.lambda_gan * adv
+            if nce_on:
+                queries = self.features(self.nets['g'], fake, self.taps)[1]
+                if flip: queries = [f.flip(3) for f in queries]
+                nce = self._nce([f[:b] for f in queries], [f[:b] for f in keys], nce_gen)
+                if idt: nce_y = self._nce([f[b:] for f in queries], [f[b:] for f in keys], nce_gen)
+                loss = loss + cfg.lambda_nce * ((nce + nce_y) / 2 if idt else nce)
+        scaler.scale(loss).backward()
+    self.average_grads('g')
+    scaler.step(self.opts['g'])
+    if self.ema is not None: self.ema.update_parameters(self.nets['g'])
+    scaler.update()
+    res = dict(loss_d=ld.detach(), loss_g=adv.detach(), d_real=o[:b].mean().detach(), d_fake=o[b:].mean().detach())
+    if nce_on: res['cycle'] = nce.detach()
+    if idt: res['identity'] = nce_y.detach()
+    return res

@@ -18,6 +18,10 @@ def test_help_lists_the_subcommands():
     assert 'demo' in out and 'doctor' in out
     assert run('--version').stdout.startswith('ganlab ')
     assert '--workers' in run('doctor', '--help').stdout
+    for group, names in (('train', ('families:', 'dcgan', 'cgan', 'cyclegan', 'cut', 'celeba64')), ('kaggle', ('actions:', 'push', 'plan')),
+                         ('classifier', ('actions:', 'train', 'eval'))):
+        out = run(group, '--help').stdout
+        assert all(n in out for n in names), out
 
 
 @pytest.fixture(scope='module')
