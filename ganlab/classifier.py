@@ -305,7 +305,7 @@ def train_classifier(
     "Train a `RulerNet` on labelled images, print its accuracy on a held-out part of them, and save it to `out`"
     widths = tuple(widths)
     _check_training(size, channels, epochs, batch, lr, holdout, widths, shift)
-    t0, dev = time.perf_counter(), _device(device)
+    t0, c0, dev = time.perf_counter(), time.process_time(), _device(device)
     ds = _labelled(data, size, channels, limit, quiet)
     tr, ho = _split(ds.labels, holdout, seed)
     X, Y = torch.from_numpy(np.ascontiguousarray(ds.images)).permute(0, 3, 1, 2), torch.from_numpy(ds.labels.astype(np.int64))
@@ -334,12 +334,13 @@ def train_classifier(
             if not quiet: bar.write(f"epoch {ep + 1}/{epochs}: loss {loss.item():.3f}, held-out accuracy {'–' if acc is None else f'{acc:.1%}'} "
                                     f'({time.perf_counter() - t0:.0f} s)')
     info = dict(accuracy=acc, held_out=len(ho), trained_on=len(tr), epochs=epochs, batch=batch, lr=lr, seed=seed, flip=flip, shift=shift,
-                history=history, seconds=round(time.perf_counter() - t0, 1), source=str(data) if not isinstance(data, ImageArrayDataset) else None)
+                history=history, seconds=round(time.perf_counter() - t0, 1),
+                cpu_seconds=round(time.process_time() - c0, 1), source=str(data) if not isinstance(data, ImageArrayDataset) else None)
     clf = Classifier(net, ds.classes, size, channels, info)
     if out is not None: clf.save(out)
     if not quiet:
         print(f"held-out accuracy {'(none held out)' if acc is None else f'{acc:.1%}'} on {len(ho):,} images of {len(ds.classes)} classes; "
-              f"trained on {len(tr):,} for {epochs} epochs in {info['seconds']:.0f} s" + (f'; saved {out}' if out is not None else ''))
+              f"trained on {len(tr):,} for {epochs} epochs in {info['seconds']:.0f} s ({info['cpu_seconds']:.0f} s of CPU time)" + (f'; saved {out}' if out is not None else ''))
     return clf
 
 # %% ../nbs/07a_classifier.ipynb #93c6183b
