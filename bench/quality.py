@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Image quality at equal wall time on a CIFAR-10 subset, measured with the ruler (issue 15).
 
-    python bench/quality.py --runs seed,default,pytorch,cgan [--budget 12m] [--work DIR] [--examples DIR] [--grids bench/quality]
+    python bench/quality.py --runs seed,default,pytorch,cgan,default@24m [--budget 12m] [--work DIR] [--examples DIR] [--grids bench/quality]
 
 The data: the first 1,000 training images of each CIFAR-10 class (10,000 images) from ../shared/data/cifar10-jpg.zip,
 written once as PNGs in class folders under --work. The ruler: `ganlab.classifier` trained on the zip's 50,000
@@ -169,14 +169,14 @@ def pytorch_run(examples:Path, data:Path, work:Path, budget_s:float) -> dict:
     return dict(steps=steps, ips=steps * 64 / secs, wall=secs, images=np.concatenate(imgs), labels=None, epochs=round(steps / n, 2), settings={})
 
 
-def grid(images, path:Path):
+def grid(images, path:Path, ncol:int=8):
     from ganlab.eda import image_grid, save_image
-    save_image(image_grid(images[:64], ncol=8), path)
+    save_image(image_grid(images, ncol=ncol), path)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--runs', default='seed,default,pytorch,cgan', help='comma-separated: seed, default, pytorch, cgan, or names of CANDIDATES')
+    ap.add_argument('--runs', default='seed,default,pytorch,cgan,default@24m', help='comma-separated: seed, default, pytorch, cgan, or names of CANDIDATES; NAME@24m: that run with its own budget')
     ap.add_argument('--budget', default='12m', help='wall time of each training run (default: 12m)')
     ap.add_argument('--data', default=None, help='the CIFAR-10 JPEG zip (default: ../shared/data/cifar10-jpg.zip)')
     ap.add_argument('--work', default='/tmp/ganlab-quality', help='scratch folder: the subset, the ruler, runs, generated images')
@@ -200,20 +200,26 @@ def main():
     clf, test_stats, test = ruler(zp, work)
     print(f'ruler: {clf!r}; test split {len(test.images):,} images', flush=True)
     rows = []
-    def one(name):
-        if name == 'pytorch': return pytorch_run(Path(a.examples), data, work, parse_duration(a.budget))
-        if name == 'cgan': return ganlab_run(name, 'cgan', {}, data, work, a.budget, a.images)
-        return ganlab_run(name, 'dcgan', CANDIDATES[name], data, work, a.budget, a.images)
-    names = [n for n in a.runs.split(',') if n != 'pytorch' or a.examples]
-    if bad := [n for n in names if n not in CANDIDATES and n not in ('pytorch', 'cgan')]: sys.exit(f'unknown run {bad[0]!r}')
+    def one(run):
+        name, _, budget = run.partition('@')
+        budget = budget or a.budget
+        if name == 'pytorch': return pytorch_run(Path(a.examples), data, work, parse_duration(budget))
+        if name == 'cgan': return ganlab_run(name, 'cgan', {}, data, work, budget, a.images)
+        return ganlab_run(name, 'dcgan', CANDIDATES[name], data, work, budget, a.images)
+    runs = [n for n in a.runs.split(',') if n.partition('@')[0] != 'pytorch' or a.examples]
+    if bad := [n for n in runs if n.partition('@')[0] not in CANDIDATES and n.partition('@')[0] not in ('pytorch', 'cgan')]: sys.exit(f'unknown run {bad[0]!r}')
     from concurrent.futures import ThreadPoolExecutor
-    with ThreadPoolExecutor(a.jobs) as ex: results = list(ex.map(one, names))
-    tag = f'{a.images // 1000}k' if a.images else a.budget
+    with ThreadPoolExecutor(a.jobs) as ex: results = list(ex.map(one, runs))
+    names = [n if '@' in n or a.images else f'{n}@{a.budget}' for n in runs]
     for name, r in zip(names, results):
+        tag = f'{a.images // 1000}k' if a.images else name.partition('@')[2]
+        name = name.partition('@')[0] + ('' if tag == a.budget or a.images else f'@{tag}')
         fd = fd_classifier(r['images'], test_stats, clf)
         acc = classification_accuracy(r['images'], r['labels'], clf) if r['labels'] is not None else None
         Path(a.grids).mkdir(parents=True, exist_ok=True)
-        grid(r['images'] if r['labels'] is None else r['images'][np.argsort(r['labels'][:100], kind='stable')][:64], Path(a.grids)/f'{name}-{tag}.png')
+        png = Path(a.grids)/f"{name.partition('@')[0]}-{tag}.png"
+        if r['labels'] is None: grid(r['images'][:64], png)
+        else: grid(r['images'][:100][np.argsort(r['labels'][:100], kind='stable')], png, ncol=10)  # a row per class
         rows.append((name, r, fd, acc))
         ips = '-' if r['ips'] is None else f"{r['ips']:,.0f}"
         print(f"{name:<18} steps {r['steps']:>7,}  img/s {ips:>6}  wall {r['wall']:6.0f} s  "

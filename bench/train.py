@@ -10,7 +10,7 @@ the cost does not depend on the pixels).
 - baseline: the loop as simply as it is usually written (the PyTorch DCGAN tutorial): a float32 TensorDataset in
   [-1, 1], a shuffling DataLoader, eager float32, default memory format, `zero_grad()`, D's real and fake losses
   back-propagated separately, the generator's loss back-propagated through D with D's weight gradients computed.
-- ganlab: `ganlab.train.train('dcgan', ...)`, the loop users run, with its logging, sample grids and checkpoints off
+- ganlab: `ganlab.train.train('dcgan', preset='cifar10', ...)` (the seed's recipe, as the baseline), the loop users run, with its logging, sample grids and checkpoints off
   the clock (they happen between epochs): uint8 data indexed on the device, channels-last, D frozen during the G
   step, AMP where `--amp` says, `torch.compile` with `--compile`.
 
@@ -75,7 +75,7 @@ def engine(imgs:np.ndarray, size:int, batch:int, steps:int, warmup:int, device:s
     with tempfile.TemporaryDirectory() as tmp:
         # one epoch holds warmup + steps; the first log row covers the warm-up, the second the timed steps
         n = (warmup + steps) * batch
-        t = train('dcgan', dataset=ImageArrayDataset(imgs[:n]), out=Path(tmp)/'run', quiet=True, size=size, batch=batch, epochs=1,
+        t = train('dcgan', preset='cifar10', dataset=ImageArrayDataset(imgs[:n]), out=Path(tmp)/'run', quiet=True, size=size, batch=batch, epochs=1,
                   log_every=warmup, samples=4, tensorboard=False, device=device, amp=amp, compile=compile, progress=False,
                   channels_last=channels_last)
         import pandas as pd

@@ -451,13 +451,25 @@ class ClassifierExtractor(Extractor):
         self.weights = None if isinstance(path, Classifier) else Path(path)
         self.kind, self.resize, self.batch, self.device, self.dims = f'classifier:{self.clf.digest}', 'antialias', batch, self.clf.device, self.clf.dims
         self.amp = self.fused = False
+        self.size, self.workers, self.decoders = self.clf.size, 1, 1  # `measure` decodes on one thread; the network uses torch's
 
     def __repr__(self): return f'ClassifierExtractor({self.kind!r}, device={str(self.device)!r}, batch={self.batch}, weights={str(self.weights)!r}, {len(self.clf.classes)} classes)'
 
+    def fit(self,
+        a:np.ndarray, # one decoded image, H x W x 3 uint8
+    ):
+        "`a` as it is when it is no larger than the classifier's input, else resized now as `Classifier.prepare` would (C x size x size floats)"
+        if a.shape[0] * a.shape[1] <= self.size * self.size: return a
+        with torch.inference_mode(): return self.clf.prepare(torch.from_numpy(np.require(a, requirements=['C', 'W'])).permute(2, 0, 1)[None])[0].cpu()
+
     def __call__(self,
-        images, # uint8 images: N x H x W x 3 (NumPy) or N x 3 x H x W (tensor)
+        images, # uint8 images: N x H x W x 3 (NumPy) or N x 3 x H x W (tensor); or `fit`'s floats N x C x size x size (tensor)
     ) -> tuple:
         "`(features, logits)`: float32 N x dims and N x classes, on the classifier's device"
+        if isinstance(images, torch.Tensor) and images.is_floating_point():
+            if images.ndim != 4 or tuple(images.shape[1:]) != (self.clf.channels, self.size, self.size):
+                raise GanlabError(f'prepared images must be N x {self.clf.channels} x {self.size} x {self.size}, not {tuple(images.shape)}')
+            return _forward(self.clf.net, images, self.batch)
         return self.clf.run(images, self.batch)
 
 # %% ../nbs/07a_classifier.ipynb #4943ea49

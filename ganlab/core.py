@@ -36,6 +36,12 @@ def safe_text(
     except UnicodeEncodeError: return s.encode('utf-8', 'backslashreplace').decode('utf-8')
 
 # %% ../nbs/00_core.ipynb #84deb53d
+@functools.cache
+def _file_mode() -> int:
+    "The mode `open` gives a new file under this process's umask (0644 under the usual 022)"
+    umask = os.umask(0o022); os.umask(umask)
+    return 0o666 & ~umask
+
 @contextlib.contextmanager
 def atomic_write(
     path, # destination file; its folder is created when missing
@@ -51,6 +57,7 @@ def atomic_write(
             yield f
             f.flush()
             os.fsync(f.fileno())
+        if os.name == 'posix': os.chmod(tmp, _file_mode())  # mkstemp's 0600 would make every output private
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
@@ -58,23 +65,26 @@ def atomic_write(
 
 # %% ../nbs/00_core.ipynb #43eaedf2
 def check_out_dir(
-    path, # a folder a command writes into (created when missing)
+    path, # a folder a command writes into (made by the first write when missing)
     what:str='--out', # what it is, for messages
 ) -> Path:
-    "`path` as a folder that exists and can be written in, or a `GanlabError` naming it"
+    "`path` as a folder that exists or can be made, in a folder that can be written, or a `GanlabError` naming it"
     p = Path(path).expanduser()
     if p.exists() and not p.is_dir(): raise GanlabError(f'{what}: {safe_text(p)} exists and is not a folder')
-    try: p.mkdir(parents=True, exist_ok=True)
-    except OSError as e: raise GanlabError(f'{what}: cannot create the folder {safe_text(p)} ({e.strerror or e})') from None
-    try: tempfile.TemporaryFile(dir=p).close()
-    except OSError as e: raise GanlabError(f'{what}: cannot write in the folder {safe_text(p)} ({e.strerror or e})') from None
+    q = p.absolute()
+    while not q.exists() and q.parent != q: q = q.parent  # the nearest folder that exists: the rest is made when written
+    if not q.is_dir(): raise GanlabError(f'{what}: cannot create the folder {safe_text(p)}: {safe_text(q)} is not a folder')
+    try: tempfile.TemporaryFile(dir=q).close()
+    except OSError as e:
+        where = 'cannot write in' if q == p.absolute() else f'cannot create the folder {safe_text(p)}: cannot write in'
+        raise GanlabError(f'{what}: {where} {safe_text(q)} ({e.strerror or e})') from None
     return p
 
 def check_out_file(
     path, # a file a command writes (replaced when it exists)
     what:str='--out', # what it is, for messages
 ) -> Path:
-    "`path` as a file that can be written (its folder created when missing), or a `GanlabError` naming it"
+    "`path` as a file that can be written (its folder made when missing), or a `GanlabError` naming it"
     p = Path(path).expanduser()
     if p.is_dir(): raise GanlabError(f'{what}: {safe_text(p)} is a folder, not a file')
     check_out_dir(p.parent, f'{what} ({safe_text(p.name)})')

@@ -407,7 +407,7 @@ def fit(self:Trainer,
     cfg, B, r, b = self.cfg, self.cfg.batch, self.dist.rank, self.b
     self._say(f'training {self!r}' + (f'; time budget {cfg.time_budget}' if self.budget else ''))
     self._session0, self._ends, self._end_s, self._ends_since_rate0 = time.perf_counter(), 0, 0.0, 0.0
-    self._rate0 = (self.step, self._session0)
+    self._rate0 = s0 = (self.step, self._session0)
     try:
         with _Stop() as stop, flush_denormals():  # flushing is process state: it must not outlive training (it breaks e.g. hypothesis)
             while self.epoch < cfg.epochs and self.step < self.planned:
@@ -424,7 +424,7 @@ def fit(self:Trainer,
                         if len(real) == 1: real = real[self.keys[0]]
                         self.sums.add(self.task.step(real, self.step, self.amp, self.scaler))
                         self.step += 1; self.pos += 1
-                        if self.step - self._rate0[0] == 1: self._rate0 = (self.step, time.perf_counter())  # the first step warms up
+                        if self.step == s0[0] + 1: self._rate0 = (self.step, time.perf_counter())  # the session's first step warms up: not timed
                         bar.update()
                         if self.step % cfg.log_every == 0 or self.pos == self.steps_per_epoch:
                             self._log_window(self.sums, t0, self.step - w0, bar)

@@ -89,7 +89,7 @@ def test_long_lines_are_skipped_in_bounded_memory(tmp_path):
 def test_bad_settings_are_clear_errors(tmp_path):
     (tmp_path/'s.jsonl').write_bytes(png_line(1) + b'\n')
     for kw, msg in [(dict(size=0), 'size must be a positive integer'), (dict(workers=0), 'workers must be at least 1'),
-                    (dict(background='blurple'), "background: 'blurple' is not a colour"), (dict(sense='up'), "rotation sense must be 'cw' or 'ccw'")]:
+                    (dict(background='blurple'), "background: 'blurple' is not a colour"), (dict(sense='up'), "rotation sense must be one of cw, ccw, not 'up'")]:
         with pytest.raises(GanlabError, match=msg): decode_shards(tmp_path/'s.jsonl', show_progress=False, **{'size': 32, **kw})
     with pytest.raises(GanlabError, match='no such file or folder'): decode_shards(tmp_path/'none.jsonl')
 
