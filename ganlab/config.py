@@ -134,7 +134,6 @@ class TrainConfig:
 class DCGANConfig(TrainConfig):
     "The DCGAN family: a convolutional generator and discriminator, trained by the recipe measured best (bench/quality.py)"
     batch:int = setting(64, low=1) # global batch: split over the processes of a DDP run (the seeds' was 128)
-    lr_decay:str = setting('linear', choices=LR_DECAYS) # learning-rate schedule: linear to 0 at the end of the run (planned by --time-budget), or none
     diffaug:str = setting('translation,cutout', choices=DIFFAUG, many=True) # DiffAugment policies, comma-separated ('' off; color is also there)
     ema:float = setting(0.999, low=0, below=1) # EMA decay of the generator, ramped up from the start as (1+t)/(10+t) (0: off)
     size:int = setting(32, 'model', choices=SIZES) # image side in pixels (16 is for tests)
@@ -163,7 +162,6 @@ class GoogLeNetConfig(DCGANConfig):
     weights:str|None = setting(None, 'data') # the googlenet-1378be20.pth file (default: env, Kaggle input, cache, download)
     freeze_backbone:bool = setting(False) # train only the head
     batch:int = setting(128, low=1) # global batch: split over the processes of a DDP run
-    lr_decay:str = setting('none', choices=LR_DECAYS) # learning-rate schedule: none (constant) or linear (to 0 at the end of the run)
     diffaug:str = setting('', choices=DIFFAUG, many=True) # DiffAugment policies, comma-separated ('' off)
     spectral:bool = setting(True, 'model') # spectral norm on the head
     ema:float = setting(0.999, low=0, below=1) # EMA decay of the generator (0: off)
