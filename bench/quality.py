@@ -48,6 +48,8 @@ CANDIDATES = {  # recipe candidates: ganlab train dcgan settings, on top of the 
     'resnet': dict(SEED, arch='resnet', g_width=128, d_width=128, latent=128, loss='hinge', spectral=True, ema=0.999, lr_decay='linear',
                    diffaug='translation,cutout', batch=64, beta1=0.0, beta2=0.9),
     'default': {},
+    'default-bf16': dict(amp='bf16'),  # the default in bf16 autocast, and in float32: what `--amp auto` chooses between on a CPU (issue 18)
+    'default-fp32': dict(amp='off'),
 }
 
 

@@ -11,7 +11,7 @@ __all__ = ['LOSSES', 'TRANSLATION_LOSSES', 'AMP_MODES', 'DIFFAUG', 'SIZES', 'G_N
 # %% ../nbs/00a_choices.ipynb #d9d6c8d3
 LOSSES = ('bce', 'lsgan', 'hinge', 'wgan-gp') # adversarial losses of the noise-to-image families
 TRANSLATION_LOSSES = ('lsgan', 'bce', 'hinge') # those an image translator can use (no gradient penalty through two generators)
-AMP_MODES = ('auto', 'off', 'fp16', 'bf16') # mixed precision: auto is bf16 on GPUs that compute it, fp16 on older ones, off on the CPU
+AMP_MODES = ('auto', 'off', 'fp16', 'bf16') # mixed precision: auto is bf16 on GPUs that compute it, fp16 on older ones; on the CPU bf16 where measured faster, else off
 DIFFAUG = ('color', 'translation', 'cutout') # DiffAugment policies (Zhao et al. 2020), combined with commas
 SIZES = (16, 32, 64, 128) # image sides of the DCGAN models (16 is for tiny tests)
 G_NORMS = ('batch', 'none') # DCGAN generator normalisation

@@ -106,7 +106,7 @@ class TrainConfig:
     g_every:int = setting(1, low=1) # a generator step every N discriminator steps (5 for WGAN-GP)
     diffaug:str = setting('', choices=DIFFAUG, many=True) # DiffAugment policies, comma-separated, e.g. color,translation,cutout ('' off)
     ema:float = setting(0.0, low=0, below=1) # EMA decay of the generator, ramped up from the start as (1+t)/(10+t) (0: off; 0.999 typical)
-    amp:str = setting('auto', choices=AMP_MODES) # mixed precision: auto is bf16 on GPUs that compute it, fp16 on older ones, off on the CPU
+    amp:str = setting('auto', choices=AMP_MODES) # mixed precision: auto is bf16 on GPUs that compute it, fp16 on older ones; on the CPU bf16 where measured faster, else off
     channels_last:bool = setting(True) # channels-last memory format
     compile:bool = setting(False, 'run') # torch.compile the models
     sync_bn:bool = setting(True) # SyncBatchNorm in multi-GPU runs

@@ -13,8 +13,8 @@ from .core import GanlabError, atomic_write, load_state
 # %% auto #0
 __all__ = ['STEM', 'BLOCKS', 'BN_EPS', 'RESIZES', 'block_branches', 'conv_specs', 'inception_layout', 'fid_blocks',
            'fid_inception', 'torchvision_inception', 'plain_features', 'random_fid_weights', 'single_threaded',
-           'load_inception_state', 'load_weights', 'folded_conv', 'FusedBlock', 'FusedInception', 'tf1_resize_matrix',
-           'tf1_resize', 'prepare']
+           'load_inception_state', 'load_weights', 'folded_conv', 'conv_relu', 'FusedBlock', 'FusedInception',
+           'tf1_resize_matrix', 'tf1_resize', 'prepare']
 
 # %% ../nbs/06a_inception.ipynb #415f9f00
 STEM = (('Conv2d_1a_3x3', 32, 3, 2, 0), ('Conv2d_2a_3x3', 32, 3, 1, 0), ('Conv2d_2b_3x3', 64, 3, 1, 1), 'maxpool1',
@@ -223,6 +223,47 @@ def _merged(convs:list) -> nn.Conv2d:
     return _conv(torch.cat([c.weight.data for c in convs]), torch.cat([c.bias.data for c in convs]))
 
 # %% ../nbs/06a_inception.ipynb #8fc29e39
+@functools.cache
+def _pointwise():
+    "oneDNN's convolution with a fused ReLU, or None where this PyTorch has none (or one that differs: tried once, on a tiny input)"
+    try:
+        op = torch.ops.mkldnn._convolution_pointwise.default
+        with torch.inference_mode(), single_threaded():
+            x, w, b = torch.linspace(-1, 1, 2 * 3 * 5 * 5).reshape(2, 3, 5, 5), torch.linspace(1, -1, 4 * 3 * 9).reshape(4, 3, 3, 3), torch.tensor([0.1, -0.2, 0.3, 0.0])
+            ok = torch.allclose(op(x, w, b, [1, 1], [1, 1], [1, 1], 1, 'relu', [], ''), F.relu(F.conv2d(x, w, b, 1, 1)), atol=1e-6)
+        return op if ok else None
+    except Exception: return None  # any failure (a missing operator, another signature, no oneDNN) means the public path
+
+@functools.cache
+def _nnpack() -> bool:
+    "Whether NNPACK's convolution works here (tried once, on a tiny input); its thread pool is made with one thread (see above)"
+    try:
+        if not torch._nnpack_available(): return False
+        with torch.inference_mode(), single_threaded():
+            x, w = torch.linspace(-1, 1, 2 * 3 * 6 * 6).reshape(2, 3, 6, 6), torch.linspace(1, -1, 4 * 3 * 9).reshape(4, 3, 3, 3)
+            b = torch.tensor([0.1, -0.2, 0.3, 0.0])
+            return torch.allclose(torch._nnpack_spatial_convolution(x, w, b, [1, 1], [1, 1]), F.conv2d(x, w, b, 1, 1), atol=1e-5)
+    except Exception: return False
+
+def _fast_transform(c:nn.Conv2d, x:torch.Tensor) -> bool:
+    "Whether NNPACK's Winograd or FFT convolution beats oneDNN's direct one for `c` on `x` (measured for Inception-V3's layers)"
+    return (c.kernel_size in ((3, 3), (5, 5)) and c.stride == (1, 1) and c.dilation == (1, 1) and c.groups == 1
+            and c.in_channels >= 48 and x.shape[-1] >= 35 and _nnpack())
+
+def conv_relu(
+    c:nn.Conv2d, # an ungrouped convolution
+    x:torch.Tensor, # its input
+) -> torch.Tensor:
+    "`relu(c(x))`: on the CPU in one oneDNN call, or by NNPACK's transforms where they are faster"
+    cpu = x.device.type == 'cpu' and x.dtype == torch.float32 and not (torch.is_grad_enabled() and (x.requires_grad or c.weight.requires_grad))
+    if cpu and _fast_transform(c, x):
+        y = torch._nnpack_spatial_convolution(x.contiguous(), c.weight.contiguous(), c.bias, list(c.padding), [1, 1])
+        return y.relu_().contiguous(memory_format=torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format)
+    op = _pointwise() if cpu and torch.backends.mkldnn.is_available() else None
+    if op is None or c.groups != 1: return F.relu(c(x))
+    return op(x, c.weight, c.bias, list(c.padding), list(c.stride), list(c.dilation), 1, 'relu', [], '')
+
+# %% ../nbs/06a_inception.ipynb #507a166d
 class FusedBlock(nn.Module):
     "An Inception block for inference: batch norms folded, input 1x1 convolutions merged, pool branch convolved first"
     def __init__(self,
@@ -260,17 +301,18 @@ class FusedBlock(nn.Module):
         for head, tail in zip(self.heads, self.tails):
             y = F.relu(next(parts)) if head else x
             for step in tail:
-                if isinstance(step, nn.ModuleList): y = [F.relu(m(y)) for m in step]
-                else: y = F.relu(step(y))
+                if isinstance(step, nn.ModuleList): y = [conv_relu(m, y) for m in step]
+                else: y = conv_relu(step, y)
             outs.extend(y if isinstance(y, list) else [y])
         if self.pool == 'avg': outs.append(F.relu(F.avg_pool2d(pooled, 3, 1, 1, count_include_pad=self.count_include_pad) + self.pool_bias))
-        elif self.pool == 'max': outs.append(F.relu(self.pool_conv(F.max_pool2d(x, 3, 1, 1))))
+        elif self.pool == 'max': outs.append(conv_relu(self.pool_conv, F.max_pool2d(x, 3, 1, 1)))
         else: outs.append(F.max_pool2d(x, 3, 2))
         return torch.cat(outs, 1)
 
-# %% ../nbs/06a_inception.ipynb #077f9b36
-class _ConvReLU(nn.Sequential):
-    def __init__(self, conv): super().__init__(conv, nn.ReLU(inplace=True))
+# %% ../nbs/06a_inception.ipynb #7af3e1e2
+class _ConvReLU(nn.Module):
+    def __init__(self, conv): super().__init__(); self.conv = conv
+    def forward(self, x): return conv_relu(self.conv, x)
 
 def _transform_input(x):
     "torchvision's `Inception3._transform_input` (ImageNet normalisation back to [-1, 1]), the same arithmetic"

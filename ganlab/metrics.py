@@ -79,6 +79,7 @@ class Extractor:
         self.model = self.model.to(self.device, memory_format=torch.channels_last)
         self.workers = torch.get_num_threads() if self.device.type == 'cpu' else 1  # CPU: one thread per core, see above
         self.decoders = 1 if self.device.type == 'cpu' else min(8, os.cpu_count() or 1)  # decoding threads that feed it
+        self.chunk = 8 if self.device.type == 'cpu' else None  # images per network call within a thread's share (None: all)
         self._pool = None
 
     def __repr__(self): return f'Extractor({self.kind!r}, resize={self.resize!r}, device={str(self.device)!r}, batch={self.batch}, weights={str(self.weights)!r})'
@@ -94,7 +95,10 @@ class Extractor:
         return self._pool
 
     def _features(self, x:torch.Tensor) -> tuple:
-        "`(features, logits)` of uint8 images or prepared floats, on the device, in this thread"
+        "`(features, logits)` of uint8 images or prepared floats, on the device, in this thread, `chunk` images at a time"
+        if self.chunk and len(x) > self.chunk:
+            parts = [self._features(c) for c in x.tensor_split(-(-len(x) // self.chunk))]  # equal chunks of at most `chunk`
+            return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         with torch.inference_mode():
             xb = prepare(x, self.resize, self.size) if x.dtype == torch.uint8 else x.float()
             if not self.fused: xb = self.net._transform_input(xb)

@@ -240,6 +240,8 @@ class Trainer:
         self.planned = cfg.epochs * self.steps_per_epoch  # the run's length in steps; a time budget re-plans it as it goes
         self.task.domains, self.task.steps_per_epoch, self.task.total_steps = self.domains, self.steps_per_epoch, self.planned
         self.amp = amp_dtype(cfg.amp, self.device)
+        if self.dist.world > 1 and cfg.amp == 'auto' and self.device.type == 'cpu':  # a measured choice: every process takes rank 0's
+            choice = [self.amp]; dist.broadcast_object_list(choice, 0); self.amp = choice[0]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp is torch.float16)
         self.fixed_z = self.task.fixed_inputs(cfg.samples, torch.Generator().manual_seed(mix_seed(cfg.seed, 5)))
         self.epoch = self.pos = self.step = 0
