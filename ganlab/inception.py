@@ -326,6 +326,7 @@ class FusedInception(nn.Module):
     ):
         super().__init__()
         with single_threaded(): self._build(sd, kind)
+        _pointwise(), _nnpack()  # the CPU fast paths are tried once, here, before worker threads race to it
         self.eval()
 
     def _build(self, sd, kind):
