@@ -99,12 +99,12 @@ def main():
     if a.steps % a.warmup: sys.exit('--steps must be a multiple of --warmup (the engine logs a row every --warmup steps)')
     imgs = images((a.warmup + a.steps) * a.batch, a.size)
     dev = torch.cuda.get_device_name() if a.device.startswith('cuda') else f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads'
-    from ganlab.runtime import amp_dtype, cpu_key, _cache_file
+    from ganlab.runtime import amp_dtype, bf16_measured
     amp = amp_dtype(a.amp, torch.device(a.device))  # what the engine will run: on a CPU, `auto` is measured (ganlab.runtime.cpu_amp)
-    probe = json.loads(_cache_file().read_text()).get(cpu_key(), {}) if a.amp == 'auto' and a.device == 'cpu' and _cache_file().is_file() else {}
+    speedup = bf16_measured() if a.amp == 'auto' and a.device == 'cpu' else None
     print(f'DCGAN {a.size}x{a.size}, batch {a.batch}, {a.steps} timed steps after {a.warmup}; device {a.device} ({dev}); '
           f'torch {torch.__version__}; ganlab amp={a.amp} ({str(amp).replace("torch.", "") if amp else "float32"}'
-          f'{", bf16 measured at %.2fx" % probe["speedup"] if "speedup" in probe else ""}) compile={a.compile} channels_last={a.channels_last}', flush=True)
+          f'{", bf16 measured at %.2fx" % speedup if speedup is not None else ""}) compile={a.compile} channels_last={a.channels_last}', flush=True)
     res = {'baseline': [], 'ganlab': []}
     for r in range(a.repeat):
         for side in ('baseline', 'ganlab'):

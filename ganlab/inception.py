@@ -223,27 +223,26 @@ def _merged(convs:list) -> nn.Conv2d:
     return _conv(torch.cat([c.weight.data for c in convs]), torch.cat([c.bias.data for c in convs]))
 
 # %% ../nbs/06a_inception.ipynb #8fc29e39
-@functools.cache
-def _pointwise():
-    "oneDNN's convolution with a fused ReLU, or None where this PyTorch has none (or one that differs: tried once, on a tiny input)"
+def _agrees(op, atol:float) -> bool:
+    "Whether `op(x, w, b)` (a 3x3 convolution, padding 1) computes `F.conv2d` on a tiny input, on one thread; False if it fails"
     try:
-        op = torch.ops.mkldnn._convolution_pointwise.default
-        with torch.inference_mode(), single_threaded():
-            x, w, b = torch.linspace(-1, 1, 2 * 3 * 5 * 5).reshape(2, 3, 5, 5), torch.linspace(1, -1, 4 * 3 * 9).reshape(4, 3, 3, 3), torch.tensor([0.1, -0.2, 0.3, 0.0])
-            ok = torch.allclose(op(x, w, b, [1, 1], [1, 1], [1, 1], 1, 'relu', [], ''), F.relu(F.conv2d(x, w, b, 1, 1)), atol=1e-6)
-        return op if ok else None
-    except Exception: return None  # any failure (a missing operator, another signature, no oneDNN) means the public path
-
-@functools.cache
-def _nnpack() -> bool:
-    "Whether NNPACK's convolution works here (tried once, on a tiny input); its thread pool is made with one thread (see above)"
-    try:
-        if not torch._nnpack_available(): return False
         with torch.inference_mode(), single_threaded():
             x, w = torch.linspace(-1, 1, 2 * 3 * 6 * 6).reshape(2, 3, 6, 6), torch.linspace(1, -1, 4 * 3 * 9).reshape(4, 3, 3, 3)
             b = torch.tensor([0.1, -0.2, 0.3, 0.0])
-            return torch.allclose(torch._nnpack_spatial_convolution(x, w, b, [1, 1], [1, 1]), F.conv2d(x, w, b, 1, 1), atol=1e-5)
-    except Exception: return False
+            return torch.allclose(op(x, w, b), F.relu(F.conv2d(x, w, b, 1, 1)), atol=atol)
+    except Exception: return False  # any failure (a missing operator, another signature, no oneDNN) means the public path
+
+@functools.cache
+def _pointwise():
+    "oneDNN's convolution with a fused ReLU, or None where this PyTorch has none (or one that differs: tried once)"
+    op = getattr(getattr(torch.ops, 'mkldnn', None), '_convolution_pointwise', None)
+    return op.default if op is not None and _agrees(lambda x, w, b: op.default(x, w, b, [1, 1], [1, 1], [1, 1], 1, 'relu', [], ''), 1e-6) else None
+
+@functools.cache
+def _nnpack() -> bool:
+    "Whether NNPACK's convolution works here (tried once); its thread pool is made with one thread (see above)"
+    return bool(getattr(torch, '_nnpack_available', lambda: False)()) and \
+        _agrees(lambda x, w, b: torch._nnpack_spatial_convolution(x, w, b, [1, 1], [1, 1]).relu(), 1e-5)
 
 def _fast_transform(c:nn.Conv2d, x:torch.Tensor) -> bool:
     "Whether NNPACK's Winograd or FFT convolution beats oneDNN's direct one for `c` on `x` (measured for Inception-V3's layers)"

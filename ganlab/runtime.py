@@ -16,9 +16,9 @@ from .core import GanlabError, atomic_write
 from .choices import AMP_MODES
 
 # %% auto #0
-__all__ = ['cpu_bf16_native', 'cpu_key', 'bf16_speedup', 'cpu_amp', 'pick_device', 'amp_dtype', 'device_name', 'torch_at_least',
-           'adam_options', 'Dist', 'init_dist', 'free_port', 'launch', 'mix_seed', 'epoch_order', 'seed_dropout',
-           'rng_state', 'set_rng_state', 'flushing_denormals', 'flush_denormals']
+__all__ = ['cpu_bf16_native', 'cpu_key', 'bf16_speedup', 'bf16_measured', 'cpu_amp', 'pick_device', 'amp_dtype', 'device_name',
+           'torch_at_least', 'adam_options', 'Dist', 'init_dist', 'free_port', 'launch', 'mix_seed', 'epoch_order',
+           'seed_dropout', 'rng_state', 'set_rng_state', 'flushing_denormals', 'flush_denormals']
 
 # %% ../nbs/05b_runtime.ipynb #4073d97f
 def cpu_bf16_native() -> bool:
@@ -64,10 +64,10 @@ def bf16_speedup(
 def _cache_file() -> Path:
     return Path(os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache')/'ganlab'/'cpu-amp.json'
 
-def cpu_amp(
+def bf16_measured(
     cache:Path|None=None, # where the answers are kept (default: ~/.cache/ganlab/cpu-amp.json)
-) -> torch.dtype|None:
-    "What `amp='auto'` runs on this CPU: bfloat16 where it is native and measured at least 1.15x as fast, else None (float32)"
+) -> float|None:
+    "This machine's `bf16_speedup`, measured on first use and kept in `cache`; None where the CPU has no native bf16"
     if not cpu_bf16_native(): return None
     cache, key = Path(cache) if cache else _cache_file(), cpu_key()
     try: known = json.loads(cache.read_text())
@@ -78,7 +78,14 @@ def cpu_amp(
         entry = known[key] = dict(speedup=round(bf16_speedup(), 3), measured=time.strftime('%Y-%m-%d'))
         with contextlib.suppress(OSError):  # an unwritable cache only costs the measurement next time
             with atomic_write(cache, 'w') as f: json.dump(known, f, indent=1)
-    return torch.bfloat16 if entry['speedup'] >= 1.15 else None
+    return entry['speedup']
+
+def cpu_amp(
+    cache:Path|None=None, # where the answers are kept (default: ~/.cache/ganlab/cpu-amp.json)
+) -> torch.dtype|None:
+    "What `amp='auto'` runs on this CPU: bfloat16 where it is native and measured at least 1.15x as fast, else None (float32)"
+    s = bf16_measured(cache)
+    return torch.bfloat16 if s is not None and s >= 1.15 else None
 
 # %% ../nbs/05b_runtime.ipynb #896df518
 def pick_device(
