@@ -11,7 +11,7 @@ and precision it prints one line that names the family and ends with its time as
 images per second, the FLOPs of one iteration (counted by torch.utils.flop_counter) and the wall time of E epochs
 over the competition's 7,038 photos at the measured rate; then each family's time relative to the first.
 `--batches max` finds the largest batch that fits on the GPU (doubling, then bisecting). `--plan-hours H` adds, per
-family, the epochs of the competition's data that `ganlab.kaggle.plan` estimates fit H hours on Kaggle's two T4s.
+family, the epochs of the competition's data that `ganlab.planner.plan` estimates fit H hours on Kaggle's two T4s.
 """
 import argparse, time
 import torch
@@ -94,7 +94,7 @@ if __name__ == '__main__':
             tasks = None
             if a.device.startswith('cuda'): torch.cuda.empty_cache()
     if a.plan_hours:
-        from ganlab.kaggle import plan
+        from ganlab.planner import plan
         for f in fams:
             for b in (2, 4, 8):
                 pl = plan(f, devices=2, limit_hours=a.plan_hours, size=a.size, batch=b, epochs=1)

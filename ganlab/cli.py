@@ -327,7 +327,7 @@ COMMANDS = {
         'env': Command('ganlab.kaggle:kaggle_env', skip=('gpu_list',), show=_show_print),
         'package': Command('ganlab.kaggle:package', skip=('src',), required=('out',), show=_show_package, writes={'out': 'dir'}),
         'push': Command('ganlab.kaggle:push', skip=('repo', 'env'), positional=('notebook',), show=_show_push),
-        'plan': Command('ganlab.kaggle:plan', skip=('accelerator',), positional=('cfg',), flags={'cfg': 'family'}, show=_show_print),
+        'plan': Command('ganlab.planner:plan', skip=('accelerator',), positional=('cfg',), flags={'cfg': 'family'}, show=_show_print),
     }),
 }
 

@@ -109,7 +109,7 @@ class TrainConfig:
     amp:str = setting('auto', choices=AMP_MODES) # mixed precision: auto is bf16 on GPUs that compute it, fp16 on older ones; on the CPU bf16 where measured faster, else off
     channels_last:bool = setting(True) # channels-last memory format
     compile:bool = setting(False, 'run') # torch.compile the models
-    sync_bn:bool = setting(True) # SyncBatchNorm in multi-GPU runs
+    sync_bn:bool = setting(True) # SyncBatchNorm on multi-GPU runs; the R1 and WGAN-GP penalties pass through D with each GPU's own batch statistics (SyncBatchNorm has no double backward)
     seed:int = setting(0, low=0, high=2**32 - 1) # everything random follows from it
     device:str|None = setting(None, 'run') # 'cpu', 'cuda', 'cuda:1' (default: CUDA when present)
     sample_every:int = setting(1, 'run', low=1) # sample grid every N epochs

@@ -6,21 +6,20 @@ Docs: https://ganlab.github.io/ganlab/kaggle.html.md"""
 
 # %% ../nbs/08_kaggle.ipynb #e00dee59
 from __future__ import annotations
-import contextlib, dataclasses, functools, glob, json, math, os, re, shutil, subprocess, sys, tempfile, warnings
+import contextlib, glob, json, os, re, shutil, subprocess, sys, tempfile
 from dataclasses import dataclass
 from pathlib import Path
 import ganlab
 from .core import GanlabError, atomic_write, find_weights, shared_data
 
 # %% auto #0
-__all__ = ['ROOT_ENV', 'MONET_COMPETITION', 'MONET_PARTS', 'KERNEL_FIELDS', 'MACHINE_SHAPES', 'T4X2', 'T4', 'KAGGLE_GPU_HOURS',
-           'H100_MEASURED', 'kaggle_root', 'on_kaggle', 'output_dir', 'GPU', 'parse_nvidia_smi', 'gpus',
+__all__ = ['ROOT_ENV', 'REHEARSAL_ENV', 'CPU_PROCS_ENV', 'MONET_COMPETITION', 'MONET_PARTS', 'KERNEL_FIELDS', 'MACHINE_SHAPES',
+           'T4X2', 'kaggle_root', 'on_kaggle', 'full_run', 'output_dir', 'GPU', 'parse_nvidia_smi', 'gpus', 'cpu_procs',
            'kaggle_defaults', 'KaggleEnv', 'kaggle_env', 'find_input', 'competition_data', 'monet_data', 'noisy_shards',
            'kaggle_weights', 'slugify', 'kernel_metadata', 'read_notebook', 'notebook_cells', 'network_installs',
            'kernel_problems', 'read_kernel_metadata', 'check_kernel', 'source_tree', 'kaggle_username',
            'dataset_metadata', 'build_wheel', 'package', 'kernel_folders', 'find_kernel', 'with_owner', 'push_folder',
-           'kaggle_command', 'push', 'Accelerator', 'step_work', 'measure_throughput', 'parse_images', 'Plan', 'plan',
-           'warn_if_over']
+           'kaggle_command', 'push']
 
 # %% ../nbs/08_kaggle.ipynb #849f2e81
 ROOT_ENV = 'GANLAB_KAGGLE_ROOT' # environment variable that moves the Kaggle root (default /kaggle), for tests and rehearsals
@@ -37,6 +36,14 @@ def on_kaggle(
     "True inside a Kaggle kernel: `KAGGLE_KERNEL_RUN_TYPE` is set, or the root holds both `input/` and `working/`"
     r = kaggle_root(root)
     return bool(os.environ.get('KAGGLE_KERNEL_RUN_TYPE')) or ((r/'input').is_dir() and (r/'working').is_dir())
+
+REHEARSAL_ENV = 'GANLAB_REHEARSAL' # set to 1: a kernel runs its quick rehearsal settings even on Kaggle (a smoke run before a 12-hour one)
+
+def full_run(
+    root=None, # the Kaggle root (see `kaggle_root`)
+) -> bool:
+    "Whether a kernel runs its full settings: on Kaggle, unless $GANLAB_REHEARSAL asks for the rehearsal"
+    return on_kaggle(root) and os.environ.get(REHEARSAL_ENV, '').strip().lower() not in ('1', 'true', 'yes')
 
 # %% ../nbs/08_kaggle.ipynb #688f77cb
 def output_dir(
@@ -88,6 +95,15 @@ def gpus() -> list[GPU]:
             return found if query.startswith('name,compute_cap') else [GPU(g.name, None, int(g.capability) if g.capability else None) for g in found]
     return []
 
+# %% ../nbs/08_kaggle.ipynb #ef0e6f04
+CPU_PROCS_ENV = 'GANLAB_CPU_PROCS' # processes a kernel trains with where there is no GPU (gloo), to rehearse a T4x2 kernel on a CPU
+
+def cpu_procs() -> int:
+    "How many processes train where there is no GPU: $GANLAB_CPU_PROCS, else 1"
+    v = os.environ.get(CPU_PROCS_ENV, '').strip() or '1'
+    if not v.isdigit() or int(v) < 1: raise GanlabError(f'{CPU_PROCS_ENV}={v}: a number of processes (1 or more) is needed')
+    return int(v)
+
 # %% ../nbs/08_kaggle.ipynb #adace0b6
 def kaggle_defaults(
     family:str='dcgan', # the model family that will be trained
@@ -98,7 +114,7 @@ def kaggle_defaults(
     from ganlab.config import get_family
     default_batch = get_family(family).config.batch
     g = gpus() if gpu_list is None else list(gpu_list)
-    n = max(1, len(g))
+    n = len(g) or cpu_procs()
     out = dict(nprocs=n)
     if g: out['amp'] = 'bf16' if all(x.bf16 for x in g) else 'fp16'
     if on_kaggle(): out['progress'] = False
@@ -511,216 +527,3 @@ def push(
     if r.returncode or 'error' in r.stdout.lower():
         raise GanlabError(f"kaggle kernels push failed (status {r.returncode}): {res['output'][-1500:] or 'no output'}")
     return res
-
-# %% ../nbs/08_kaggle.ipynb #a2fcaa88
-@dataclass(frozen=True)
-class Accelerator:
-    "What the estimate assumes about one kind of GPU"
-    name:str
-    tflops:tuple # sustained training TFLOP/s per GPU under mixed precision: (pessimistic, optimistic)
-    link_gbs:float # GB/s between the GPUs for DDP's gradient all-reduce
-    source:str # where the numbers come from
-
-T4 = Accelerator('NVIDIA T4', (10.0, 20.0), 10.0,
-    "ASSUMED, not measured: 15-30% of the T4's 65 TFLOP/s fp16 tensor-core peak (NVIDIA T4 datasheet) for conv nets at "
-    "small per-GPU batches, as in bench/RESULTS.md's CycleGAN estimate; the two T4s talk over PCIe 3.0 x16 (about 10 GB/s "
-    "effective, no NVLink), all-reduce not overlapped in the pessimistic case")
-
-KAGGLE_GPU_HOURS = 12.0 # a Kaggle CPU/GPU session's limit (Kaggle docs, Notebooks > Technical specifications; TPU: 9 h)
-
-# the H100 rates measured in bench/RESULTS.md (issue 5): (family, size, batch) -> images/s; a T4 is taken to be no faster
-H100_MEASURED = {('dcgan', 32, 128): 10189.8, ('dcgan', 32, 512): 29165.5, ('dcgan', 64, 128): 7182.9}
-
-# %% ../nbs/08_kaggle.ipynb #9f56da51
-def _as_config(cfg, settings:dict):
-    "A checked config from a family name or a config object, with `settings` applied"
-    from ganlab.config import make_config, TrainConfig
-    if isinstance(cfg, TrainConfig): return dataclasses.replace(cfg, **settings) if settings else cfg
-    return make_config(cfg, **settings)
-
-def _family(cfg):
-    from ganlab.config import family_of
-    return family_of(cfg)
-
-def _count_step(cfg, size:int, per_device:int) -> tuple:
-    "(FLOPs, parameter count) of one training step of `cfg` at `size` with `per_device` images, on the CPU"
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-    from ganlab.runtime import Dist
-    fam = _family(cfg)
-    extra = {'pretrained': False} if hasattr(cfg, 'pretrained') else {}  # counting needs no pretrained weights
-    c = dataclasses.replace(cfg, size=size, batch=per_device, device='cpu', amp='off', compile=False, ema=0.0, **extra)
-    task = fam.task_class()(c, torch.device('cpu'), Dist(), fam)
-    task.steps_per_epoch = 1000
-    x = lambda: torch.zeros(per_device, c.channels, size, size)
-    real = {k: x() for k in task.train_keys} if len(task.train_keys) > 1 else x()
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # counting needs no speed, and one thread never stalls on a busy machine
-    try:
-        with FlopCounterMode(display=False) as fc: task.step(real, 0, None, torch.amp.GradScaler('cpu', enabled=False))
-    finally: torch.set_num_threads(threads)
-    return fc.get_total_flops(), sum(p.numel() for m in task.nets.values() for p in m.parameters())
-
-@functools.lru_cache(maxsize=64)
-def _step_work(key:str) -> tuple:
-    from ganlab.config import get_family
-    name, d = json.loads(key)
-    fam = get_family(name)
-    cfg = fam.config(**d)
-    if fam.kind == 'photo' and cfg.size > 48:  # a fully convolutional translator: its work grows with the area
-        s1, s2 = (32, 64) if cfg.g_arch == 'unet' else (32, 48)
-        (f1, n), (f2, _) = _count_step(cfg, s1, 1), _count_step(cfg, s2, 1)
-        a = (f2 / s2 - f1 / s1) / (s2 - s1); b = f1 / s1 - a * s1
-        return a * cfg.size ** 2 + b * cfg.size, n
-    k = 1 if fam.kind == 'photo' else 2
-    f, n = _count_step(cfg, cfg.size, k)
-    return f / k, n
-
-def step_work(
-    cfg='cyclegan', # a family name or a config (e.g. `CycleGANConfig`)
-    **settings, # fields of the family's config
-) -> dict:
-    "{'flops_per_image': ..., 'params': ...}: the floating-point work of one training step per image, and the parameters DDP all-reduces"
-    from ganlab.config import fields_of
-    cfg = _as_config(cfg, settings)
-    d = {k: getattr(cfg, k) for k in fields_of(cfg, 'model', 'training')}  # what the work of a step depends on
-    f, n = _step_work(json.dumps([_family(cfg).name, d], sort_keys=True, default=str))
-    return dict(flops_per_image=f, params=n)
-
-# %% ../nbs/08_kaggle.ipynb #43f90419
-def measure_throughput(
-    cfg='dcgan', # a family name or a config
-    steps:int=20, # timed steps
-    warmup:int=5, # steps before the timing (cuDNN's autotuning, allocator warm-up)
-    nprocs:int=1, # DDP processes, as the real run will use
-    **settings, # fields of the family's config (size, batch, widths, amp, device, ...)
-) -> float:
-    "Images per second of training `cfg` on this machine, from `warmup + steps` real steps on random images"
-    import numpy as np, pandas as pd
-    from ganlab.train import train
-    if steps < 1 or warmup < 1: raise GanlabError(f'steps and warmup must be at least 1, not {steps} and {warmup}')
-    cfg = _as_config(cfg, settings)
-    from ganlab.config import fields_of
-    from ganlab.data import ImageArrayDataset
-    fam, rng = _family(cfg), np.random.default_rng(0)
-    windows = math.ceil(steps / warmup)
-    need = cfg.batch * (warmup * (windows + 1)) + cfg.samples + 1
-    img = lambda n: rng.integers(0, 256, (n, cfg.size, cfg.size, cfg.channels), dtype=np.uint8)
-    keys = fam.task_class().train_keys
-    data = {k: img(need) for k in keys} if len(keys) > 1 else ImageArrayDataset(img(need))
-    with tempfile.TemporaryDirectory() as tmp:
-        s = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in fields_of(cfg, 'data') + ('out', 'limit')}
-        s.update(log_every=warmup, tensorboard=False, wandb=False, fid_every=0, epochs=1, progress=False)
-        train(fam.name, dataset=data, out=Path(tmp)/'run', quiet=True, until_step=warmup * (windows + 1), evaluator=None, nprocs=nprocs, **s)
-        m = pd.read_csv(Path(tmp)/'run'/'metrics.csv')
-    m = m[m['img_per_s'].notna()].sort_values('step')
-    t = m['seconds'].diff().iloc[1:]; n = m['images'].diff().iloc[1:]
-    if not len(t) or t.sum() <= 0: raise GanlabError('measure_throughput: the run logged no timed window')
-    return float(n.sum() / t.sum())
-
-# %% ../nbs/08_kaggle.ipynb #a77e7f9a
-def parse_images(
-    text:str, # '1764', or 'monet=300,photo=7038'
-) -> int|dict:
-    "Image counts written on a command line"
-    try:
-        if '=' not in text: return int(text.replace(',', '').replace('_', ''))
-        return {k.strip(): int(v) for k, v in (part.split('=', 1) for part in text.split(','))}
-    except ValueError: raise GanlabError(f"images: expected a number or NAME=N,NAME=N (e.g. monet=300,photo=7038), not {text!r}") from None
-
-@dataclass
-class Plan:
-    "A run's estimated wall time against a kernel's limit"
-    family:str
-    what:str # the run, in words
-    steps:int # optimizer steps
-    epochs:int
-    seconds:tuple # (optimistic, pessimistic) total wall time, other_s included
-    limit_s:float # the kernel's limit
-    other_s:float # time outside training
-    how:str # measured or estimated, and from what
-    @property
-    def fits(self) -> bool: return self.seconds[1] <= self.limit_s
-    @property
-    def may_fit(self) -> bool: return self.seconds[0] <= self.limit_s
-    @property
-    def spare_s(self) -> float:
-        "Time left under the limit at the pessimistic end (negative: over by that much)"
-        return self.limit_s - self.seconds[1]
-    @property
-    def max_epochs(self) -> int:
-        "The most epochs that fit at the pessimistic end"
-        per = (self.seconds[1] - self.other_s) / max(self.epochs, 1)
-        return max(0, int((self.limit_s - self.other_s) // per)) if per > 0 else self.epochs
-    def __str__(self):
-        lo, hi = (_hours(s) for s in self.seconds)
-        t = lo if lo == hi else f'{lo} to {hi}'
-        if self.fits: v = f'fits the {_hours(self.limit_s)} limit with {_hours(self.spare_s)} to spare'
-        elif self.may_fit: v = (f'may not fit the {_hours(self.limit_s)} limit: up to {_hours(-self.spare_s)} over at the pessimistic end; '
-                                f'{self.max_epochs} epochs would fit')
-        else: v = (f'does not fit the {_hours(self.limit_s)} limit: over by {_hours(self.seconds[0] - self.limit_s)} even at the optimistic end; '
-                   f'{self.max_epochs} epochs would fit')
-        return f'{self.what}: {self.steps:,} steps, {t} in all; {v}\n  ({self.how})'
-
-def _hours(s:float) -> str:
-    s = abs(s)
-    return f'{s / 3600:.1f} h' if s >= 5400 else f'{s / 60:.0f} min' if s >= 90 else f'{s:.0f} s'
-
-def plan(
-    cfg='cyclegan', # a family name or a config (e.g. a `CycleGANConfig`)
-    images=None, # images per epoch: a number, or {'monet': 300, 'photo': 7038} for a CycleGAN (default: the Monet competition's)
-    devices:int=2, # GPUs, one DDP process each (Kaggle's T4x2: 2)
-    rate:float|None=None, # images/s measured for this config on the target (e.g. by `measure_throughput`); None: estimate
-    accelerator:Accelerator=T4, # what the estimate assumes
-    limit_hours:float=KAGGLE_GPU_HOURS, # the kernel's limit in hours
-    other_minutes:float=10.0, # time outside training, in minutes (start-up, data, images.zip): an assumption
-    **settings, # fields of the family's config: epochs, batch, size, ngf, ndf, g_width, ...
-) -> Plan:
-    "Estimate the wall time of a training run on Kaggle's T4x2 (or from a measured rate) and compare it with the kernel's limit"
-    cfg = _as_config(cfg, settings)
-    family = _family(cfg)
-    fam, other_s = family.name, other_minutes * 60
-    if isinstance(images, str): images = parse_images(images)
-    if images is None:
-        if family.kind != 'photo': raise GanlabError(f'plan: give images (how many the {fam} run trains on)')
-        images = {'monet': 300, 'photo': 7038}  # the Monet competition's
-    sizes = images if isinstance(images, dict) else {'images': int(images)}
-    n = max(sizes.values())
-    if devices < 1 or cfg.batch % devices: raise GanlabError(f'plan: batch {cfg.batch} does not split over {devices} GPUs')
-    if n < cfg.batch: raise GanlabError(f'plan: {n:,} images are fewer than one batch of {cfg.batch}')
-    steps = n // cfg.batch * cfg.epochs
-    what = (f"{fam} {cfg.size}x{cfg.size}, {cfg.epochs} epochs over {' + '.join(f'{v:,} {k}' for k, v in sizes.items())}, "
-            f"batch {cfg.batch} on {devices} x {accelerator.name if rate is None else 'GPU'}")
-    if rate is not None:
-        if rate <= 0: raise GanlabError(f'plan: rate must be positive, not {rate}')
-        t = steps * cfg.batch / rate
-        lo = hi = t + other_s
-        how = f'measured: {rate:,.1f} images/s on this machine, extrapolated; {_hours(other_s)} assumed outside training'
-    else:
-        w = step_work(cfg)
-        per = cfg.batch // devices
-        comp = [w['flops_per_image'] * per / (tf * 1e12) for tf in accelerator.tflops[::-1]]  # optimistic first
-        comm = 4 * w['params'] / (accelerator.link_gbs * 1e9) if devices > 1 else 0.0
-        step_s = [comp[0], comp[1] + comm]
-        floor = H100_MEASURED.get((fam, cfg.size, cfg.batch))
-        note = ''
-        if floor:
-            step_s = [max(s, cfg.batch / floor) for s in step_s]
-            note = f'; never faster than the {floor:,.0f} images/s an H100 measured (bench/RESULTS.md)'
-        lo, hi = steps * step_s[0] + other_s, steps * step_s[1] + other_s
-        how = (f"estimated: {w['flops_per_image'] / 1e9:,.1f} GFLOP per image per step (counted), {accelerator.tflops[0]:g} to "
-               f"{accelerator.tflops[1]:g} TFLOP/s per GPU and {4 * w['params'] / 1e6:,.0f} MB of gradients all-reduced per step at "
-               f"{accelerator.link_gbs:g} GB/s, {_hours(other_s)} outside training{note}. {accelerator.source}")
-    return Plan(fam, what, steps, cfg.epochs, (lo, hi), limit_hours * 3600, other_s, how)
-
-def warn_if_over(
-    p:Plan, # the plan of the run about to start
-    margin:float=0.1, # warn when the pessimistic end leaves less than this share of the limit
-    quiet:bool=False, # do not print the plan
-) -> Plan:
-    "Print the plan, and warn before training when the run may not fit the kernel's time limit"
-    if not quiet: print(p)
-    if p.seconds[1] > p.limit_s * (1 - margin):
-        warnings.warn(f'this run may not finish within the kernel limit: {str(p).splitlines()[0]}', stacklevel=2)
-    return p

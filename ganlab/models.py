@@ -9,16 +9,17 @@ from __future__ import annotations
 import math, numbers
 import torch, torch.nn as nn
 from torch.nn.utils import parametrize
-from torch.nn.utils.parametrizations import spectral_norm
+from torch.nn.utils.parametrizations import spectral_norm, _SpectralNorm
 from .core import GanlabError, WeightsFile, find_weights, load_state
 from .choices import SIZES, G_NORMS, D_NORMS, UPSAMPLINGS, PROJECTIONS, HEADS, ACTIVATIONS, CYCLEGAN_NORMS, CYCLEGAN_GENERATORS
 
 # %% auto #0
-__all__ = ['GOOGLENET_WEIGHTS', 'GOOGLENET_ENV', 'trainable_weight', 'dcgan_init', 'CondBatchNorm2d', 'check_images',
-           'check_labels', 'Generator', 'Discriminator', 'googlenet_backbone', 'load_googlenet',
-           'GoogLeNetDiscriminator', 'MLPGenerator', 'MLPDiscriminator', 'count_params', 'cyclegan_init',
-           'ResnetGenerator', 'UnetGenerator', 'receptive_field', 'PatchDiscriminator', 'cyclegan_generator',
-           'googlenet_discriminator', 'mlp_generator', 'mlp_discriminator', 'translator', 'patch_discriminator']
+__all__ = ['GOOGLENET_WEIGHTS', 'GOOGLENET_ENV', 'trainable_weight', 'dcgan_init', 'Float32SpectralNorm', 'spectral_norm32',
+           'CondBatchNorm2d', 'check_images', 'check_labels', 'Generator', 'Discriminator', 'googlenet_backbone',
+           'load_googlenet', 'GoogLeNetDiscriminator', 'MLPGenerator', 'MLPDiscriminator', 'count_params',
+           'cyclegan_init', 'ResnetGenerator', 'UnetGenerator', 'receptive_field', 'PatchDiscriminator',
+           'cyclegan_generator', 'googlenet_discriminator', 'mlp_generator', 'mlp_discriminator', 'translator',
+           'patch_discriminator']
 
 # %% ../nbs/04_models.ipynb #995bb8e6
 def _choose(
@@ -67,10 +68,27 @@ def dcgan_init(
         nn.init.normal_(m.weight, 1., std)
         if m.bias is not None: nn.init.zeros_(m.bias)
 
+# %% ../nbs/04_models.ipynb #a499fe62
+class Float32SpectralNorm(_SpectralNorm):
+    "torch's spectral-norm parametrization with autocast off: u, v, sigma and the weight in the parameters' float32"
+    def forward(self,
+        weight:torch.Tensor, # the unnormalised weight, `parametrizations.weight.original`
+    ) -> torch.Tensor:
+        "`weight` divided by its largest singular value (after one power iteration in training mode)"
+        with torch.autocast(weight.device.type, enabled=False): return super().forward(weight)
+
+def spectral_norm32(
+    m:nn.Module, # a layer with a weight of 2 or more dimensions (convolution, transposed convolution, linear, embedding)
+) -> nn.Module:
+    "`m` under `Float32SpectralNorm`, as torch's `spectral_norm` puts it: the same state-dict keys and the same draws of u, v"
+    dim = 1 if isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)) else 0  # output channels
+    parametrize.register_parametrization(m, 'weight', Float32SpectralNorm(m.weight, dim=dim))
+    return m
+
 # %% ../nbs/04_models.ipynb #44ff1d6f
 def _sn(m:nn.Module, on:bool) -> nn.Module:
-    "`m` under spectral norm when `on`"
-    return spectral_norm(m) if on else m
+    "`m` under spectral norm (`spectral_norm32`: float32 whatever the autocast) when `on`"
+    return spectral_norm32(m) if on else m
 
 def _act(kind:str) -> nn.Module:
     "ReLU or LeakyReLU(0.2)"

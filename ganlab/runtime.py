@@ -1,4 +1,4 @@
-"""Where and how a run computes: the device, mixed precision, the process group of a multi-GPU run and how to launch one (torchrun or a notebook cell), and the random state that makes every step reproducible.
+"""Where and how a run computes: the device, mixed precision, the process group of a multi-GPU run and how its processes agree, and the random state that makes every step reproducible.
 
 Docs: https://ganlab.github.io/ganlab/runtime.html.md"""
 
@@ -7,7 +7,7 @@ Docs: https://ganlab.github.io/ganlab/runtime.html.md"""
 # %% ../nbs/05b_runtime.ipynb #9d0b7c56
 from __future__ import annotations
 import contextlib, json, os, platform, random, socket, sys, time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 import torch
@@ -16,8 +16,8 @@ from .core import GanlabError, atomic_write
 from .choices import AMP_MODES
 
 # %% auto #0
-__all__ = ['cpu_bf16_native', 'cpu_key', 'bf16_speedup', 'bf16_measured', 'cpu_amp', 'pick_device', 'amp_dtype', 'device_name',
-           'torch_at_least', 'adam_options', 'Dist', 'init_dist', 'free_port', 'launch', 'mix_seed', 'epoch_order',
+__all__ = ['BACKEND_ENV', 'cpu_bf16_native', 'cpu_key', 'bf16_speedup', 'bf16_measured', 'cpu_amp', 'pick_device', 'amp_dtype',
+           'device_name', 'torch_at_least', 'adam_options', 'Dist', 'init_dist', 'free_port', 'mix_seed', 'epoch_order',
            'seed_dropout', 'rng_state', 'set_rng_state', 'flushing_denormals', 'flush_denormals']
 
 # %% ../nbs/05b_runtime.ipynb #4073d97f
@@ -141,50 +141,63 @@ class Dist:
     rank:int = 0
     world:int = 1
     local_rank:int = 0
+    ctrl:object = field(default=None, repr=False, compare=False) # a gloo group for the processes' agreements on the host (None: the default group)
     @property
     def main(self) -> bool: return self.rank == 0
+
+    def anyone(self,
+        flag:bool, # this process's answer
+    ) -> bool:
+        "Whether `flag` is true in any process: a host-side all-reduce over gloo, so the GPU is never waited for"
+        if self.world == 1: return bool(flag)
+        t = torch.tensor([int(bool(flag))])
+        dist.all_reduce(t, dist.ReduceOp.MAX, group=self.ctrl)
+        return bool(t.item())  # a CPU tensor: no device sync
+
+    def from_main(self,
+        value:int, # the main process's value (the others' are ignored)
+    ) -> int:
+        "The main process's `value` in every process: a host-side broadcast over gloo"
+        if self.world == 1: return int(value)
+        t = torch.tensor([int(value)], dtype=torch.int64)
+        dist.broadcast(t, 0, group=self.ctrl)
+        return int(t.item())  # a CPU tensor: no device sync
+
+    def barrier(self):
+        "Wait until every process gets here (over gloo, on the host)"
+        if self.world > 1: dist.barrier(group=self.ctrl)
+
+# %% ../nbs/05b_runtime.ipynb #fe985c05
+BACKEND_ENV = 'GANLAB_DIST_BACKEND' # 'nccl' or 'gloo': overrides the backend a multi-process run picks (gloo lets two processes share one GPU)
+_CTRL = {} # the default group's id -> its gloo companion for host-side agreements
+
+def _ctrl_group():
+    "A gloo group over every process, for agreements that must not wait on a GPU (the default group itself when it is gloo)"
+    if dist.get_backend() == 'gloo': return None
+    key = id(dist.group.WORLD)
+    if key not in _CTRL: _CTRL[key] = dist.new_group(backend='gloo')
+    return _CTRL[key]
 
 def init_dist(
     device:str|None=None, # the device the run asked for (picks the backend)
 ) -> Dist:
-    "Join the process group `torchrun` or `launch` described in the environment (or stay alone)"
+    "Join the process group `torchrun` or `ganlab.launch.launch` described in the environment (or stay alone)"
     world = int(os.environ.get('WORLD_SIZE', '1'))
     if world <= 1: return Dist()
     local = int(os.environ.get('LOCAL_RANK', os.environ['RANK']))
     if not dist.is_initialized():
         cuda = torch.cuda.is_available() and (device is None or str(device).startswith('cuda'))
+        backend = os.environ.get(BACKEND_ENV) or ('nccl' if cuda else 'gloo')
+        if backend not in ('nccl', 'gloo'): raise GanlabError(f'{BACKEND_ENV}={backend}: the backend must be nccl or gloo')
+        if backend == 'nccl' and not cuda: raise GanlabError(f'{BACKEND_ENV}=nccl: NCCL needs CUDA, and this run is on the CPU')
         if cuda: torch.cuda.set_device(local % torch.cuda.device_count())
-        dist.init_process_group('nccl' if cuda else 'gloo')
-    return Dist(dist.get_rank(), dist.get_world_size(), local)
+        dist.init_process_group(backend)
+    return Dist(dist.get_rank(), dist.get_world_size(), local, _ctrl_group())
 
 def free_port() -> int:
     "A TCP port nobody listens on now"
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
-
-# %% ../nbs/05b_runtime.ipynb #b382b6b4
-def _launched(rank, fn, nprocs, port, args, kwargs):
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(nprocs), MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    try: return fn(*args, **kwargs)
-    finally:
-        if dist.is_initialized(): dist.destroy_process_group()
-
-def launch(
-    fn, # the function each process runs, e.g. `train`
-    *args, # its arguments
-    nprocs:int|None=None, # processes (default: the GPUs here, at least 1)
-    start_method:str|None=None, # 'fork' (default in notebooks and on Linux) or 'spawn'
-    **kwargs, # its keyword arguments
-):
-    "Run `fn` in `nprocs` processes that form a DDP group, from a notebook cell or a script; wait for them"
-    nprocs = nprocs or max(1, torch.cuda.device_count())
-    if nprocs == 1: return fn(*args, **kwargs)
-    method = start_method or ('fork' if sys.platform.startswith('linux') else 'spawn')
-    if method == 'fork' and torch.cuda.is_available() and torch.cuda.is_initialized():
-        raise GanlabError('launch: CUDA was already used in this process, so it cannot fork the training processes; '
-                          'restart the kernel and call launch() before anything touches the GPU')
-    torch.multiprocessing.start_processes(_launched, args=(fn, nprocs, free_port(), args, kwargs), nprocs=nprocs,
-                                          join=True, start_method=method)
 
 # %% ../nbs/05b_runtime.ipynb #ac520c20
 def mix_seed(*parts:int) -> int:

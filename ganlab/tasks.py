@@ -6,9 +6,9 @@ Docs: https://ganlab.github.io/ganlab/tasks.html.md"""
 
 # %% ../nbs/05d_tasks.ipynb #e21715e5
 from __future__ import annotations
-import contextlib, dataclasses, itertools
+import contextlib, dataclasses, functools, itertools
 import numpy as np
-import torch, torch.nn as nn
+import torch, torch.nn as nn, torch.nn.functional as F
 import torch.distributed as dist
 from torch.optim.swa_utils import AveragedModel
 from fastcore.basics import patch
@@ -19,7 +19,7 @@ from .losses import d_real_loss, d_fake_loss, g_loss, gradient_penalty, r1_penal
 from .runtime import Dist, mix_seed, seed_dropout, adam_options
 
 # %% auto #0
-__all__ = ['ema_ramp', 'Task', 'DCGANTask', 'CGANTask']
+__all__ = ['ema_ramp', 'ema_weight', 'EMA', 'Task', 'unsynced_bn', 'DCGANTask', 'CGANTask']
 
 # %% ../nbs/05d_tasks.ipynb #8d808d72
 def ema_ramp(
@@ -30,6 +30,40 @@ def ema_ramp(
         d = torch.clamp((1 + n) / (10 + n), max=decay).to(averaged[0].dtype)
         torch._foreach_lerp_(averaged, current, [1 - d] * len(averaged))
     return avg
+
+# %% ../nbs/05d_tasks.ipynb #2a819749
+def ema_weight(
+    n:int, # updates before this one
+    decay:float, # the decay the ramp reaches
+) -> float:
+    "The weight of the current parameters in update `n` of the ramped average, 1 - min(decay, (1 + n) / (10 + n)), rounded as float32 as `ema_ramp` rounds it"
+    f = np.float32
+    return float(f(1) - min(f(1 + n) / f(10 + n), f(decay)))
+
+class EMA(AveragedModel):
+    "`AveragedModel` with the ramped decay, updated without reading the device: the update count lives on the host"
+    def __init__(self,
+        model:nn.Module, # the network to average (its buffers are copied, not averaged)
+        decay:float, # the decay the ramp reaches
+    ):
+        super().__init__(model, use_buffers=False)
+        self.decay, self.count = decay, 0
+
+    def update_parameters(self,
+        model:nn.Module, # the network being trained
+    ):
+        "Average in `model`'s parameters (the first update copies them) and copy its buffers"
+        avg, cur = [p.detach() for p in self.module.parameters()], [p.detach() for p in model.parameters()]
+        if self.count == 0: torch._foreach_copy_(avg, cur)
+        else: torch._foreach_lerp_(avg, cur, ema_weight(self.count, self.decay))
+        for b, m in zip(self.module.buffers(), model.buffers()): b.detach().copy_(m.detach())
+        self.n_averaged.add_(1)  # on the device, as torch counts it: the checkpoint's `n_averaged`
+        self.count += 1
+
+    def load_state_dict(self, state_dict, *args, **kwargs):
+        out = super().load_state_dict(state_dict, *args, **kwargs)
+        self.count = int(self.n_averaged)  # the count's one read: when a checkpoint is loaded
+        return out
 
 # %% ../nbs/05d_tasks.ipynb #173b5fe4
 class Task:
@@ -65,7 +99,7 @@ class Task:
             inductor_config.layout_optimization = False
         nets = {k: self.family.build(k, cfg) for k in self.family.nets}
         mf = torch.channels_last if self.channels_last else torch.contiguous_format
-        self.ema = AveragedModel(nets['g'], multi_avg_fn=ema_ramp(cfg.ema), use_buffers=False).to(device, memory_format=mf) if cfg.ema else None
+        self.ema = EMA(nets['g'], cfg.ema).to(device, memory_format=mf) if cfg.ema else None
         if dst.world > 1 and device.type == 'cuda' and cfg.sync_bn: nets = {k: nn.SyncBatchNorm.convert_sync_batchnorm(m) for k, m in nets.items()}
         self.nets = {k: m.to(device, memory_format=mf) for k, m in nets.items()}
         if dst.world > 1: self._broadcast()
@@ -175,6 +209,23 @@ def frozen(self:Task,
     finally:
         for p in self.params[opt]: p.requires_grad_(True)
 
+# %% ../nbs/05d_tasks.ipynb #63ddd08c
+def _local_bn(m:nn.modules.batchnorm._BatchNorm, x:torch.Tensor) -> torch.Tensor:
+    "Batch norm of `x` by module `m`, never synchronised and never updating its running statistics"
+    batch = m.training or m.running_mean is None
+    return F.batch_norm(x, None if batch else m.running_mean, None if batch else m.running_var, m.weight, m.bias, batch, 0.0, m.eps)
+
+@contextlib.contextmanager
+def unsynced_bn(
+    net:nn.Module, # a network that may hold `SyncBatchNorm`s
+):
+    "Inside the block, `net`'s `SyncBatchNorm`s normalise with this process's batch, for passes that need a double backward"
+    bns = [m for m in net.modules() if isinstance(m, nn.SyncBatchNorm)]
+    for m in bns: m.forward = functools.partial(_local_bn, m)
+    try: yield
+    finally:
+        for m in bns: del m.forward
+
 # %% ../nbs/05d_tasks.ipynb #15219fa7
 class DCGANTask(Task):
     "One generator and one discriminator trained adversarially: the DCGAN, GoogLeNet and MLP families"
@@ -262,11 +313,12 @@ def step(self:DCGANTask,
     with ac(): out_r = _call(D, self._aug(real, aug_gen), y_real).float()
     loss_r = d_real_loss(cfg.loss, out_r, cfg.label_smooth)
     d_real_fn = lambda x: _call(D, x, y_real)
-    if cfg.r1_gamma: pen = cfg.r1_gamma / 2 * r1_penalty(d_real_fn, real)
-    if cfg.loss == 'wgan-gp':
-        alpha = torch.rand(b * w, generator=gen, device=dv)[r * b:(r + 1) * b]
-        gp = cfg.gp_weight * gradient_penalty(d_real_fn, real, fake, alpha)
-        pen = gp if pen is None else pen + gp
+    with unsynced_bn(D):  # the penalties differentiate twice, which SyncBatchNorm cannot
+        if cfg.r1_gamma: pen = cfg.r1_gamma / 2 * r1_penalty(d_real_fn, real)
+        if cfg.loss == 'wgan-gp':
+            alpha = torch.rand(b * w, generator=gen, device=dv)[r * b:(r + 1) * b]
+            gp = cfg.gp_weight * gradient_penalty(d_real_fn, real, fake, alpha)
+            pen = gp if pen is None else pen + gp
     scaler.scale(loss_r if pen is None else loss_r + pen).backward()
     with ac(): out_f = _call(D, self._aug(fake.detach(), aug_gen), y_fake).float()
     loss_f = d_fake_loss(cfg.loss, out_f)

@@ -19,7 +19,8 @@ from .core import GanlabError, atomic_write, progress, seed_everything
 from .config import TrainConfig, family_of, get_family, make_config, resume_config, parse_duration
 from .data import to_images, to_tensor
 from .eda import image_grid, save_image
-from .runtime import Dist, init_dist, pick_device, amp_dtype, launch, rng_state, set_rng_state, mix_seed, epoch_order, device_name, flush_denormals
+from .runtime import Dist, init_dist, pick_device, amp_dtype, rng_state, set_rng_state, mix_seed, epoch_order, device_name, flush_denormals
+from .launch import launch, stop_requested
 from .checkpoint import CKPT_FORMAT, save_checkpoint, load_checkpoint, remove_stale_temporaries, require
 
 # %% auto #0
@@ -182,8 +183,8 @@ def clear_run(
 
 # %% ../nbs/05f_train.ipynb #1f8a3c41
 class _Stop:
-    "Turns the first Ctrl-C into a request to stop after the current step (the second one interrupts)"
-    def __init__(self): self.flag, self.old = False, None
+    "Turns Ctrl-C into a request to stop after the current step (another one, a second or more later, interrupts), as does the launcher's request"
+    def __init__(self): self.flag, self.old, self.t = False, None, 0.0
     def __enter__(self):
         import threading
         if threading.current_thread() is threading.main_thread():
@@ -191,9 +192,15 @@ class _Stop:
             signal.signal(signal.SIGINT, self._handle)
         return self
     def _handle(self, *a):
-        if self.flag: raise KeyboardInterrupt
-        self.flag = True
+        now = time.monotonic()
+        if self.flag and now - self.t > 1.0: raise KeyboardInterrupt
+        if self.flag: return  # one Ctrl-C delivered twice (to the terminal's process group and by a launcher) is one request
+        self.flag, self.t = True, now
         print('\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)', file=sys.stderr)
+    @property
+    def requested(self) -> bool:
+        "Whether this process was asked to stop: its own Ctrl-C, or the launcher's (`ganlab.launch.stop_requested`)"
+        return self.flag or stop_requested()
     def __exit__(self, *a):
         if self.old is not None: signal.signal(signal.SIGINT, self.old)
 
@@ -354,7 +361,7 @@ class _Sums:
         if not seen: return {}
         t = torch.stack([torch.as_tensor(tot[k], dtype=torch.float64) / cnt[k] for k in seen])
         if dst.world > 1: dist.all_reduce(t); t /= dst.world
-        return dict(zip(seen, t.tolist()))
+        return dict(zip(seen, t.tolist()))  # the loop's one read of the device: a logging row, every `log_every` steps
 
 @patch
 def _log_window(self:Trainer, sums:_Sums, t0:float, steps:int, bar=None):
@@ -395,9 +402,7 @@ def _plan(self:Trainer):
             fits = max(0.0, left) * rate / (1 + per_epoch * rate / self.steps_per_epoch)
             planned = min(cap, self.step + int(fits))
         if self._elapsed() >= self.budget: planned = min(planned, self.step)
-    if self.dist.world > 1:
-        t = torch.tensor([planned], dtype=torch.int64, device=self.device if self.device.type == 'cuda' else 'cpu')
-        dist.broadcast(t, 0); planned = int(t.item())
+    if self.dist.world > 1: planned = self.dist.from_main(planned)  # on the host, over gloo: no GPU sync
     self.planned = self.task.total_steps = planned
 
 # %% ../nbs/05f_train.ipynb #abd512bc
@@ -432,12 +437,14 @@ def fit(self:Trainer,
                             self._log_window(self.sums, t0, self.step - w0, bar)
                             self.sums, t0, w0 = _Sums(), time.perf_counter(), self.step
                         if self.budget is not None and self.step % 10 == 0: self._plan()
-                        if stop.flag or (until_step is not None and self.step >= until_step):
+                        stopping = self.dist.anyone(stop.requested) if self.dist.world > 1 else stop.requested  # all stop after the same step
+                        if stopping or (until_step is not None and self.step >= until_step):
                             self.seconds += time.perf_counter() - t0
                             if self.dist.main: self._refresh()
                             self.save('last')  # the open logging window travels in the checkpoint
+                            self.dist.barrier()  # nobody leaves before the checkpoint is written: a supervisor may end the group when one does
                             self._say(f'stopped at step {self.step:,} (epoch {self.epoch + 1}, batch {self.pos}); checkpoint {self.out/"checkpoints"/"last.pt"}')
-                            if stop.flag: raise KeyboardInterrupt
+                            if stopping: raise KeyboardInterrupt
                             return False
                     if self.pos < self.steps_per_epoch:  # the time budget ran out mid-epoch
                         if self.step > w0: self._log_window(self.sums, t0, self.step - w0, bar)
@@ -495,7 +502,7 @@ def _end_epoch(self:Trainer,
                                  nets={'g': self.task.sampler.state_dict()}, generator_only=True), self.out/'checkpoints'/'ema.pt')
         try: plot_losses(self.out/'metrics.csv')
         except Exception as ex: self.log.note(f'the loss plot failed ({type(ex).__name__}: {ex}); metrics.csv is complete')
-    if self.dist.world > 1: dist.barrier()
+    self.dist.barrier()  # on the host: the others wait for the main process's evaluation and checkpoints without a GPU collective timing out
 
 @patch
 def _finish(self:Trainer):
@@ -588,8 +595,12 @@ def train(
 ):
     "Train a GAN; return the `Trainer` (None in the launching process of a multi-process run)"
     if nprocs > 1 and int(os.environ.get('WORLD_SIZE', '1')) == 1:
-        launch(train, nprocs=nprocs, family=family, data=data, out=out, config=config, preset=preset, resume=resume, overwrite=overwrite,
-               dataset=dataset, until_step=until_step, evaluator=evaluator, quiet=quiet, **settings)
+        try: launch(train, nprocs=nprocs, family=family, data=data, out=out, config=config, preset=preset, resume=resume, overwrite=overwrite,
+                    dataset=dataset, until_step=until_step, evaluator=evaluator, quiet=quiet, **settings)
+        except GanlabError as e:
+            ck = Path(out)/'checkpoints'/'last.pt'
+            if 'was killed by' not in str(e) and 'without reporting' not in str(e) or not ck.is_file(): raise
+            raise GanlabError(f'{e}. The run continues from its last checkpoint with --resume ({ck})') from None
         return None
     if resume:
         if config is not None or preset is not None: raise GanlabError('--resume takes the settings from the checkpoint; drop --config and --preset')

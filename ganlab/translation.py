@@ -344,11 +344,12 @@ class PatchHeads(nn.Module):
         feats:list, # one N x C x H x W map per layer
         places:list, # one tensor of P flat indices into H x W per layer (`sample_places`)
     ) -> list:
-        "Per layer, the features at `places` projected and normalised: N x P x width, float32"
+        "Per layer, the features at `places` projected and normalised: N x P x width, float32 with autocast off"
         out = []
-        for mlp, f, i in zip(self.mlps, feats, places):
-            y = mlp(f.flatten(2)[:, :, i].transpose(1, 2)).float()
-            out.append(y / (y.norm(dim=-1, keepdim=True) + 1e-7))  # the reference's Normalize
+        with torch.autocast(feats[0].device.type, enabled=False):  # at CUT's init, float16 cannot hold the normalisation's gradient
+            for mlp, f, i in zip(self.mlps, feats, places):
+                y = mlp(f.flatten(2)[:, :, i].transpose(1, 2).float())
+                out.append(y / (y.norm(dim=-1, keepdim=True) + 1e-7))  # the reference's Normalize
         return out
 
 def sample_places(

@@ -6,7 +6,7 @@ from ganlab.core import GanlabError, shared_data
 from ganlab.data import draw_digits, to_tensor
 from ganlab.losses import patch_nce_loss
 from ganlab.train import train
-from ganlab.runtime import launch
+from ganlab.launch import launch
 from ganlab.checkpoint import load_checkpoint
 from ganlab.config import make_config, get_family
 from ganlab.translation import CUTTask, PatchHeads, encoder_features, jitter, lr_factor, nce_channels, resnet_layers, sample_places
@@ -190,7 +190,7 @@ def test_bad_settings_are_clear(tmp_path, pairs):
 
 def test_half_the_work_of_a_cyclegan():
     "Counted FLOPs of one training step at 256x256, batch 1, as the planner counts them: CUT needs well under 2/3 of a CycleGAN's"
-    from ganlab.kaggle import step_work, plan
+    from ganlab.planner import step_work, plan
     cut, cyc = step_work('cut', size=256), step_work('cyclegan', size=256)
     assert cut['flops_per_image'] < 0.65 * cyc['flops_per_image'] and cut['params'] < 0.6 * cyc['params']
     p = plan('cut', epochs=25, batch=2)  # the planner knows the family: Kaggle's T4x2, the competition's 7,038 photos

@@ -5,7 +5,7 @@ import numpy as np, pandas as pd, pytest, torch
 from ganlab.core import GanlabError, shared_data
 from ganlab.data import draw_digits
 from ganlab.train import train
-from ganlab.runtime import launch
+from ganlab.launch import launch
 from ganlab.checkpoint import load_checkpoint
 from ganlab.config import make_config
 from ganlab.translation import lr_factor
