@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""The Gradio app (issue 17): how long `serve` takes to a served page, how long one 8x8 grid takes, and a screenshot
-of each tab.
+"""The Gradio app (issues 17 and 27): how long `serve` takes to a served page, how long one 8x8 grid takes, a
+screenshot of each tab, and the served app under load.
 
     python bench/app.py [--run DEMO/train] [--repeat 5] [--shots bench/app]
+    python bench/app.py --load [--clients 32] [--seconds 60] [--size 64] [--server-path CHECKOUT]
 
 1. **Launch to page**: `python -c "from ganlab.app import serve; serve(RUN, port=P)"` (what `ganlab app RUN` runs)
    is started, and `GET /` is polled every 50 ms until it answers 200; the process is then stopped. `--repeat` times.
@@ -13,6 +14,14 @@ of each tab.
 3. **Screenshots** (`--shots`) in headless Debian Chromium through selenium: the Sample tab after Sample and
    Interpolate are pressed, the Run tab of `--run`, and the Translate tab of a small CycleGAN (trained here for one
    epoch on the shared Monet shard and drawn digits, so its output is far from Monet) after a photo is translated.
+
+4. **Under load** (`--load`, only this): `serve` of a default-width DCGAN at `--size` pixels in its own process,
+   with its own `GRADIO_TEMP_DIR`; `--clients` threads, each with its own `gradio_client.Client`, ask `/sample` for
+   8x8 grids of random seeds and fetch each grid's PNG (what a browser does) for `--seconds`. Printed: grids served,
+   errors, requests/s, p50/p99 latency (request to PNG fetched), the server's peak memory (`VmHWM`), the size and
+   file count of the Gradio temp folder at the end of the load and again after the server is stopped (SIGTERM), and
+   whether the same seed still gives the same bytes afterwards. `--server-path` serves an older checkout's `ganlab`
+   (a folder holding `ganlab/`, e.g. `git worktree add ../before HEAD~1`) to measure before and after a change.
 
 `--run` is a run folder to show (default: a 16-pixel DCGAN trained here for 2 epochs); `ganlab demo --out DEMO`
 makes a better one in DEMO/train (60 epochs of digits, about two minutes on two cores).
@@ -33,11 +42,11 @@ def free_port() -> int:
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 
-def start(source, port:int) -> subprocess.Popen:
-    "`serve(source)` in its own process, as `ganlab app SOURCE --port PORT` runs it"
+def start(source, port:int, root:Path=ROOT, stderr=subprocess.PIPE, **env) -> subprocess.Popen:
+    "`serve(source)` in its own process, as `ganlab app SOURCE --port PORT` runs it (`root`'s ganlab; `env` added)"
     code = f'from ganlab.app import serve; serve({str(source)!r}, port={port}, device="cpu", quiet=True)'
-    return subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    return subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.DEVNULL, stderr=stderr, cwd=str(root),  # `python -c` puts its folder first
+                            env=dict(os.environ, PYTHONPATH=str(root), **env))
 
 
 def wait_for_page(p:subprocess.Popen, url:str, limit:float=300) -> float:
@@ -113,6 +122,70 @@ def grid_times(ckpts:dict, repeat:int) -> dict:
         for p in procs.values(): stop(p)
 
 
+def folder_size(d:Path) -> tuple:
+    "`(bytes on disk, files)` under `d` (folders counted as `du` counts them)"
+    size = files = 0
+    for q in [d, *d.rglob('*')]:
+        try: st = q.lstat()
+        except FileNotFoundError: continue
+        size += st.st_blocks * 512; files += q.is_file()
+    return size, files
+
+
+def peak_rss(pid:int) -> int:
+    "Bytes of the process's peak resident memory (`VmHWM`)"
+    for line in Path(f'/proc/{pid}/status').read_text().splitlines():
+        if line.startswith('VmHWM:'): return int(line.split()[1]) * 1024
+    return 0
+
+
+def load_test(ckpt:Path, clients:int, seconds:float, root:Path=ROOT) -> dict:
+    "Serve `ckpt` and ask for 8x8 grids from `clients` threads for `seconds`; the figures of `bench/app.py --load`"
+    import threading, httpx
+    from gradio_client import Client
+    tmp = Path(tempfile.mkdtemp(prefix='ganlab-bench-load-'))
+    gtemp, log = tmp/'gradio', tmp/'server.log'
+    gtemp.mkdir()
+    port = free_port()
+    with open(log, 'wb') as err:
+        p = start(ckpt, port, root, stderr=err, GRADIO_TEMP_DIR=str(gtemp))
+    url = f'http://127.0.0.1:{port}/'
+    lat, errors, lock = [], [], threading.Lock()
+    try:
+        wait_for_page(p, url)
+        Client(url, verbose=False, download_files=False).predict(seed=0, n=64, truncation=0, api_name='/sample')  # warm-up
+        ready, go = threading.Barrier(clients + 1), threading.Event()
+        def client(i):
+            c, http = Client(url, verbose=False, download_files=False), httpx.Client(timeout=120)
+            rng = np.random.default_rng(i)
+            ready.wait(); go.wait()
+            while time.perf_counter() < stop_at:
+                t = time.perf_counter()
+                try:
+                    f = c.predict(seed=int(rng.integers(2**31)), n=64, truncation=0, api_name='/sample')
+                    r = http.get(f['url'] if isinstance(f, dict) else f.url); r.raise_for_status()
+                    with lock: lat.append(time.perf_counter() - t)
+                except Exception as e:
+                    with lock: errors.append(f'{type(e).__name__}: {str(e)[:200]}')
+        ts = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+        for t in ts: t.start()
+        ready.wait()
+        t0 = time.perf_counter(); stop_at = t0 + seconds; go.set()
+        for t in ts: t.join()
+        wall = time.perf_counter() - t0
+        loaded, peak = folder_size(gtemp), peak_rss(p.pid)
+        c = Client(url, verbose=False, download_files=str(tmp/'client'))
+        same = Path(c.predict(seed=3, n=64, truncation=0, api_name='/sample')).read_bytes() == Path(c.predict(seed=3, n=64, truncation=0, api_name='/sample')).read_bytes()
+    finally: stop(p)
+    lat = np.array(lat)
+    return {'grids': len(lat), 'errors': len(errors), 'first errors': errors[:3], 'seconds': wall, 'requests/s': len(lat) / wall,
+            'p50 s': float(np.percentile(lat, 50)) if len(lat) else None, 'p99 s': float(np.percentile(lat, 99)) if len(lat) else None,
+            'peak server memory GB': peak / 1e9, 'temp folder at the end of the load (MB, files)': (loaded[0] / 1e6, loaded[1]),
+            'temp folder after the server stopped (MB, files)': (folder_size(gtemp)[0] / 1e6, folder_size(gtemp)[1]),
+            'same seed, same bytes afterwards': same, 'server exit code': p.returncode,
+            'tracebacks on the server console': log.read_text(errors='replace').count('Traceback')}
+
+
 def browser():
     import shutil
     from selenium import webdriver
@@ -174,10 +247,21 @@ def main():
     ap.add_argument('--run', type=Path, help='a run folder to show (default: a tiny one trained here)')
     ap.add_argument('--repeat', type=int, default=5)
     ap.add_argument('--shots', type=Path, default=ROOT/'bench'/'app', help='where the screenshots go (empty: none)')
+    ap.add_argument('--load', action='store_true', help='only the load test')
+    ap.add_argument('--clients', type=int, default=32, help='load test: clients asking at once')
+    ap.add_argument('--seconds', type=float, default=60, help='load test: how long they ask')
+    ap.add_argument('--size', type=int, default=64, help="load test: the generator's side in pixels")
+    ap.add_argument('--server-path', type=Path, default=ROOT, help="load test: the folder whose ganlab/ serves (default: this checkout)")
     a = ap.parse_args()
     import torch, gradio
     print(f'python {sys.version.split()[0]}, torch {torch.__version__}, gradio {gradio.__version__}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.1f}')
     tmp = Path(tempfile.mkdtemp(prefix='ganlab-bench-app-'))
+    if a.load:
+        r = load_test(default_width_checkpoint(tmp, a.size), a.clients, a.seconds, a.server_path.resolve())
+        print(f'load: {a.clients} clients for {a.seconds:g} s, 8x8 grids at {a.size} px, served by {"this checkout" if a.server_path.resolve() == ROOT else "another checkout"}')
+        for k, v in r.items(): print(f'  {k}: {v:.3f}' if isinstance(v, float) else f'  {k}: {v}')
+        print(f'load average at the end: {os.getloadavg()[0]:.1f}')
+        return
     run = a.run or tiny_run(tmp/'run')
     for k, t in launch_times(run, a.repeat).items():
         print(f'{k} ({run if k.startswith("launch") else "a fresh python"}, {a.repeat} times): median {statistics.median(t):.2f} s, min {min(t):.2f} s, max {max(t):.2f} s')

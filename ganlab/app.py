@@ -6,7 +6,7 @@ Docs: https://ganlab.github.io/ganlab/app.html.md"""
 
 # %% ../nbs/09_app.ipynb #7e552d0c
 from __future__ import annotations
-import json, math, os
+import contextlib, json, math, os, shutil, signal, stat, tempfile, threading, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -14,10 +14,10 @@ from .core import GanlabError
 
 # %% auto #0
 __all__ = ['CHECKPOINT_ORDER', 'MAX_REDRAWS', 'MAX_GRID', 'BATCH', 'TRANSLATE_SIZE', 'TRAIN_COLUMNS', 'LOSS_COLUMNS', 'APP_CSS',
-           'find_checkpoint', 'is_run', 'Source', 'open_source', 'sample_latents', 'class_count', 'class_names',
-           'generated_images', 'sample_images', 'sample_grid', 'slerp', 'interpolation_strip', 'read_photo',
-           'translate', 'sample_epochs', 'sample_at', 'run_metrics', 'eval_columns', 'eval_table', 'run_settings',
-           'plot_run', 'build_app', 'serve', 'launch']
+           'CONCURRENCY', 'QUEUE_MAX', 'CACHE_AGE', 'CACHE_SWEEP', 'find_checkpoint', 'is_run', 'Source', 'open_source',
+           'sample_latents', 'class_count', 'class_names', 'generated_images', 'sample_images', 'sample_grid', 'slerp',
+           'interpolation_strip', 'read_photo', 'translate', 'sample_epochs', 'sample_at', 'run_metrics',
+           'eval_columns', 'eval_table', 'run_settings', 'plot_run', 'build_app', 'serve', 'launch']
 
 # %% ../nbs/09_app.ipynb #ba1ae225
 CHECKPOINT_ORDER = ('best.pt', 'last.pt', 'ema.pt') # a run folder's checkpoint to load, the first present
@@ -93,12 +93,27 @@ def _redraw_seed(seed:int, r:int) -> int:
     "The seed of truncation's redraw round `r` for seed `seed`"
     return int(np.random.SeedSequence([seed, 0x7472756E, r]).generate_state(1, np.uint64)[0] >> 1)
 
+def _shown(
+    x, # an input value
+) -> str:
+    "`repr(x)`, cut to 40 characters (an input echoed in an error)"
+    r = repr(x)
+    return r if len(r) <= 40 else r[:37] + '...'
+
 def _whole(x, lo:int, hi:int, what:str) -> int:
     "`x` as an int when it is a whole number from `lo` to `hi`; else a `GanlabError` naming `what`"
     if isinstance(x, float) and x.is_integer(): x = int(x)
     if not isinstance(x, (int, np.integer)) or isinstance(x, bool) or not lo <= x <= hi:
-        raise GanlabError(f'{what} must be a whole number from {lo} to {hi}, not {x!r}')
+        raise GanlabError(f'{what} must be a whole number from {lo} to {hi}, not {_shown(x)}')
     return int(x)
+
+def _threshold(
+    x, # a truncation threshold as sent
+) -> float:
+    "`x` as a truncation threshold: a finite number, 0 or more; else a `GanlabError`"
+    if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)) or not 0 <= x < math.inf:
+        raise GanlabError(f'truncation must be 0 (off) or a positive threshold, not {_shown(x)}')
+    return float(x)
 
 def _check_seed(seed) -> int: return _whole(seed, 0, 2**63 - 1, 'seed')
 
@@ -111,8 +126,7 @@ def sample_latents(
     "Latent vectors of images 0..n-1 for `seed`, truncated at `truncation` when it is above 0 (float32, CPU)"
     import torch
     from ganlab.generate import latents
-    seed = _check_seed(seed)
-    if not truncation >= 0: raise GanlabError(f'truncation must be 0 (off) or a positive threshold, not {truncation!r}')
+    seed, truncation = _check_seed(seed), _threshold(truncation)
     z = latents(0, n, latent, seed)
     if truncation > 0:
         for r in range(1, MAX_REDRAWS + 1):
@@ -223,28 +237,57 @@ def interpolation_strip(
     labels = _labels(g, steps, 0 if label is None and class_count(g) else label)
     return image_grid(generated_images(g, z, labels), ncol=steps)
 
+# %% ../nbs/09_app.ipynb #053ee471
+def _read_file(
+    p, # the file
+    where:str, # what to call it in errors
+    limit:int|None=None, # most bytes read (default: `ganlab.data.MAX_FILE_BYTES`)
+) -> bytes:
+    "The bytes of regular file `p`, opened without following a link at its end; a `GanlabError` naming `where` otherwise"
+    from ganlab.data import MAX_FILE_BYTES
+    limit = MAX_FILE_BYTES if limit is None else limit
+    try: fd = os.open(p, os.O_RDONLY | getattr(os, 'O_NOFOLLOW', 0) | getattr(os, 'O_NONBLOCK', 0) | getattr(os, 'O_BINARY', 0))
+    except FileNotFoundError: raise GanlabError(f'{where}: no such file') from None
+    except OSError as e: raise GanlabError(f'{where}: cannot be read ({"a link" if os.path.islink(p) else e.strerror})') from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode): os.close(fd); raise GanlabError(f'{where}: not a regular file')
+    with os.fdopen(fd, 'rb') as f:
+        if st.st_size > limit: raise GanlabError(f'{where}: {st.st_size:,} bytes, more than the {limit:,} a file may have here')
+        data = f.read(limit + 1)
+    if len(data) > limit: raise GanlabError(f'{where}: more than the {limit:,} bytes a file may have here')
+    return data
+
+def _open_image(
+    data:bytes, # the encoded image
+    where:str, # what to call it in errors
+) -> 'PIL.Image.Image':
+    "Image bytes decoded as ganlab reads any image (pixel limit from the header, `image_as`), in RGB; errors never quote the bytes"
+    from ganlab.records import REASONS, Reject, open_image
+    from ganlab.data import image_as
+    try: return image_as(open_image(data), 'RGB')
+    except Reject as e: raise GanlabError(f'{where}: {REASONS.get(e.reason, e.reason)}' + (f' ({e.detail})' if e.reason == 'bomb' else '')) from None
+    except (ValueError, OSError): raise GanlabError(f'{where}: an image whose pixels have no RGB reading') from None
+
 # %% ../nbs/09_app.ipynb #6455731a
 TRANSLATE_SIZE = 256 # the side of a translated image (Kaggle's)
 
 def read_photo(
     photo, # a path, encoded image bytes, or an H x W x 3 uint8 array
     size:int, # the side to resize to
+    where:str|None=None, # what to call the photo in errors (default: its path, else 'photo')
 ) -> np.ndarray:
     "A photo as the translator reads it: decoded safely, its centre square resized to `size` x `size`, uint8 RGB"
     from PIL import Image
-    from ganlab.data import MAX_FILE_BYTES, open_image_file, fit_image
+    from ganlab.data import fit_image
     if isinstance(photo, np.ndarray):
         if photo.dtype != np.uint8 or photo.ndim != 3 or photo.shape[-1] not in (3, 4):
-            raise GanlabError(f'photo: expected an H x W x 3 uint8 array, not {photo.dtype} of shape {photo.shape}')
+            raise GanlabError(f'{where or "photo"}: expected an H x W x 3 uint8 array, not {photo.dtype} of shape {photo.shape}')
         im = Image.fromarray(photo[..., :3])
-    else:
-        if isinstance(photo, (str, Path)):
-            p = Path(photo)
-            if not p.is_file(): raise GanlabError(f'{p}: no such photo')
-            if p.stat().st_size > MAX_FILE_BYTES: raise GanlabError(f'{p}: {p.stat().st_size:,} bytes is too large for a photo')
-            where, data = str(p), p.read_bytes()
-        else: where, data = 'photo', bytes(photo)
-        im = open_image_file(data, where)
+    elif isinstance(photo, (str, Path)):
+        where = where or str(photo)
+        if not Path(photo).exists(): raise GanlabError(f'{where}: no such photo')
+        im = _open_image(_read_file(photo, where), where)
+    else: im = _open_image(bytes(photo), where or 'photo')
     return np.array(fit_image(im, size))
 
 def translate(
@@ -267,14 +310,34 @@ def translate(
 TRAIN_COLUMNS = ('epoch', 'step', 'images', 'seconds', 'loss_d', 'loss_g', 'd_real', 'd_fake', 'penalty', 'cycle', 'identity', 'img_per_s')
 LOSS_COLUMNS = ('loss_d', 'loss_g', 'penalty', 'cycle', 'identity') # plotted together against the step
 
+def _in_run(
+    run, # a run folder
+    p:Path, # a path under it
+) -> bool:
+    "Whether `p` is a regular file whose real path (links followed) lies inside the real path of `run`"
+    try: real, root = p.resolve(strict=True), Path(run).resolve(strict=True)
+    except (OSError, RuntimeError): return False
+    return real.is_relative_to(root) and real.is_file()
+
+def _run_file(
+    run, # a run folder
+    name:str, # a file of it ('metrics.csv', 'samples/epoch_001.png')
+) -> bytes|None:
+    "The bytes of a run's file (None when absent); a `GanlabError` when it is not a regular file inside the run folder"
+    p = Path(run)/name
+    if not os.path.lexists(p): return None
+    if not _in_run(run, p): raise GanlabError(f'{p}: not a regular file inside the run folder (a link out of it, or not a file); not shown')
+    return _read_file(p.resolve(), str(p))
+
 def sample_epochs(
     run, # a run folder
 ) -> dict:
-    "`{epoch: path}` of the run's sample grids (`samples/epoch_XXX.png`), in epoch order"
+    "`{epoch: path}` of the run's sample grids (`samples/epoch_XXX.png`, regular files inside the run folder), in epoch order"
     found = {}
     for p in Path(run, 'samples').glob('epoch_*.png'):
-        try: found[int(p.stem.removeprefix('epoch_'))] = p
-        except ValueError: pass
+        try: e = int(p.stem.removeprefix('epoch_'))
+        except ValueError: continue
+        if _in_run(run, p): found[e] = p
     return dict(sorted(found.items()))
 
 def sample_at(
@@ -282,23 +345,25 @@ def sample_at(
     epoch:int, # an epoch; the nearest sampled one at or before it is shown (else the first)
 ) -> tuple:
     "`(epoch, uint8 H x W x 3 grid)` of the run's sample grid at `epoch`"
-    from ganlab.data import MAX_FILE_BYTES, open_image_file
     eps = sample_epochs(run)
     if not eps: raise GanlabError(f'{run}: no sample grids in {Path(run)/"samples"}')
     e = max((k for k in eps if k <= epoch), default=next(iter(eps)))
-    p = eps[e]
-    if p.stat().st_size > MAX_FILE_BYTES: raise GanlabError(f'{p}: {p.stat().st_size:,} bytes is too large for a sample grid')
-    return e, np.asarray(open_image_file(p.read_bytes(), str(p)))
+    name = eps[e].relative_to(run).as_posix()
+    data = _run_file(run, name)
+    if data is None: raise GanlabError(f'{eps[e]}: no longer there')
+    return e, np.asarray(_open_image(data, str(eps[e])))
 
 def run_metrics(
     run, # a run folder
 ) -> 'pd.DataFrame':
     "The run's `metrics.csv` as a DataFrame (numbers as floats; a missing or unreadable file is a `GanlabError`)"
-    import pandas as pd
+    import io, pandas as pd
     p = Path(run)/'metrics.csv'
-    if not p.is_file(): raise GanlabError(f'{run}: no metrics.csv')
-    try: df = pd.read_csv(p)
-    except Exception as e: raise GanlabError(f'{p}: not a readable CSV file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""})') from None
+    data = _run_file(run, 'metrics.csv')
+    if data is None: raise GanlabError(f'{run}: no metrics.csv')
+    try: df = pd.read_csv(io.BytesIO(data))
+    except pd.errors.ParserError as e: raise GanlabError(f'{p}: not a readable CSV file ({str(e).splitlines()[0][:200] if str(e) else "ParserError"})') from None
+    except Exception as e: raise GanlabError(f'{p}: not a readable CSV file ({type(e).__name__})') from None
     if 'step' not in df.columns: raise GanlabError(f'{p}: no step column; not a ganlab metrics.csv')
     return df.apply(pd.to_numeric, errors='coerce')
 
@@ -321,9 +386,11 @@ def run_settings(
 ) -> dict:
     "The run's `metadata.json` ({} when there is none; a broken file is a `GanlabError`)"
     p = Path(run)/'metadata.json'
-    if not p.is_file(): return {}
-    try: return json.loads(p.read_text())
-    except (ValueError, UnicodeDecodeError) as e: raise GanlabError(f'{p}: not readable JSON ({e})') from None
+    data = _run_file(run, 'metadata.json')
+    if data is None: return {}
+    try: return json.loads(data.decode('utf-8'))
+    except UnicodeDecodeError as e: raise GanlabError(f'{p}: not readable JSON (not UTF-8 text at byte {e.start})') from None
+    except ValueError as e: raise GanlabError(f'{p}: not readable JSON ({getattr(e, "msg", "bad JSON")} at line {getattr(e, "lineno", "?")}, column {getattr(e, "colno", "?")})') from None
 
 # %% ../nbs/09_app.ipynb #8f4d7af5
 def plot_run(
@@ -349,6 +416,10 @@ def plot_run(
 
 # %% ../nbs/09_app.ipynb #b99a0852
 APP_CSS = '.pixelated img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }' # small images enlarged without blur
+CONCURRENCY = 4 # requests served at once (inference only: the generator is read, never written); more wait in the queue
+QUEUE_MAX = 64 # requests that may wait; one more is told the queue is full
+CACHE_AGE = 300 # seconds a served image or an uploaded photo is kept in Gradio's temporary folder
+CACHE_SWEEP = 30 # seconds between the sweeps that delete older ones
 
 def _gradio():
     "The `gradio` module, imported without telemetry; a `GanlabError` saying how to install it when it is absent"
@@ -364,13 +435,14 @@ def _supported(fn, **kw) -> dict:
     return {k: v for k, v in kw.items() if k in ps}
 
 def _in_page(fn):
-    "`fn` with a `GanlabError` turned into Gradio's error message in the page"
+    "`fn` with a `GanlabError` turned into Gradio's error message in the page, its traceback not printed on the server's console"
     import functools
     gr = _gradio()
+    quiet = _supported(gr.Error, print_exception=False)  # Gradio 5 and later; Gradio 4 prints the traceback of every gr.Error
     @functools.wraps(fn)
     def wrapped(*a, **kw):
         try: return fn(*a, **kw)
-        except GanlabError as e: raise gr.Error(str(e)) from None
+        except GanlabError as e: raise gr.Error(str(e), **quiet) from None
     return wrapped
 
 def _styled_at_launch(gr) -> bool: return 'theme' in _supported(gr.Blocks.launch, theme=1)  # Gradio 6 and later
@@ -393,22 +465,41 @@ def _describe(s:Source) -> str:
     if s.ckpt: bits.append(f'from `{s.ckpt}`')
     return ', '.join(b for b in bits if b)
 
+def _class_of(
+    choices:list, # the Class dropdown's choices: all classes first, then one per class
+    label, # the choice sent
+) -> int|None:
+    "The class index of a Class dropdown's choice (None: the first choice, all classes)"
+    if label is None or label == choices[0]: return None
+    if isinstance(label, str) and label in choices: return choices.index(label) - 1
+    raise GanlabError(f"class must be one of {', '.join(map(repr, choices[:8]))}{', ...' if len(choices) > 8 else ''}; not {_shown(label)}")
+
+def _upload(
+    payload, # an uploaded file as Gradio passes it unprocessed: a dict with its `path` in Gradio's cache and the visitor's `orig_name`
+) -> tuple:
+    "`(bytes, name)` of an uploaded file, read by `_read_file`; errors name the upload as the visitor named it, never a server path"
+    if not payload: raise GanlabError('upload a photo first')
+    if not isinstance(payload, dict) or not isinstance(payload.get('path'), str): raise GanlabError('photo: send the photo as an uploaded file')
+    name = Path(payload['orig_name']).name if isinstance(payload.get('orig_name'), str) else ''
+    where = f'photo {name[:80]!r}' if name else 'photo'
+    if not os.path.lexists(payload['path']): raise GanlabError(f'{where}: no longer on the server (uploads are kept {CACHE_AGE // 60} minutes); upload it again')
+    return _read_file(payload['path'], where), where
+
 def _sample_tab(gr, s:Source):
     "The Sample tab: the grid (api_name 'sample') and the interpolation strip"
     k, g = class_count(s.g), s.g
+    choices = ['all (one class per column)', *class_names(g, s.cfg)]
     with gr.Row():
         seed = gr.Number(value=0, precision=0, label='seed', minimum=0, elem_id='seed')
         n = gr.Slider(1, MAX_GRID, value=64, step=1, label='images', elem_id='n')
         trunc = gr.Slider(0, 3, value=0, step=0.05, label='truncation (0: off)', elem_id='truncation')
-        cls = [gr.Dropdown(['all (one class per column)', *class_names(g, s.cfg)], value='all (one class per column)', type='index',
-                           label='class', elem_id='class')] if k else []
+        cls = [gr.Dropdown(choices, value=choices[0], label='class', elem_id='class')] if k else []
     button = gr.Button('Sample', variant='primary', elem_id='sample-button')
     grid = gr.Image(label='grid', type='numpy', interactive=False, elem_id='sample-grid', elem_classes='pixelated', height=512, **_supported(gr.Image, format='png'))
-    def sample(seed, n=64, truncation=0.0, label=0):
-        "A grid of images 0..n-1 for `seed` (as `ganlab generate --seed`), truncated at `truncation` (0: off); `label` 0 is all classes, i+1 class i"
-        lab = None if not k or not label else int(label) - 1
-        return sample_grid(g, int(n), _check_seed(seed), float(truncation), lab)
-    button.click(_in_page(sample), [seed, n, trunc, *cls], grid, api_name='sample')
+    def sample(seed, n=64, truncation=0.0, label=None):
+        "A grid of images 0..n-1 for `seed` (as `ganlab generate --seed`), truncated at `truncation` (0: off), of class `label` (a choice)"
+        return sample_grid(g, _whole(n, 1, MAX_GRID, 'the number of images'), _check_seed(seed), _threshold(truncation), _class_of(choices, label) if k else None)
+    button.click(_in_page(sample), [seed, n, trunc, *cls], grid, api_name='sample', preprocess=False)
     gr.Markdown('**Interpolation**: from image 0 of seed A to image 0 of seed B (truncation and class as above)')
     with gr.Row():
         sa = gr.Number(value=0, precision=0, label='seed A', minimum=0, elem_id='seed-a')
@@ -416,23 +507,24 @@ def _sample_tab(gr, s:Source):
         steps = gr.Slider(2, 32, value=8, step=1, label='steps', elem_id='steps')
     ibutton = gr.Button('Interpolate', elem_id='interpolate-button')
     strip = gr.Image(label='interpolation', type='numpy', interactive=False, elem_id='interpolation', elem_classes='pixelated', height=160, **_supported(gr.Image, format='png'))
-    def interpolate(seed_a, seed_b, steps=8, truncation=0.0, label=0):
+    def interpolate(seed_a, seed_b, steps=8, truncation=0.0, label=None):
         "A strip of `steps` images from image 0 of `seed_a` to image 0 of `seed_b`"
-        lab = None if not k or not label else int(label) - 1
-        return interpolation_strip(g, _check_seed(seed_a), _check_seed(seed_b), int(steps), float(truncation), lab)
-    ibutton.click(_in_page(interpolate), [sa, sb, steps, trunc, *cls], strip, api_name='interpolate')
+        return interpolation_strip(g, _check_seed(seed_a), _check_seed(seed_b), _whole(steps, 2, 32, 'steps'), _threshold(truncation),
+                                   _class_of(choices, label) if k else None)
+    ibutton.click(_in_page(interpolate), [sa, sb, steps, trunc, *cls], strip, api_name='interpolate', preprocess=False)
 
 def _translate_tab(gr, s:Source):
-    "The Translate tab: a photo in, the Monet-style image out"
+    "The Translate tab: a photo in (read by ganlab, not decoded by Gradio), the Monet-style image out"
     with gr.Row():
         photo = gr.Image(label='photo', type='filepath', elem_id='photo', **_supported(gr.Image, sources=['upload', 'clipboard']))
         out = gr.Image(label=f'Monet style, {TRANSLATE_SIZE}x{TRANSLATE_SIZE}', type='numpy', interactive=False, elem_id='monet', **_supported(gr.Image, format='png'))
     button = gr.Button('Translate', variant='primary', elem_id='translate-button')
+    size = getattr(s.cfg, 'size', None) or getattr(s.g, 'size', None) or TRANSLATE_SIZE
     def translate_photo(photo):
         "The Monet-style image of the uploaded photo"
-        if not photo: raise GanlabError('upload a photo first')
-        return translate(s.g, photo, getattr(s.cfg, 'size', None))
-    button.click(_in_page(translate_photo), photo, out, api_name='translate')
+        data, where = _upload(photo)
+        return translate(s.g, read_photo(data, size, where), size)
+    button.click(_in_page(translate_photo), photo, out, api_name='translate', preprocess=False)
 
 def _run_tab(gr, run:Path):
     "The Run tab: sample grids over epochs, loss and evaluation curves, metrics, settings"
@@ -446,7 +538,7 @@ def _run_tab(gr, run:Path):
     reload = gr.Button('Reload', elem_id='reload-button')
     def show_epoch(epoch):
         "The run's sample grid at `epoch` (the nearest sampled epoch at or before it)"
-        return sample_at(run, int(epoch))[1]
+        return sample_at(run, _whole(epoch, 0, 10**9, 'epoch'))[1]
     def read():
         "Everything the tab shows, read again; a file that cannot be read is a warning in the page, the rest is shown"
         def tried(f, *a):
@@ -458,7 +550,7 @@ def _run_tab(gr, run:Path):
         df = tried(run_metrics, run)
         return (gr.Slider(minimum=lo, maximum=max(hi, lo + 1), value=hi), None if shown is None else shown[1],
                 None if df is None else plot_run(df), None if df is None else eval_table(df), tried(run_settings, run))
-    epoch.release(_in_page(show_epoch), epoch, image, api_name='run_samples')
+    epoch.release(_in_page(show_epoch), epoch, image, api_name='run_samples', preprocess=False)
     outs = [epoch, image, plot, table, settings]
     reload.click(_in_page(read), None, outs, api_name='run')
     return read, outs
@@ -474,7 +566,9 @@ def build_app(
     s = open_source(source, ema, device)
     style = {} if _styled_at_launch(gr) else dict(theme=_theme(gr), css=APP_CSS)
     with gr.Blocks(title=f'ganlab: {Path(str(s.ckpt or s.run or source)).name}', analytics_enabled=False, **style) as demo:
-        gr.Markdown(f'## ganlab app\n{_describe(s)}', elem_id='header')
+        queue = (f'\n\nUp to {CONCURRENCY} requests are served at once; more wait in a queue, and the page shows each its place in it.'
+                 if s.kind else '')
+        gr.Markdown(f'## ganlab app\n{_describe(s)}{queue}', elem_id='header')
         if s.problems: gr.Markdown('\n'.join(f'**Problem:** {p}' for p in s.problems), elem_id='problems')
         with gr.Tabs():
             if s.kind == 'sampler':
@@ -489,11 +583,64 @@ def build_app(
 # %% ../nbs/09_app.ipynb #e036ecf2
 def _launch(demo, **kw):
     "Launch `demo` with the settings this Gradio takes; a port in use is a `GanlabError`"
+    from ganlab.data import MAX_FILE_BYTES
     gr = _gradio()
-    kw = dict(dict(theme=_theme(gr), css=APP_CSS) if _styled_at_launch(gr) else {}, show_error=True, ssr_mode=False, **kw)
-    demo.queue(**_supported(demo.queue, default_concurrency_limit=1))
+    # show_error=False: a `GanlabError` (gr.Error) still reaches the page; any other error's text (server paths) stays on the console
+    kw = dict(dict(theme=_theme(gr), css=APP_CSS) if _styled_at_launch(gr) else {}, show_error=False, ssr_mode=False, max_file_size=MAX_FILE_BYTES, **kw)
+    demo.queue(**_supported(demo.queue, default_concurrency_limit=CONCURRENCY, max_size=QUEUE_MAX))
     try: return demo.launch(**_supported(demo.launch, **kw))
     except OSError as e: raise GanlabError(f"cannot serve the app on {kw.get('server_name')}:{kw.get('server_port')}: {e}") from None
+
+@contextlib.contextmanager
+def _own_temp_folder():
+    "Gradio's temporary folder (`GRADIO_TEMP_DIR`) made a new one of this server's own, deleted with all it holds on the way out"
+    base = os.environ.get('GRADIO_TEMP_DIR')
+    d = tempfile.mkdtemp(prefix='ganlab-app-', dir=base if base and os.path.isdir(base) else None)
+    os.environ['GRADIO_TEMP_DIR'] = d
+    try: yield Path(d)
+    finally:
+        if base is None: os.environ.pop('GRADIO_TEMP_DIR', None)
+        else: os.environ['GRADIO_TEMP_DIR'] = base
+        shutil.rmtree(d, ignore_errors=True)
+
+def _sweep(
+    folder, # a server's own temporary folder
+    age:float, # seconds: what was last written longer ago is deleted
+) -> int:
+    "Delete the files under `folder` last written more than `age` seconds ago, and its folders left empty as long; the number of files deleted"
+    now, gone = time.time(), 0
+    for root, dirs, files in os.walk(folder, topdown=False):
+        for f in files:
+            with contextlib.suppress(OSError):
+                if now - os.lstat(p := os.path.join(root, f)).st_mtime > age: os.unlink(p); gone += 1
+        if root == os.fspath(folder): continue
+        with contextlib.suppress(OSError):
+            if now - os.lstat(root).st_mtime > age and not os.listdir(root): os.rmdir(root)
+    return gone
+
+@contextlib.contextmanager
+def _swept(
+    folder, # a server's own temporary folder
+    every:float=CACHE_SWEEP, # seconds between sweeps
+    age:float=CACHE_AGE, # seconds a file is kept
+):
+    "`_sweep(folder, age)` every `every` seconds in a thread of its own while the block runs"
+    stop = threading.Event()
+    def sweeping():
+        while not stop.wait(every): _sweep(folder, age)
+    t = threading.Thread(target=sweeping, name='ganlab-app-sweep', daemon=True)
+    t.start()
+    try: yield
+    finally: stop.set(); t.join(10)
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    "SIGTERM (`kill`, a service manager, a container's stop) stops the server as Ctrl-C does, through its clean-up"
+    if threading.current_thread() is not threading.main_thread(): yield; return
+    def interrupt(signum, frame): raise KeyboardInterrupt
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try: yield
+    finally: signal.signal(signal.SIGTERM, old)
 
 def serve(
     source, # a checkpoint file or a run folder
@@ -504,10 +651,15 @@ def serve(
     device=None, # where the generator runs (default: CUDA when present)
     quiet:bool=False, # print nothing but errors
 ):
-    "Serve the app for a checkpoint or run folder until interrupted"
+    "Serve the app for a checkpoint or run folder until interrupted (Ctrl-C or SIGTERM); its temporary files go with it"
     if not isinstance(port, int) or not 0 < port < 65536: raise GanlabError(f'port must be from 1 to 65535, not {port!r}')
-    demo = build_app(source, ema, device)
-    _launch(demo, server_name=host, server_port=port, share=share, inline=False, inbrowser=False, prevent_thread_lock=False, quiet=quiet)
+    from PIL import Image
+    # ganlab's pixel limit (MAX_PIXELS) refuses every image Pillow would warn about: a refused upload prints nothing
+    warnings.filterwarnings('ignore', category=Image.DecompressionBombWarning)
+    with _own_temp_folder() as tmp, _swept(tmp, CACHE_SWEEP, CACHE_AGE), _sigterm_interrupts():
+        demo = build_app(source, ema, device)
+        try: _launch(demo, server_name=host, server_port=port, share=share, inline=False, inbrowser=False, prevent_thread_lock=False, quiet=quiet)
+        finally: demo.close(verbose=False)
 
 def launch(
     source, # a checkpoint file, a run folder, or a `Source`
@@ -518,7 +670,8 @@ def launch(
     ema:bool=True, # the EMA generator when the checkpoint has one
     device=None, # where the generator runs (default: CUDA when present)
 ) -> 'gradio.Blocks':
-    "Start the app in the background and show it inline in a Jupyter or Kaggle notebook; `.close()` the result to stop it"
+    "Start the app in the background and show it inline in a Jupyter or Kaggle notebook; `.close()` the result to stop it (and delete its files)"
     demo = build_app(source, ema, device)
+    demo.delete_cache = (CACHE_SWEEP, CACHE_AGE)  # Blocks(delete_cache=...): Gradio's own sweep of its shared temporary folder
     _launch(demo, server_name=host, server_port=port, share=share, inline=True, prevent_thread_lock=True, height=height, quiet=True)
     return demo

@@ -6,9 +6,10 @@ Docs: https://ganlab.github.io/ganlab/checkpoint.html.md"""
 
 # %% ../nbs/05c_checkpoint.ipynb #980e6822
 from __future__ import annotations
-import hashlib
+import hashlib, re
 from pathlib import Path
 import torch, torch.nn as nn
+import ganlab
 from .core import GanlabError, atomic_write
 from .config import Family, TrainConfig, get_family, make_config
 
@@ -44,20 +45,42 @@ def content_digest(
 
 # %% ../nbs/05c_checkpoint.ipynb #671adfde
 def save_checkpoint(
-    state:dict, # what to save (its 'format' and 'digest' are set here)
+    state:dict, # what to save (its 'format' and 'digest' are set here, and `versions['ganlab']` when absent)
     path, # destination (replaced atomically)
 ) -> Path:
-    "Write `state` to `path` atomically, with the format tag and the digest of its content"
-    state = dict(state, format=CKPT_FORMAT)
+    "Write `state` to `path` atomically, with the format tag, the writer's version and the digest of its content"
+    v = state.get('versions')
+    state = dict(state, format=CKPT_FORMAT, versions={'ganlab': ganlab.__version__, **(v if isinstance(v, dict) else {})})
     state['digest'] = content_digest(state)
     with atomic_write(path) as f: torch.save(state, f)
     return Path(path)
+
+_VERSION = re.compile(r'[0-9A-Za-z.+!_-]{1,40}') # what a version stamp read from a file may look like to be repeated
+
+def _format_number(
+    fmt, # a checkpoint's format tag
+) -> int|None:
+    "N of a 'ganlab-checkpoint-N' tag, else None"
+    m = re.fullmatch(r'ganlab-checkpoint-([0-9]{1,6})', fmt) if isinstance(fmt, str) else None
+    return int(m[1]) if m else None
+
+def _newer_format(
+    path, # the checkpoint
+    state:dict, # what it holds
+) -> str:
+    "The line for a checkpoint whose format is newer than this ganlab reads: who wrote it and which version reads it"
+    v = state.get('versions')
+    v = v.get('ganlab') if isinstance(v, dict) else None
+    by = f'ganlab {v}' if isinstance(v, str) and _VERSION.fullmatch(v) else 'a newer ganlab'
+    reads = f'ganlab {v} or later reads it' if by != 'a newer ganlab' else 'a newer ganlab reads it'
+    return (f"checkpoint {path}: written by {by} in format {state['format']!r}, newer than this ganlab ({ganlab.__version__}) reads "
+            f"({', '.join(map(repr, CKPT_FORMATS))}); {reads}: pip install -U ganlab")
 
 def load_checkpoint(
     path, # a checkpoint written by `save_checkpoint`
     map_location='cpu', # where tensors go
 ) -> dict:
-    "Read a ganlab checkpoint safely (`weights_only=True`) and check its digest, with clear errors"
+    "Read a ganlab checkpoint safely (`weights_only=True`) and check its format and digest, with clear errors"
     p = Path(path)
     if not p.is_file(): raise GanlabError(f'checkpoint {path}: no such file')
     try: state = torch.load(p, map_location=map_location, weights_only=True)
@@ -66,7 +89,9 @@ def load_checkpoint(
         why = next((l for l in lines if 'Unsupported global' in l), lines[0] if lines else '')
         raise GanlabError(f'checkpoint {path}: cannot be read safely ({type(e).__name__}: {why[:300]})') from None
     fmt = state.get('format') if isinstance(state, dict) else None
-    if fmt not in CKPT_FORMATS: raise GanlabError(f"checkpoint {path}: not a ganlab checkpoint (no format tag {' or '.join(map(repr, CKPT_FORMATS))})")
+    if fmt not in CKPT_FORMATS:
+        if (_format_number(fmt) or 0) > _format_number(CKPT_FORMATS[-1]): raise GanlabError(_newer_format(path, state))
+        raise GanlabError(f"checkpoint {path}: not a ganlab checkpoint (no format tag {' or '.join(map(repr, CKPT_FORMATS))})")
     if fmt != CKPT_FORMATS[0] and state.get('digest') != content_digest(state):
         raise GanlabError(f'checkpoint {path}: damaged (its content does not match the digest written with it)')
     return state

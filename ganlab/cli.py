@@ -373,19 +373,36 @@ def _families() -> dict:
     from ganlab.config import FAMILIES, ALIASES
     return {**{k: f.summary for k, f in FAMILIES.items()}, **{k: f'old name: {f} --preset {p}' for k, (f, p) in ALIASES.items()}}
 
-def _check_outputs(c:Command, a:dict):
-    "One check of every output a command names, before it runs: a folder that is a file, a file that is a folder, a place that cannot be written"
-    from ganlab.core import check_out_dir, check_out_file
-    defaults = {q.name: q.default for q in signature(c.target)[0]}
+def _outputs(c:Command, a:dict) -> list:
+    "(flag, path, 'dir' or 'file') of every output the command writes, as given or by default"
+    defaults, out = {q.name: q.default for q in signature(c.target)[0]}, []
     for name, kind in c.writes.items():
         v = a.get(name)
         if v is None and defaults.get(name) not in (None, 'None'):
             try: v = value_of(defaults[name], c.target.split(':')[0])
             except ValueError: v = None
         if v is None: continue
-        flag = '--' + c.flags.get(name, name).replace('_', '-')
         if kind == 'dir-or-zip': kind = 'file' if str(v).lower().endswith('.zip') or a.get('zip') else 'dir'
-        (check_out_dir if kind == 'dir' else check_out_file)(v, flag)
+        out.append(('--' + c.flags.get(name, name).replace('_', '-'), v, kind))
+    return out
+
+def _check_outputs(c:Command, a:dict):
+    "One check of every output a command names, before it runs: a folder that is a file, a file that is a folder, a place that cannot be written"
+    from ganlab.core import check_out_dir, check_out_file
+    for flag, v, kind in _outputs(c, a): (check_out_dir if kind == 'dir' else check_out_file)(v, flag)
+
+def _os_error(
+    e:Exception, # an `OSError`, or torch's `RuntimeError` for a file that cannot grow, that reached the command line
+    c:Command, # the command
+    a:dict, # its arguments
+) -> str:
+    "One line for it: the file and why; for a full disk also the room left (the command's output when the error names no file)"
+    from ganlab.core import disk_full, disk_full_error, safe_text
+    where = getattr(e, 'filename', None)
+    if disk_full(e):  # the file that could not grow: a copy's destination (shutil names it `filename2`), else the command's output
+        where = getattr(e, 'filename2', None) or where or next((v for _, v, _ in _outputs(c, a)), None)
+        return str(disk_full_error(e, where)) if where is not None else f"a file could not be written: {disk_full_error(e, '.').strerror}"
+    return f'{safe_text(where)}: {e.strerror or e}' if where else f'{type(e).__name__}: {e}'
 
 def _run(c:Command, a:dict):
     "Call the command's function with the arguments given; show its result"
@@ -437,4 +454,8 @@ def main(
         print(f'ganlab {name}: error: {e}', file=sys.stderr); return 2
     except KeyboardInterrupt:
         print(f'ganlab {name}: interrupted', file=sys.stderr); return 130
+    except (OSError, RuntimeError) as e:  # the environment: a full disk, a file-size limit, a file that cannot be opened
+        from ganlab.core import disk_full
+        if isinstance(e, RuntimeError) and not disk_full(e): raise
+        print(f'ganlab {name}: error: {_os_error(e, c, a)}', file=sys.stderr); return 2
     return 0

@@ -6,16 +6,17 @@ Docs: https://ganlab.github.io/ganlab/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #18c7d5ee
 from __future__ import annotations
-import os, io, sys, glob, random, hashlib, functools, tempfile, zipfile, contextlib
+import os, io, re, sys, glob, json, time, errno, random, shutil, socket, secrets, hashlib, functools, tempfile, zipfile, contextlib
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
 # %% auto #0
-__all__ = ['OFFLINE_ENV', 'GanlabError', 'safe_text', 'atomic_write', 'check_out_dir', 'check_out_file', 'expand_inputs',
-           'progress', 'seed_everything', 'NpzWriter', 'iter_npz_rows', 'shared_data', 'WeightsFile', 'sha256_file',
-           'file_sha256', 'offline', 'find_weights', 'load_state']
+__all__ = ['LOCK_NAME', 'OFFLINE_ENV', 'GanlabError', 'safe_text', 'disk_full', 'human_bytes', 'free_space', 'file_size_limit',
+           'DiskFull', 'disk_full_error', 'atomic_write', 'check_out_dir', 'check_out_file', 'OutputLock',
+           'expand_inputs', 'progress', 'seed_everything', 'NpzWriter', 'iter_npz_rows', 'shared_data', 'WeightsFile',
+           'sha256_file', 'file_sha256', 'offline', 'find_weights', 'load_state']
 
 # %% ../nbs/00_core.ipynb #1fa0ac18
 class GanlabError(Exception):
@@ -35,6 +36,70 @@ def safe_text(
     try: return os.fsencode(s).decode('utf-8', 'backslashreplace')
     except UnicodeEncodeError: return s.encode('utf-8', 'backslashreplace').decode('utf-8')
 
+# %% ../nbs/00_core.ipynb #9a86f86b
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_TORCH_FULL = re.compile(r'unexpected pos \d+ vs \d+|file write failed|PytorchStreamWriter failed writing')
+
+def disk_full(
+    e:BaseException, # what a write raised
+) -> bool:
+    "Whether `e` says a file could not grow: no space left, a used-up quota or a file-size limit (also as torch's writer says it)"
+    if isinstance(e, OSError): return e.errno in _FULL_ERRNOS
+    return isinstance(e, RuntimeError) and bool(_TORCH_FULL.search(str(e)))
+
+def human_bytes(
+    n:float, # a number of bytes
+) -> str:
+    "`n` bytes as a short text: 512 B, 3.4 MiB, 1.2 GiB"
+    for unit in ('B', 'KiB', 'MiB', 'GiB', 'TiB'):
+        if n < 1024 or unit == 'TiB': return f'{n:.0f} {unit}' if unit == 'B' else f'{n:.1f} {unit}'
+        n /= 1024
+
+def free_space(
+    path, # a file or folder (it need not exist: the nearest folder that does is asked)
+) -> int|None:
+    "The bytes this user may still write on the disk that holds `path`, or None when that cannot be read"
+    p = Path(path).absolute()
+    while not p.exists() and p.parent != p: p = p.parent
+    try: return shutil.disk_usage(p).free
+    except OSError: return None
+
+def file_size_limit() -> int|None:
+    "The largest file this process may write (`ulimit -f`, RLIMIT_FSIZE), or None when there is no limit"
+    try: import resource
+    except ImportError: return None
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
+
+class DiskFull(GanlabError, OSError):
+    "A file that could not be written for lack of room: a `GanlabError` (one clear line) and an `OSError` (a failed write)"
+    def __init__(self,
+        message:str, # the whole line for the user
+        errno_:int=errno.ENOSPC, # ENOSPC, EDQUOT or EFBIG
+        strerror:str='', # the reason with the room left, for code that reads `strerror`
+        filename=None, # the file
+    ):
+        OSError.__init__(self, errno_, strerror or message)
+        self.message, self.filename = message, filename
+    def __str__(self): return self.message
+    def __reduce__(self): return (type(self), (self.message, self.errno, self.strerror, self.filename))
+
+def disk_full_error(
+    e:BaseException, # what the write raised (`disk_full(e)` holds)
+    path, # the file (or folder) being written
+    what:str='', # what it is, put before the path, e.g. '--out'
+    after:str='', # what else the user should know, e.g. what was kept
+) -> DiskFull:
+    "One clear error for a write that ran out of room: the file, why it could not grow, the room left on its disk"
+    free, limit, no = free_space(path), file_size_limit(), getattr(e, 'errno', None)
+    if no is None: no = errno.EFBIG if limit is not None and (free is None or free > 1 << 20) else errno.ENOSPC  # torch's wording has no errno
+    why = {errno.EDQUOT: 'the disk quota is used up',
+           errno.EFBIG: f'the file reached the size limit of this process ({human_bytes(limit)}: ulimit -f)' if limit is not None
+                        else 'the file is larger than its file system allows'}.get(no, 'no space left on the device')
+    strerror = f"{why}; {human_bytes(free) if free is not None else 'an unknown amount'} free on its disk"
+    msg = f"{what + ' ' if what else ''}{safe_text(path)}: cannot be written: {strerror}" + (f'; {after}' if after else '')
+    return DiskFull(msg, no, strerror, str(path))
+
 # %% ../nbs/00_core.ipynb #84deb53d
 @functools.cache
 def _file_mode() -> int:
@@ -48,10 +113,14 @@ def atomic_write(
     mode:str='wb', # `open` mode: 'wb' or 'w'
     **kwargs, # passed to `open`, e.g. `newline=''` for CSV
 ):
-    "Open a temporary file beside `path` that replaces `path` only if the block finishes without error"
+    "Open a temporary file beside `path` that replaces `path` only if the block finishes without error (a full disk: `DiskFull`)"
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    except OSError as e:
+        if disk_full(e): raise disk_full_error(e, path) from None
+        raise
     try:
         with os.fdopen(fd, mode, **kwargs) as f:
             yield f
@@ -59,8 +128,10 @@ def atomic_write(
             os.fsync(f.fileno())
         if os.name == 'posix': os.chmod(tmp, _file_mode())  # mkstemp's 0600 would make every output private
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
+        if disk_full(e) and not isinstance(e, DiskFull):
+            raise disk_full_error(e, path, after=f'the earlier {safe_text(path.name)} is unchanged' if path.exists() else '') from None
         raise
 
 # %% ../nbs/00_core.ipynb #43eaedf2
@@ -89,6 +160,125 @@ def check_out_file(
     if p.is_dir(): raise GanlabError(f'{what}: {safe_text(p)} is a folder, not a file')
     check_out_dir(p.parent, f'{what} ({safe_text(p.name)})')
     return p
+
+# %% ../nbs/00_core.ipynb #ecdfdded
+LOCK_NAME = '.ganlab.lock' # the lock file in a folder a command writes (a file's lock is NAME.lock beside it)
+
+def _proc_stat(pid:int) -> tuple|None:
+    "(state, start time in clock ticks after boot) of process `pid` from /proc, or None where that cannot be read"
+    try:
+        with open(f'/proc/{pid}/stat', 'rb') as f: s = f.read()
+        fields = s[s.rindex(b')') + 2:].split()
+        return fields[0].decode(), fields[19].decode()
+    except (OSError, ValueError, IndexError): return None
+
+def _alive(pid:int, start:str|None) -> bool:
+    "Whether process `pid` of this host still runs, and is the one that started at `start` when that is known"
+    if os.name != 'posix': return True  # no safe probe here: such a lock is never taken over
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except OSError: pass  # PermissionError: it runs, as another user
+    st = _proc_stat(pid)
+    return st is None or (st[0] not in ('Z', 'X') and not (start and st[1] != start))
+
+def _command() -> str:
+    "This process's command line, short, for the lock file"
+    argv = [os.path.basename(sys.argv[0]) or 'python', *sys.argv[1:]] if sys.argv else ['python']
+    s = safe_text(' '.join(argv))
+    return s if len(s) <= 200 else s[:197] + '...'
+
+# %% ../nbs/00_core.ipynb #ad6a0c49
+class OutputLock:
+    "A lock on an output folder or file, as Git locks its index: created with O_CREAT|O_EXCL, naming its holder"
+    def __init__(self,
+        path, # the output: a folder (locked by LOCK_NAME inside it) or a file (locked by NAME.lock beside it)
+        what:str='--out', # what the output is, for messages
+        folder:bool=True, # whether `path` is a folder
+        inherit:bool=False, # a lock held by this process's parent (the launcher of a multi-process run) counts as held
+        quiet:bool=False, # no note when a stale lock is taken over
+    ):
+        self.path, self.what, self.folder, self.inherit, self.quiet = Path(path).expanduser(), what, folder, inherit, quiet
+        self.lock = self.path/LOCK_NAME if folder else self.path.with_name(self.path.name + '.lock')
+        self.held, self.note, self._body, self._made = False, None, None, []
+
+    def _read(self, p=None) -> tuple:
+        "(the lock file's bytes, its holder as a dict or {} when unreadable), or (None, None) when it is gone"
+        try: raw = (p or self.lock).read_bytes()
+        except FileNotFoundError: return None, None
+        except OSError: return b'', {}
+        try: h = json.loads(raw)
+        except ValueError: return raw, {}
+        return raw, h if isinstance(h, dict) and type(h.get('pid')) is int and 0 < h['pid'] < 2**31 else {}
+
+    def _holder(self, h:dict) -> str:
+        who = 'this process' if h['pid'] == os.getpid() and h.get('host') == socket.gethostname() else f"process {h['pid']} on {h.get('host', '?')}"
+        return f"{who} (`{h.get('command', '?')}`, since {h.get('since', '?')})"
+
+    def _take_over(self, raw:bytes) -> bool:
+        "Remove the stale lock whose bytes are `raw`, unless another process replaced it meanwhile (then it is put back)"
+        grave = self.lock.with_name(f'{self.lock.name}.{os.getpid()}.stale')
+        try: os.rename(self.lock, grave)
+        except FileNotFoundError: return False
+        if self._read(grave)[0] == raw: os.unlink(grave); return True
+        with contextlib.suppress(FileExistsError): os.link(grave, self.lock)  # a fresh lock taken meanwhile: restored
+        os.unlink(grave); return False
+
+    def acquire(self) -> OutputLock:
+        "Take the lock, or raise a `GanlabError` naming its holder; a lock whose process is gone is taken over with a note"
+        (check_out_dir if self.folder else check_out_file)(self.path, self.what)
+        d = self.lock.parent.absolute()
+        while not d.exists(): self._made.append(d); d = d.parent  # folders made for the lock: removed again if left empty
+        me = dict(pid=os.getpid(), host=socket.gethostname(), start=(_proc_stat(os.getpid()) or (None, None))[1], command=_command(),
+                  since=time.strftime('%Y-%m-%d %H:%M:%S'), token=secrets.token_hex(8))
+        body, young = (json.dumps(me) + '\n').encode(), time.monotonic() + 2.0
+        try:
+            self.lock.parent.mkdir(parents=True, exist_ok=True)
+            for _ in range(50):
+                try: fd = os.open(self.lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                except FileExistsError: pass
+                else:
+                    try:
+                        with os.fdopen(fd, 'wb') as f: f.write(body); f.flush(); os.fsync(f.fileno())
+                    except BaseException:
+                        with contextlib.suppress(OSError): os.unlink(self.lock)
+                        raise
+                    self.held, self._body = True, body
+                    return self
+                raw, h = self._read()
+                if raw is None: continue  # released meanwhile
+                if not h:  # being written by its creator this instant, or not a lock of ours
+                    if time.monotonic() < young: time.sleep(0.05); continue
+                    raise GanlabError(f'{self.what} {safe_text(self.path)}: locked by {safe_text(self.lock)}, which names no process; '
+                                      'if no ganlab command is writing there, delete that file')
+                here = h.get('host') == socket.gethostname()
+                if self.inherit and here and h['pid'] == os.getppid(): return self  # held for this process by its launcher
+                if not here or _alive(h['pid'], h.get('start')):
+                    check = '' if here and h.get('start') else f'; if that process is gone, delete {safe_text(self.lock)}'
+                    raise GanlabError(f'{self.what} {safe_text(self.path)}: in use by {self._holder(h)}; wait for it to end, or choose another '
+                                      f'{self.what}{check}')
+                if self._take_over(raw):
+                    self.note = f"{self.what} {safe_text(self.path)}: took over the lock of process {h['pid']} (`{h.get('command', '?')}`), which is no longer running"
+                    if not self.quiet: print(f'note: {self.note}', file=sys.stderr)
+            raise GanlabError(f'{self.what} {safe_text(self.path)}: the lock {safe_text(self.lock)} kept changing hands; try again')
+        except OSError as e:
+            self.release()
+            if disk_full(e): raise disk_full_error(e, self.lock, self.what) from None
+            raise GanlabError(f'{self.what} {safe_text(self.path)}: cannot create the lock {safe_text(self.lock)} ({e.strerror or e})') from None
+        except BaseException:
+            self.release(); raise
+
+    def release(self):
+        "Remove the lock (only while it is still this process's), and the folders made for it that stayed empty"
+        if self.held:
+            with contextlib.suppress(OSError):
+                if self.lock.read_bytes() == self._body: os.unlink(self.lock)
+            self.held = False
+        for d in self._made:
+            with contextlib.suppress(OSError): d.rmdir()
+        self._made = []
+
+    def __enter__(self): return self.acquire()
+    def __exit__(self, *exc): self.release()
 
 # %% ../nbs/00_core.ipynb #e1309905
 def _has_suffix(p:Path, suffixes): return any(p.name.endswith(s) for s in suffixes)
@@ -156,7 +346,11 @@ class NpzWriter:
         rows = np.ascontiguousarray(rows, dtype=self.dtype)
         if self.row_shape is None: self.row_shape = rows.shape[1:]
         elif rows.shape[1:] != self.row_shape: raise ValueError(f'{self.name}: row shape {rows.shape[1:]} != {self.row_shape}')
-        self._f.write(rows.tobytes()); self.n += len(rows)
+        try: self._f.write(rows.tobytes())
+        except OSError as e:
+            if disk_full(e): raise disk_full_error(e, self.path) from None
+            raise
+        self.n += len(rows)
 
     def close(self,
         row_shape=(), # the shape of a row, used when no row came
@@ -164,7 +358,11 @@ class NpzWriter:
         **arrays, # small arrays to store beside it (deflated)
     ):
         "Write the `.npz` with the streamed array and the small `arrays` given here"
-        self._f.close()
+        try: self._f.close()
+        except OSError as e:
+            with contextlib.suppress(OSError): os.unlink(self._tmp)
+            if disk_full(e): raise disk_full_error(e, self.path) from None
+            raise
         row_shape = self.row_shape if self.row_shape is not None else tuple(row_shape)
         keep = None if keep is None else np.asarray(keep, bool)
         if keep is not None and len(keep) != self.n: raise ValueError(f'keep has {len(keep)} entries for {self.n} rows')
@@ -190,7 +388,9 @@ class NpzWriter:
 
     def __enter__(self): return self
     def __exit__(self, typ, *_):
-        if typ is not None and not self._f.closed: self._f.close(); os.unlink(self._tmp)
+        if typ is not None and not self._f.closed:
+            with contextlib.suppress(OSError): self._f.close()  # its buffer may fail to flush again on a full disk
+            with contextlib.suppress(OSError): os.unlink(self._tmp)
 
 # %% ../nbs/00_core.ipynb #eed515c0
 def iter_npz_rows(

@@ -14,16 +14,16 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from .core import GanlabError, atomic_write, expand_inputs, progress, offline
-from .records import decode_shards, decode_source, load_npz, open_image, Reject, MAX_PIXELS, WHITE
+from .records import decode_shards, decode_source, load_npz, open_image, to_rgb_alpha, Reject, MAX_PIXELS, WHITE
 from .choices import DIFFAUG
 
 # %% auto #0
 __all__ = ['IMAGE_SUFFIXES', 'MAX_FILE_BYTES', 'CROPS', 'CIFAR10_URL', 'CIFAR10_MD5', 'CIFAR10_CLASSES', 'CELEBA_FACE',
-           'SHARD_SUFFIXES', 'DIFFAUG_POLICIES', 'to_tensor', 'to_images', 'is_image_name', 'open_image_file',
-           'decode_image_bytes', 'list_images', 'image_bytes', 'ImageArrayDataset', 'NpzDataset', 'ShardDataset',
-           'fit_image', 'class_labels', 'is_split_layout', 'load_images', 'data_home', 'download_cifar10', 'cifar10',
-           'celeba', 'draw_digit', 'draw_digits', 'fit_images', 'open_dataset', 'rand_brightness', 'rand_saturation',
-           'rand_contrast', 'rand_translation', 'rand_cutout', 'diff_augment']
+           'SHARD_SUFFIXES', 'DIFFAUG_POLICIES', 'to_tensor', 'to_images', 'is_image_name', 'image_as',
+           'open_image_file', 'decode_image_bytes', 'list_images', 'image_bytes', 'ImageArrayDataset', 'NpzDataset',
+           'ShardDataset', 'fit_image', 'class_labels', 'is_split_layout', 'load_images', 'data_home',
+           'download_cifar10', 'cifar10', 'celeba', 'draw_digit', 'draw_digits', 'fit_images', 'open_dataset',
+           'rand_brightness', 'rand_saturation', 'rand_contrast', 'rand_translation', 'rand_cutout', 'diff_augment']
 
 # %% ../nbs/02_data.ipynb #6df1fbb4
 def to_tensor(
@@ -50,14 +50,22 @@ def is_image_name(
     return name.lower().endswith(IMAGE_SUFFIXES) and not base.startswith('.') and not name.startswith('__MACOSX/')
 
 # %% ../nbs/02_data.ipynb #7dd613b3
+def image_as(
+    im:Image.Image, # a decoded image in any Pillow mode
+    mode:str='RGB', # Pillow mode to convert to ('RGB' or 'L')
+) -> Image.Image:
+    "`im` in `mode`; 16- and 32-bit grey (modes `I;16*`, `I`) scaled to 8 bits as `ganlab.records.to_rgb_alpha` does"
+    if im.mode.startswith('I'): im = Image.fromarray(to_rgb_alpha(im)[0][..., 0])  # Pillow's convert clips them to 255
+    return im if im.mode == mode else im.convert(mode)
+
 def open_image_file(
     data:bytes, # the encoded image
     where:str, # what it is (a file, or `zip:member`), for the error
     max_pixels:int=MAX_PIXELS, # largest canvas accepted
     mode:str='RGB', # Pillow mode to convert to ('RGB' or 'L')
 ) -> Image.Image:
-    "Image bytes decoded safely and converted to `mode`, or a `GanlabError` naming `where`"
-    try: return open_image(data, max_pixels).convert(mode)
+    "Image bytes decoded safely and converted to `mode` by `image_as`, or a `GanlabError` naming `where`"
+    try: return image_as(open_image(data, max_pixels), mode)
     except Reject as e: raise GanlabError(f'{where}: {e.reason.replace("_", " ")} ({e.detail})') from None
     except (ValueError, OSError) as e: raise GanlabError(f'{where}: cannot convert to {mode} ({e})') from None
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
-from .core import GanlabError, NpzWriter, atomic_write, check_out_dir, expand_inputs, safe_text
+from .core import GanlabError, NpzWriter, OutputLock, atomic_write, check_out_dir, expand_inputs, safe_text
 from .records import REASONS, WHITE, MAX_PIXELS, MAX_LINE, Rejection
 from .shards import INFO_KEYS, DecodeReport, decode_batches, decode_source, load_npz, csv_writer, read_rejected, default_workers
 if TYPE_CHECKING:  # for readers and type checkers: the functions import them when they draw
@@ -265,8 +265,9 @@ def doctor(
     out = check_out_dir(out, 'out')
     source = decode_source(paths, size=size, background=background, sense=sense, max_pixels=max_pixels)
     workers = workers or default_workers()
-    try: return _doctor(paths, out, source, size, workers, background, sense, max_pixels, max_line, truth, samples, plots, strict, show_progress, t_start)
-    except OSError as e: raise GanlabError(f'out: writing into {safe_text(out)} failed: {e.strerror or e}') from None
+    with OutputLock(out, 'out'):  # one command per output folder: a second doctor into it is refused at once
+        try: return _doctor(paths, out, source, size, workers, background, sense, max_pixels, max_line, truth, samples, plots, strict, show_progress, t_start)
+        except OSError as e: raise GanlabError(f'out: writing into {safe_text(out)} failed: {e.strerror or e}') from None
 
 def _doctor(paths, out, source, size, workers, background, sense, max_pixels, max_line, truth, samples, plots, strict, show_progress, t_start):
     ids, per_shard_rows, sizes, hist, sampler = [], Counter(), {}, {}, _Sampler(samples)

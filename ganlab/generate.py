@@ -6,12 +6,12 @@ Docs: https://ganlab.github.io/ganlab/generate.html.md"""
 
 # %% ../nbs/06_generate.ipynb #487fe92b
 from __future__ import annotations
-import dataclasses, io, re, zipfile
+import dataclasses, io, re, sys, zipfile
 from pathlib import Path
 import numpy as np
 import torch, torch.nn as nn
 from PIL import Image
-from .core import GanlabError, atomic_write, progress
+from .core import GanlabError, DiskFull, OutputLock, atomic_write, disk_full, disk_full_error, progress
 from .data import to_images, to_tensor
 from .checkpoint import load_net
 from .runtime import mix_seed, pick_device
@@ -100,6 +100,19 @@ def _safe(name:str, empty:str='class') -> str:
     "`name` in letters, digits, '_', '.' and '-' only, never empty or hidden"
     return re.sub(r'[^A-Za-z0-9_.-]+', '_', name).strip('._') or empty
 
+def _partly_written(
+    e:BaseException, # what writing raised (`disk_full(e)` holds)
+    out:Path, # the folder
+    done:int, # images written
+    n:int, # images asked for
+    name, # index -> file name
+) -> DiskFull:
+    "The one line for a folder a full disk left part-written: which images are there, and that the rest are not"
+    e = e if isinstance(e, DiskFull) else disk_full_error(e, out)
+    wrote = f'wrote {done:,} of the {n:,} images ({name(0)} to {name(done - 1)})' if done else f'wrote none of the {n:,} images'
+    return DiskFull(f'{e}; {wrote}, not the rest: free some space and run the same command again (it writes the same images)',
+                    e.errno, e.strerror, e.filename)
+
 def generate(
     ckpt, # a checkpoint written by `ganlab train`
     n:int=1000, # how many images
@@ -125,16 +138,30 @@ def generate(
     name = (lambda i: f'{prefix}-{i:06d}.png') if labels is None else (lambda i: f'{prefix}-{i:06d}-{_safe(names[labels[i]])}.png')
     out = Path(out)
     if zip and out.suffix.lower() != '.zip': out = out.with_name(out.name + '.zip')
-    it = progress(iter_generated(g, n, seed, batch, labels=labels), total=n, desc='generating', unit='img', disable=True if quiet else None)
-    if out.suffix.lower() == '.zip':
-        with atomic_write(out) as f, zipfile.ZipFile(f, 'w', zipfile.ZIP_STORED) as zf:
-            for i, img in it:
-                zf.writestr(zipfile.ZipInfo(name(i), date_time=(1980, 1, 1, 0, 0, 0)), png_bytes(img))
-    else:
-        if out.is_file(): raise GanlabError(f'{out} is a file; give a folder (or --zip)')
-        out.mkdir(parents=True, exist_ok=True)
-        for i, img in it:
-            with atomic_write(out/name(i)) as f: f.write(png_bytes(img))
+    as_zip = out.suffix.lower() == '.zip'
+    if not as_zip and out.is_file(): raise GanlabError(f'{out} is a file; give a folder (or --zip)')
+    with OutputLock(out, folder=not as_zip, quiet=quiet):  # one command per output: two commands' images never mix
+        it = progress(iter_generated(g, n, seed, batch, labels=labels), total=n, desc='generating', unit='img', disable=True if quiet else None)
+        if as_zip:
+            try:
+                with atomic_write(out) as f, zipfile.ZipFile(f, 'w', zipfile.ZIP_STORED) as zf:
+                    for i, img in it:
+                        zf.writestr(zipfile.ZipInfo(name(i), date_time=(1980, 1, 1, 0, 0, 0)), png_bytes(img))
+            except DiskFull as e:
+                raise DiskFull(f'{e}; none of the {n:,} images was written (the zip is written whole or not at all)', e.errno, e.strerror, e.filename) from None
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            done = 0
+            try:
+                for i, img in it:
+                    with atomic_write(out/name(i)) as f: f.write(png_bytes(img))
+                    done += 1
+            except OSError as e:
+                if not disk_full(e): raise
+                raise _partly_written(e, out, done, n, name) from None
+            except KeyboardInterrupt:
+                if not quiet: print(f'generate: stopped after writing {done:,} of the {n:,} images to {out}', file=sys.stderr)
+                raise
     return out
 
 # %% ../nbs/06_generate.ipynb #7840fc6d
@@ -142,12 +169,12 @@ SUBMISSION_SIZE = 256 # Kaggle's image side
 SUBMISSION_COUNT = (7000, 10000) # images Kaggle accepts in images.zip
 
 def load_translator(
-    ckpt, # a CycleGAN checkpoint (`last.pt`, `best.pt`, `epoch_XXX.pt` or `ema.pt`)
+    ckpt, # a CycleGAN or CUT checkpoint (`last.pt`, `best.pt`, `epoch_XXX.pt` or `ema.pt`)
     ema:bool=True, # the EMA generator when there is one
     device=None, # where to put it (default: CUDA when present)
 ) -> tuple[nn.Module, object]:
     "The photo → Monet generator of a translation checkpoint (CycleGAN, CUT) in eval mode, and its run's config"
-    g, cfg, _ = load_net(ckpt, 'g', ema, pick_device(device), kinds=('photo',), use='translating photos (give a cyclegan checkpoint)')
+    g, cfg, _ = load_net(ckpt, 'g', ema, pick_device(device), kinds=('photo',), use='translating photos (give a cyclegan or cut checkpoint)')
     return g, cfg
 
 def jpeg_bytes(
@@ -241,7 +268,7 @@ def _monet_npz(monet, path:Path) -> Path:
     return path
 
 def monet_submit(
-    ckpt, # a CycleGAN checkpoint
+    ckpt, # a CycleGAN or CUT checkpoint
     photo=None, # photos to translate (default: the run's --photo)
     out='images.zip', # the zip to write
     n:int|None=None, # translate the first n photos (default: all, at most 10,000)
@@ -266,28 +293,36 @@ def monet_submit(
     dev = next(g.parameters()).device
     out = Path(out)
     if out.suffix.lower() != '.zip': raise GanlabError(f'{out}: the submission must be a .zip file')
-    res = dict(out=out, images=0, report=DomainReport())  # a photo that does not decode is skipped and reported, never the end of the run
-    pairs = _renamed(iter_domain(photo, size=cfg.size, limit=n or hi, report=res['report']))
-    bar = progress(total=n, desc='translating', unit='img', disable=True if quiet else None)
-    with atomic_write(out) as f, zipfile.ZipFile(f, 'w', zipfile.ZIP_STORED) as zf:
-        for arc, img in _translated(g, pairs, SUBMISSION_SIZE, batch, dev):
-            zf.writestr(zipfile.ZipInfo(arc, date_time=(1980, 1, 1, 0, 0, 0)), jpeg_bytes(img, quality))
-            res['images'] += 1; bar.update()
-    bar.close()
-    if res['images'] == 0: raise GanlabError(f'{photo}: no photos were read' + (f"\n{res['report'].summary()}" if res['report'].skipped else ''))
-    if res['report'].skipped and not quiet: print(f"{photo}: {res['report'].summary()}")
-    if check:
-        res['check'] = check_submission(out, quiet=quiet)
-    if mifid:
-        from ganlab.metrics import compare
-        monet = monet if monet is not None else cfg.monet
-        if monet is None: res['mifid_note'] = 'no MiFID: give --monet (the run was trained from memory, so its checkpoint names none)'
-        else:
-            import tempfile as _tf
-            with _tf.TemporaryDirectory() as d:
-                try:
-                    res.update(compare(out, _monet_npz(monet, Path(d)/'monet.npz'), weights=weights, device=device, download=False,
-                                       metrics=('fid', 'mifid'), quiet=quiet))
-                except GanlabError as e:
-                    res['mifid_note'] = f'no MiFID: {str(e).splitlines()[0]}'
+    with OutputLock(out, folder=False, quiet=quiet):  # one writer per zip: a second command is refused, never a silent winner
+        res = dict(out=out, images=0, report=DomainReport())  # a photo that does not decode is skipped and reported, never the end of the run
+        pairs = _renamed(iter_domain(photo, size=cfg.size, limit=n or hi, report=res['report']))
+        bar = progress(total=n, desc='translating', unit='img', disable=True if quiet else None)
+        try:
+            with atomic_write(out) as f, zipfile.ZipFile(f, 'w', zipfile.ZIP_STORED) as zf:
+                for arc, img in _translated(g, pairs, SUBMISSION_SIZE, batch, dev):
+                    zf.writestr(zipfile.ZipInfo(arc, date_time=(1980, 1, 1, 0, 0, 0)), jpeg_bytes(img, quality))
+                    res['images'] += 1; bar.update()
+        except DiskFull as e:
+            raise DiskFull(f"{e}; the submission was not written ({res['images']:,} photos were translated; the zip is written whole or not at all)",
+                           e.errno, e.strerror, e.filename) from None
+        finally: bar.close()
+        if res['images'] == 0: raise GanlabError(f'{photo}: no photos were read' + (f"\n{res['report'].summary()}" if res['report'].skipped else ''))
+        if res['report'].skipped and not quiet: print(f"{photo}: {res['report'].summary()}")
+        if check:
+            res['check'] = check_submission(out, quiet=quiet)
+        if mifid:
+            from ganlab.metrics import compare
+            monet = monet if monet is not None else cfg.monet
+            if monet is None: res['mifid_note'] = 'no MiFID: give --monet (the run was trained from memory, so its checkpoint names none)'
+            else:
+                import tempfile as _tf
+                with _tf.TemporaryDirectory() as d:
+                    try:
+                        res.update(compare(out, _monet_npz(monet, Path(d)/'monet.npz'), weights=weights, device=device, download=False,
+                                           metrics=('fid', 'mifid'), quiet=quiet))
+                    except (GanlabError, OSError) as e:  # the submission is written: no MiFID is a note, also for a full temporary folder
+                        if not isinstance(e, GanlabError):
+                            if not disk_full(e): raise
+                            e = disk_full_error(e, Path(d)/'monet.npz')
+                        res['mifid_note'] = f'no MiFID: {str(e).splitlines()[0]}'
     return res

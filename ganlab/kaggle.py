@@ -6,7 +6,7 @@ Docs: https://ganlab.github.io/ganlab/kaggle.html.md"""
 
 # %% ../nbs/08_kaggle.ipynb #e00dee59
 from __future__ import annotations
-import contextlib, glob, json, os, re, shutil, subprocess, sys, tempfile
+import base64, binascii, contextlib, glob, json, os, re, shutil, stat, subprocess, sys, tempfile
 from dataclasses import dataclass
 from pathlib import Path
 import ganlab
@@ -14,12 +14,12 @@ from .core import GanlabError, atomic_write, find_weights, shared_data
 
 # %% auto #0
 __all__ = ['ROOT_ENV', 'REHEARSAL_ENV', 'CPU_PROCS_ENV', 'MONET_COMPETITION', 'MONET_PARTS', 'KERNEL_FIELDS', 'MACHINE_SHAPES',
-           'T4X2', 'kaggle_root', 'on_kaggle', 'full_run', 'output_dir', 'GPU', 'parse_nvidia_smi', 'gpus', 'cpu_procs',
-           'kaggle_defaults', 'KaggleEnv', 'kaggle_env', 'find_input', 'competition_data', 'monet_data', 'noisy_shards',
-           'kaggle_weights', 'slugify', 'kernel_metadata', 'read_notebook', 'notebook_cells', 'network_installs',
-           'kernel_problems', 'read_kernel_metadata', 'check_kernel', 'source_tree', 'kaggle_username',
-           'dataset_metadata', 'build_wheel', 'package', 'kernel_folders', 'find_kernel', 'with_owner', 'push_folder',
-           'kaggle_command', 'push']
+           'T4X2', 'REDACTED', 'kaggle_root', 'on_kaggle', 'full_run', 'output_dir', 'GPU', 'parse_nvidia_smi', 'gpus',
+           'cpu_procs', 'kaggle_defaults', 'KaggleEnv', 'kaggle_env', 'find_input', 'competition_data', 'monet_data',
+           'noisy_shards', 'kaggle_weights', 'slugify', 'kernel_metadata', 'read_notebook', 'notebook_cells',
+           'network_installs', 'kernel_problems', 'read_kernel_metadata', 'check_kernel', 'key_file_warning',
+           'kaggle_username', 'source_tree', 'dataset_metadata', 'build_wheel', 'package', 'client_secrets', 'redact',
+           'kernel_folders', 'find_kernel', 'with_owner', 'push_folder', 'kaggle_command', 'push']
 
 # %% ../nbs/08_kaggle.ipynb #849f2e81
 ROOT_ENV = 'GANLAB_KAGGLE_ROOT' # environment variable that moves the Kaggle root (default /kaggle), for tests and rehearsals
@@ -357,13 +357,35 @@ def check_kernel(
     if bad := kernel_problems(meta, d, need_gpu): raise GanlabError(f"{d/'kernel-metadata.json'}: {len(bad)} problem{'s' if len(bad) > 1 else ''}:\n  " + '\n  '.join(bad))
     return meta
 
-# %% ../nbs/08_kaggle.ipynb #78e45bc4
-def source_tree() -> Path:
-    "The ganlab source tree (the folder with pyproject.toml) this module was imported from"
-    root = Path(ganlab.__file__).resolve().parent.parent
-    if not (root/'pyproject.toml').is_file():
-        raise GanlabError(f'ganlab at {Path(ganlab.__file__).parent} is an installed copy, not a source tree; packaging needs a clone of the repository')
-    return root
+# %% ../nbs/08_kaggle.ipynb #f3f6d48a
+_KEY_FILES_WARNED = set() # the kaggle.json files readable by others already warned about in this process
+
+def key_file_warning(
+    p, # a kaggle.json
+) -> str|None:
+    "The kaggle client's warning when `p` may be read by its group or others; None when it may not, is absent, or on Windows"
+    if os.name == 'nt': return None
+    try: mode = os.stat(p).st_mode
+    except OSError: return None
+    if not mode & (stat.S_IRGRP | stat.S_IROTH): return None
+    return f"Warning: Your Kaggle API key is readable by other users on this system! To fix this, you can run 'chmod 600 {p}'"
+
+def _config_dirs(
+    e, # the kaggle client's environment
+) -> list:
+    "Where the kaggle client's kaggle.json may be: $KAGGLE_CONFIG_DIR, ~/.kaggle, ~/.config/kaggle"
+    home = e.get('HOME') or str(Path.home())
+    return [d for d in (e.get('KAGGLE_CONFIG_DIR'), f'{home}/.kaggle', os.path.join(e.get('XDG_CONFIG_HOME') or f'{home}/.config', 'kaggle')) if d]
+
+def _read_key_file(
+    p:Path, # a kaggle.json
+) -> dict:
+    "kaggle.json `p` as a dict ({} when absent or not a JSON object); a readable-by-others file is warned about first, once"
+    if (w := key_file_warning(p)) and str(p) not in _KEY_FILES_WARNED:
+        _KEY_FILES_WARNED.add(str(p)); print(w, file=sys.stderr)
+    try: data = json.loads(p.read_text())
+    except (OSError, ValueError): return {}
+    return data if isinstance(data, dict) else {}
 
 def kaggle_username(
     user:str|None=None, # given explicitly
@@ -373,13 +395,17 @@ def kaggle_username(
     if user: return user
     e = os.environ if env is None else env
     if e.get('KAGGLE_USERNAME'): return e['KAGGLE_USERNAME']
-    home = e.get('HOME') or str(Path.home())
-    dirs = [e.get('KAGGLE_CONFIG_DIR'), f'{home}/.kaggle', os.path.join(e.get('XDG_CONFIG_HOME') or f'{home}/.config', 'kaggle')]
-    for d in filter(None, dirs):
-        p = Path(d)/'kaggle.json'
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            if name := json.loads(p.read_text()).get('username'): return name
+    for d in _config_dirs(e):
+        if isinstance(name := _read_key_file(Path(d)/'kaggle.json').get('username'), str) and name: return name
     raise GanlabError('no Kaggle user: pass --user, set KAGGLE_USERNAME, or put kaggle.json (from kaggle.com > Settings > API) in ~/.kaggle')
+
+# %% ../nbs/08_kaggle.ipynb #78e45bc4
+def source_tree() -> Path:
+    "The ganlab source tree (the folder with pyproject.toml) this module was imported from"
+    root = Path(ganlab.__file__).resolve().parent.parent
+    if not (root/'pyproject.toml').is_file():
+        raise GanlabError(f'ganlab at {Path(ganlab.__file__).parent} is an installed copy, not a source tree; packaging needs a clone of the repository')
+    return root
 
 def dataset_metadata(
     user:str, # the dataset's owner
@@ -415,7 +441,8 @@ def build_wheel(
         wheels = sorted((t/'dist').glob('ganlab-*.whl'))
         if r.returncode or not wheels: raise GanlabError(f"building the wheel failed (pip wheel, offline; setuptools must be installed):\n{(r.stderr or r.stdout)[-2000:]}")
         for old in out.glob('ganlab-*.whl'): old.unlink()
-        return Path(shutil.copy2(wheels[0], out/wheels[0].name))
+        with open(wheels[0], 'rb') as s, atomic_write(out/wheels[0].name) as d: shutil.copyfileobj(s, d)  # a full disk leaves no partial wheel
+        return out/wheels[0].name
 
 def package(
     out, # the dataset folder to write (wheel + dataset-metadata.json)
@@ -430,6 +457,43 @@ def package(
     with atomic_write(Path(out)/'dataset-metadata.json', 'w') as f: json.dump(meta, f, indent=2)
     return dict(wheel=whl, metadata=Path(out)/'dataset-metadata.json', id=meta['id'],
                 install=f"pip install --no-index --no-deps /kaggle/input/{slug}/*.whl")
+
+# %% ../nbs/08_kaggle.ipynb #a7884d3d
+REDACTED = '[redacted]' # what a credential becomes in what ganlab relays
+
+_SECRET_NAME = r'[\w-]*(?:key|token|secret|password|passwd|authorization|credentials?)' # names whose values are hidden
+_VALUE = r'(?!(?:basic|bearer|token|digest)\s+\S)[^\s"\'\\,;&(){}\[\]]+' # a scheme word is not the value
+_NAMED = re.compile(rf'(?i)(\b{_SECRET_NAME}\b\\*["\']?\s*[:=]\s*\\*["\']?)((?:basic|bearer|token|digest)\s+)?{_VALUE}')
+_BEARER = re.compile(r'(?i)\b(bearer\s+)[A-Za-z0-9._~+/-]{8,}=*')
+_BASIC = re.compile(r'(?i)\b(basic\s+)([A-Za-z0-9+/]{8,}={0,2})')
+
+def _is_basic(
+    b64:str, # what follows "Basic "
+) -> bool:
+    "Whether `b64` is base64 of `user:password` (HTTP Basic credentials)"
+    try: return ':' in base64.b64decode(b64, validate=True).decode()
+    except (binascii.Error, ValueError): return False
+
+def client_secrets(
+    env:dict|None=None, # the kaggle client's environment (default: this process's)
+) -> list:
+    "The credentials the kaggle client may print: $KAGGLE_KEY, $KAGGLE_API_TOKEN, kaggle.json's key, and `user:key` in base64"
+    e = os.environ if env is None else env
+    files = [_read_key_file(Path(d)/'kaggle.json') for d in _config_dirs(e)]
+    users = {u for u in [e.get('KAGGLE_USERNAME'), *(f.get('username') for f in files)] if isinstance(u, str) and u}
+    keys = {k for k in [e.get('KAGGLE_KEY'), e.get('KAGGLE_API_TOKEN'), *(f.get('key') for f in files)] if isinstance(k, str) and len(k) >= 6}
+    basic = {base64.b64encode(f'{u}:{k}'.encode()).decode() for u in users for k in keys}
+    return sorted(keys | basic, key=len, reverse=True)
+
+def redact(
+    text:str, # what a client printed
+    secrets=(), # values hidden wherever they appear (see `client_secrets`)
+) -> str:
+    "`text` with credentials replaced by `REDACTED`: `secrets`, Basic and Bearer credentials, values named like keys, tokens, passwords"
+    for s in secrets: text = text.replace(s, REDACTED)
+    text = _NAMED.sub(lambda m: m[1] + (m[2] or '') + REDACTED, text)
+    text = _BEARER.sub(lambda m: m[1] + REDACTED, text)
+    return _BASIC.sub(lambda m: m[1] + REDACTED if _is_basic(m[2]) else m[0], text)
 
 # %% ../nbs/08_kaggle.ipynb #9416f7ae
 def kernel_folders(
@@ -498,6 +562,12 @@ def kaggle_command() -> list[str]:
     if importlib.util.find_spec('kaggle') is None: raise GanlabError('the kaggle client is not installed: pip install kaggle')
     return [sys.executable, '-m', 'kaggle']
 
+def _push_failed(
+    out:str, # the client's standard output
+) -> bool:
+    "Whether the client's standard output reports an error (its `VERBOSE=1` dumps of JSON and bytes aside)"
+    return any('error' in l.lower() for l in out.splitlines() if not l.lstrip().startswith(('{', '[', "b'", 'b"')))
+
 def push(
     notebook='nbs/kaggle/monet.ipynb', # a notebook of nbs/kaggle, or a folder with kernel-metadata.json
     repo=None, # where to look for the metadata
@@ -508,11 +578,12 @@ def push(
     quiet:bool=False, # do not echo the client's output
     owner:str|None=None, # push as this user (see `with_owner`; default: the client's user when one is configured, else the metadata's)
 ) -> dict:
-    "Check a kernel and push it with `kaggle kernels push`; return the folder, the command, the kernel id and the client's output"
+    "Check a kernel and push it with `kaggle kernels push`; return the folder, the command, the kernel id and the client's output (redacted)"
     if accelerator is not None and accelerator not in MACHINE_SHAPES:
         raise GanlabError(f"accelerator {accelerator!r} is not one of {', '.join(MACHINE_SHAPES)}")
     if owner is None:
         with contextlib.suppress(GanlabError): owner = kaggle_username(env=env)
+    secrets = client_secrets(env)
     tmp = Path(tempfile.mkdtemp(prefix='ganlab-push-'))
     try: folder = push_folder(notebook, tmp, repo, owner)
     except BaseException: shutil.rmtree(tmp, ignore_errors=True); raise
@@ -522,8 +593,9 @@ def push(
     if dry_run: return res
     try: r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     finally: shutil.rmtree(tmp, ignore_errors=True)  # the client has read the folder; nothing of it is needed after
-    res['output'] = (r.stdout + r.stderr).strip()
+    shown = {key_file_warning(p) for p in _KEY_FILES_WARNED}  # ganlab printed these already
+    res['output'] = '\n'.join(l for l in redact((r.stdout + r.stderr).strip(), secrets).splitlines() if l not in shown)
     if not quiet and res['output']: print(res['output'])
-    if r.returncode or 'error' in r.stdout.lower():
+    if r.returncode or _push_failed(r.stdout):
         raise GanlabError(f"kaggle kernels push failed (status {r.returncode}): {res['output'][-1500:] or 'no output'}")
     return res

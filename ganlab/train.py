@@ -6,7 +6,7 @@ Docs: https://ganlab.github.io/ganlab/train.html.md"""
 
 # %% ../nbs/05f_train.ipynb #4d541440
 from __future__ import annotations
-import csv, io, json, math, os, platform, re, shutil, signal, subprocess, sys, time
+import contextlib, csv, io, json, math, os, platform, re, shutil, signal, subprocess, sys, time
 from dataclasses import asdict
 from pathlib import Path
 import numpy as np
@@ -15,7 +15,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 from fastcore.basics import patch
 import ganlab
-from .core import GanlabError, atomic_write, progress, seed_everything
+from .core import GanlabError, DiskFull, LOCK_NAME, OutputLock, atomic_write, disk_full, disk_full_error, progress, seed_everything
 from .config import TrainConfig, family_of, get_family, make_config, resume_config, parse_duration
 from .data import to_images, to_tensor
 from .eda import image_grid, save_image
@@ -91,6 +91,11 @@ def plot_losses(
     return fig
 
 # %% ../nbs/05f_train.ipynb #ffb3b7d8
+def _step(row:dict) -> int|None:
+    "A metrics.csv row's step, or None for a row that is not whole"
+    try: return int(row['step'])
+    except (TypeError, ValueError, KeyError): return None
+
 class RunLog:
     "The records of a run: metrics.csv, TensorBoard, W&B (offline)"
     def __init__(self,
@@ -105,7 +110,7 @@ class RunLog:
         self.out.mkdir(parents=True, exist_ok=True)
         rows = []
         if resume_step is not None and self.csv.is_file():
-            with open(self.csv, newline='') as f: rows = [r for r in csv.DictReader(f) if int(r['step']) <= resume_step]
+            with open(self.csv, newline='') as f: rows = [r for r in csv.DictReader(f) if _step(r) is not None and _step(r) <= resume_step]
         with atomic_write(self.csv, 'w', newline='') as f:
             w = csv.DictWriter(f, METRIC_COLUMNS); w.writeheader(); w.writerows(rows)
         self.tb = self.wb = None
@@ -126,9 +131,18 @@ class RunLog:
         if not self.quiet: tqdm.write(f'note: {msg}', file=sys.stderr)
 
     def row(self, **values):
-        "Append a row to metrics.csv and log its numbers"
-        with open(self.csv, 'a', newline='') as f:
-            csv.DictWriter(f, METRIC_COLUMNS).writerow({k: (f'{v:.9g}' if isinstance(v, float) else v) for k, v in values.items()})
+        "Append a row to metrics.csv and log its numbers (a row that cannot be written whole, on a full disk, is not written at all)"
+        line = io.StringIO()
+        csv.DictWriter(line, METRIC_COLUMNS).writerow({k: (f'{v:.9g}' if isinstance(v, float) else v) for k, v in values.items()})
+        fd = os.open(self.csv, os.O_WRONLY | os.O_APPEND)
+        try:
+            end, rest = os.lseek(fd, 0, os.SEEK_END), memoryview(line.getvalue().encode())
+            try:
+                while rest: rest = rest[os.write(fd, rest):]
+            except OSError:
+                with contextlib.suppress(OSError): os.ftruncate(fd, end)  # as SQLite rolls back: no half row for the next reader
+                raise
+        finally: os.close(fd)
         scal = {k: v for k, v in values.items() if k not in ('epoch', 'step', 'images') and isinstance(v, (int, float))}
         if self.tb is not None:
             for k, v in scal.items(): self.tb.add_scalar(k, v, values['step'])
@@ -148,7 +162,7 @@ class RunLog:
 # %% ../nbs/05f_train.ipynb #498c229b
 RUN_FILES = { # what a run writes: name in the run folder -> the file names a run writes inside it (None: the file itself)
     'checkpoints': r'(last|best|ema|epoch_\d+)\.pt|\..*\.tmp', 'samples': r'epoch_\d+\.png|\..*\.tmp', 'tb': r'events\.out\.tfevents\..*',
-    'wandb': r'.*', 'metrics.csv': None, 'metadata.json': None, 'losses.png': None,
+    'wandb': r'.*', 'metrics.csv': None, 'metadata.json': None, 'losses.png': None, LOCK_NAME: None,  # the lock the running command holds
 }
 
 def foreign_files(
@@ -176,6 +190,7 @@ def clear_run(
         raise GanlabError(f"--overwrite: {out} holds files a run did not write ({', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}); "
                           'move them, or choose another --out')
     for name in RUN_FILES:
+        if name == LOCK_NAME: continue  # the lock of the command that clears the folder (`OutputLock`) stays
         p = out/name
         if p.is_dir(): shutil.rmtree(p)
         elif p.exists(): p.unlink()
@@ -578,6 +593,17 @@ def _resume_settings(family:str, out, settings:dict) -> TrainConfig:
     if get_family(s['family']).name != get_family(family).name: raise GanlabError(f"--resume: {out} holds a {s['family']} run, not {family}")
     return resume_config(get_family(family).name, s['config'], settings)
 
+def _out_of_room(
+    e:BaseException, # what writing raised (`disk_full(e)` holds)
+    out, # the run folder
+) -> DiskFull:
+    "The one line for a run a full disk stopped: what could not be written, the room left, and the checkpoint it resumes from"
+    e = e if isinstance(e, DiskFull) else disk_full_error(e, getattr(e, 'filename2', None) or getattr(e, 'filename', None) or out)
+    ck = Path(out)/'checkpoints'/'last.pt'
+    then = f'training stopped; {ck} is complete: free some space, then continue with --resume' if ck.is_file() else \
+           'training stopped before its first checkpoint'
+    return DiskFull(f'{e}; {then}', e.errno, e.strerror, e.filename)
+
 def train(
     family:str='dcgan', # a registered family (see `ganlab.config.FAMILIES`)
     data=None, # images: a folder or zip, noisy shards, a decoded .npz, a CIFAR-10 source or 'cifar10'
@@ -595,24 +621,29 @@ def train(
 ):
     "Train a GAN; return the `Trainer` (None in the launching process of a multi-process run)"
     if nprocs > 1 and int(os.environ.get('WORLD_SIZE', '1')) == 1:
-        try: launch(train, nprocs=nprocs, family=family, data=data, out=out, config=config, preset=preset, resume=resume, overwrite=overwrite,
-                    dataset=dataset, until_step=until_step, evaluator=evaluator, quiet=quiet, **settings)
-        except GanlabError as e:
-            ck = Path(out)/'checkpoints'/'last.pt'
-            if 'was killed by' not in str(e) and 'without reporting' not in str(e) or not ck.is_file(): raise
-            raise GanlabError(f'{e}. The run continues from its last checkpoint with --resume ({ck})') from None
+        with OutputLock(out, quiet=quiet):  # the launching process holds the run folder for the whole run; its processes inherit the lock
+            try: launch(train, nprocs=nprocs, family=family, data=data, out=out, config=config, preset=preset, resume=resume, overwrite=overwrite,
+                        dataset=dataset, until_step=until_step, evaluator=evaluator, quiet=quiet, **settings)
+            except GanlabError as e:
+                ck = Path(out)/'checkpoints'/'last.pt'
+                if 'was killed by' not in str(e) and 'without reporting' not in str(e) or not ck.is_file(): raise
+                raise GanlabError(f'{e}. The run continues from its last checkpoint with --resume ({ck})') from None
         return None
-    if resume:
-        if config is not None or preset is not None: raise GanlabError('--resume takes the settings from the checkpoint; drop --config and --preset')
-        cfg = _resume_settings(family, out, dict(data=data, out=str(out), **settings))
-    else:
-        cfg = make_config(family, config, preset, data=str(data) if data is not None else None, out=str(out), **settings)
-        if overwrite and int(os.environ.get('RANK', '0')) == 0: clear_run(out)
-    t = Trainer(cfg, dataset, resume, None, quiet=quiet)
-    if evaluator == 'fid' and cfg.fid_every and t.dist.main:
-        try: t.evaluator = FIDEvaluator(t.images.cpu(), cfg.fid_images, cfg.seed, t.device, mifid=t.task.metric == 'mifid')
-        except GanlabError as e:
-            t.log.note(f'no FID during training: {str(e).splitlines()[0]}')
-    elif callable(evaluator): t.evaluator = evaluator
-    t.fit(until_step)
+    if resume and (config is not None or preset is not None): raise GanlabError('--resume takes the settings from the checkpoint; drop --config and --preset')
+    main, world = int(os.environ.get('RANK', '0')) == 0, int(os.environ.get('WORLD_SIZE', '1'))
+    with OutputLock(out, inherit=world > 1, quiet=quiet) if main else contextlib.nullcontext():  # one command per run folder, from the start
+        if resume: cfg = _resume_settings(family, out, dict(data=data, out=str(out), **settings))
+        else: cfg = make_config(family, config, preset, data=str(data) if data is not None else None, out=str(out), **settings)
+        try:
+            if overwrite and not resume and main: clear_run(out)
+            t = Trainer(cfg, dataset, resume, None, quiet=quiet)
+            if evaluator == 'fid' and cfg.fid_every and t.dist.main:
+                try: t.evaluator = FIDEvaluator(t.images.cpu(), cfg.fid_images, cfg.seed, t.device, mifid=t.task.metric == 'mifid')
+                except GanlabError as e:
+                    t.log.note(f'no FID during training: {str(e).splitlines()[0]}')
+            elif callable(evaluator): t.evaluator = evaluator
+            t.fit(until_step)
+        except (OSError, RuntimeError) as e:
+            if not disk_full(e): raise
+            raise _out_of_room(e, out) from None
     return t

@@ -18,3 +18,13 @@ def shared():
     d = shared_data()
     if d is None: pytest.skip('../shared/data is not beside the project (set GANLAB_SHARED_DATA to point at it)')
     return d
+
+
+@pytest.fixture(scope='module')
+def npz(tmp_path_factory):
+    "128 synthetic 16x16 digits as a decoded .npz (ids and images), for commands that read a data file"
+    import numpy as np
+    from ganlab.data import draw_digits
+    d = tmp_path_factory.mktemp('data')
+    np.savez(d/'digits.npz', images=draw_digits(128, seed=0, size=16)[0], ids=np.array([f'd{i}' for i in range(128)]))
+    return d/'digits.npz'

@@ -3,7 +3,7 @@
 
 The served and browser tests skip with their reason when Gradio, selenium or the browser is absent; `.ci/run` installs
 them. The browser's screenshot is written to $GANLAB_TEST_ARTEFACTS (default: test-artefacts/ in the checkout)."""
-import importlib.util, io, os, shutil, socket, subprocess, sys, tempfile, time, urllib.request, zipfile
+import importlib.util, io, json, os, shutil, socket, subprocess, sys, tempfile, time, urllib.request, zipfile
 from pathlib import Path
 import numpy as np, pytest, torch, torch.nn as nn
 from PIL import Image
@@ -287,3 +287,217 @@ def test_unreadable_run_files_leave_the_rest_of_the_run_tab(run, tmp_path):
         assert settings['family'] == 'dcgan' and _png(grid).shape == _png(r/'samples'/'epoch_002.png').shape
         assert plot is None and table['data'] == []  # the unreadable metrics.csv: a warning, nothing plotted or tabled
     finally: demo.close()
+
+
+# --- issue 27: hostile uploads, run folders with links, the console, load and disk --------------------------------
+
+def _start_app(source, log, *flags, **env) -> tuple:
+    "`ganlab app SOURCE` in its own process on a free port, its console in `log`; `(url, process)` once it serves"
+    port = _free_port()
+    ganlab = shutil.which('ganlab') or str(Path(sys.executable).parent/'ganlab')
+    p = subprocess.Popen([ganlab, 'app', str(source), '--port', str(port), '--device', 'cpu', '--quiet', *flags], stdout=log, stderr=subprocess.STDOUT,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT), GRADIO_ANALYTICS_ENABLED='False', **env))
+    url, t0 = f'http://127.0.0.1:{port}/', time.monotonic()
+    while True:
+        if p.poll() is not None: pytest.fail(f'the app exited ({p.returncode}):\n{Path(log.name).read_text()[-3000:]}')
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                if r.status == 200: return url, p
+        except OSError: pass
+        if time.monotonic() - t0 > 180: p.kill(); pytest.fail(f'the app did not serve {url} in 180 s')
+        time.sleep(0.5)
+
+def _stop_app(p) -> int:
+    p.terminate()
+    try: return p.wait(30)
+    except subprocess.TimeoutExpired: p.kill(); return p.wait()
+
+def _rss(pid:int, field:str='VmHWM') -> int:
+    "Bytes of a process's resident memory now (VmRSS) or at its peak (VmHWM); 0 without /proc"
+    try: lines = Path(f'/proc/{pid}/status').read_text().splitlines()
+    except OSError: return 0
+    return next((int(l.split()[1]) * 1024 for l in lines if l.startswith(field + ':')), 0)
+
+def _png_bytes(a, **kw) -> bytes:
+    b = io.BytesIO(); Image.fromarray(a).save(b, 'PNG', **kw); return b.getvalue()
+
+def _bomb_png(w:int, h:int) -> bytes:
+    "A small PNG whose header declares w x h RGBA pixels (IDAT: a few zero rows, compressed)"
+    import struct, zlib
+    chunk = lambda t, d: struct.pack('>I', len(d)) + t + d + struct.pack('>I', zlib.crc32(t + d))
+    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, 6, 0, 0, 0)) +
+            chunk(b'IDAT', zlib.compress(b'\0' * (4 * w + 1) * 4)) + chunk(b'IEND', b''))
+
+@pytest.fixture(scope='module')
+def served_cyc(cyc, tmp_path_factory):
+    "`ganlab app CYC` in its own process with a Gradio temp folder of the test's, and its console"
+    if not HAS_GRADIO: pytest.skip('Gradio is not installed (pip install "ganlab[app]"; the dev extra has it)')
+    d = tmp_path_factory.mktemp('served_cyc')
+    (d/'gradio').mkdir()
+    log = open(d/'console.log', 'w+b')
+    url, p = _start_app(cyc, log, GRADIO_TEMP_DIR=str(d/'gradio'))
+    yield dict(url=url, p=p, log=d/'console.log', temp=d/'gradio')
+    if p.poll() is None: _stop_app(p)
+    log.close()
+
+def _client_error(c, **kw) -> str:
+    "The message of the error the app answers `c.predict(**kw)` with"
+    with pytest.raises(Exception) as e: c.predict(**kw)
+    return str(e.value)
+
+def test_hostile_uploads_get_ganlabs_one_line_and_no_traceback(served_cyc, cyc, tmp_path):
+    "Zero bytes, text named .png, a 169 Mpx decompression bomb, a 16-bit PNG, CMYK and animated uploads, as a visitor sends them"
+    from gradio_client import Client, handle_file
+    c = Client(served_cyc['url'], verbose=False)
+    s = app.open_source(cyc, **CPU)
+    files = {'empty.png': b'', 'notes.png': b'root:x:0:0:root:/root:/bin/bash\n', 'bomb.png': _bomb_png(13000, 13000)}
+    for name, data in files.items(): (tmp_path/name).write_bytes(data)
+    assert (tmp_path/'bomb.png').stat().st_size < 200_000
+    want = {'empty.png': 'not an image', 'notes.png': 'not an image', 'bomb.png': 'larger than the pixel limit'}
+    peak0 = _rss(served_cyc['p'].pid)
+    for name in files:
+        t = time.monotonic()
+        msg = _client_error(c, photo=handle_file(tmp_path/name), api_name='/translate')
+        assert f"photo '{name}'" in msg and want[name] in msg, msg
+        assert 'preprocess' not in msg and str(served_cyc['temp']) not in msg and 'ganlab-app-' not in msg and 'root:x' not in msg, msg
+        assert time.monotonic() - t < 20, name
+    if peak0: assert _rss(served_cyc['p'].pid) - peak0 < 300e6  # the bomb allocated nothing (169 Mpx of RGBA is 676 MB)
+    # 16-bit grey: read as its 8-bit twin, not as white
+    ramp = np.tile(np.linspace(0, 255, 96).round().astype(np.uint16)[None], (96, 1))
+    (tmp_path/'grey16.png').write_bytes(_png_bytes(ramp * 257)); (tmp_path/'grey8.png').write_bytes(_png_bytes(ramp.astype(np.uint8)))
+    assert Image.open(tmp_path/'grey16.png').mode.startswith('I;16')
+    a, b = (_png(c.predict(photo=handle_file(tmp_path/f), api_name='/translate')) for f in ('grey16.png', 'grey8.png'))
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, app.translate(s.g, np.repeat(ramp.astype(np.uint8)[..., None], 3, -1), s.cfg.size))
+    # CMYK and animated uploads still translate
+    rgb = draw_digits(1, seed=3, size=80)[0][0]
+    Image.fromarray(rgb).convert('CMYK').save(tmp_path/'cmyk.jpg', quality=95)
+    frames = [Image.fromarray(rgb), Image.fromarray(255 - rgb)]
+    frames[0].save(tmp_path/'anim.gif', save_all=True, append_images=frames[1:], duration=100)
+    for f in ('cmyk.jpg', 'anim.gif'): assert _png(c.predict(photo=handle_file(tmp_path/f), api_name='/translate')).shape == (256, 256, 3)
+    console = served_cyc['log'].read_text(errors='replace')
+    assert 'Traceback' not in console, console[-3000:]
+
+def test_page_errors_print_no_traceback(served, run):
+    "Every error the page shows cleanly is one line in the page and nothing on the server's console"
+    from gradio_client import Client
+    c = Client(served, verbose=False)
+    cases = [(dict(seed=-1, n=4, truncation=0, api_name='/sample'), 'seed must be'), (dict(seed=1, n=0, truncation=0, api_name='/sample'), 'number of images'),
+             (dict(seed=1, n=4, truncation=-1, api_name='/sample'), 'truncation'), (dict(seed='x' * 1000, n=4, truncation=0, api_name='/sample'), 'seed must be'),
+             (dict(seed_a=0, seed_b=1, steps=1, truncation=0, api_name='/interpolate'), 'steps'), (dict(epoch=-3, api_name='/run_samples'), 'epoch')]
+    for kw, want in cases:
+        msg = _client_error(c, **kw)
+        assert want in msg and len(msg) < 300, msg
+    assert _png(c.predict(seed=3, n=4, truncation=0, api_name='/sample')).shape == (2 * 18 + 2,) * 2 + (3,)  # and it still serves
+
+@needs_gradio
+def test_console_of_the_served_sampler_has_no_traceback(run, tmp_path):
+    "The served app's own console after the errors above: no traceback (a server of its own, so the log is this test's)"
+    from gradio_client import Client
+    with open(tmp_path/'console.log', 'w+b') as log:
+        url, p = _start_app(run, log, GRADIO_TEMP_DIR=str(tmp_path))
+        try:
+            c = Client(url, verbose=False)
+            for kw in (dict(seed=-1, n=4, truncation=0, api_name='/sample'), dict(seed=1, n=9999, truncation=0, api_name='/sample'),
+                       dict(seed_a=0, seed_b=1, steps=99, truncation='x', api_name='/interpolate')):
+                _client_error(c, **kw)
+        finally: code = _stop_app(p)
+    console = (tmp_path/'console.log').read_text(errors='replace')
+    assert 'Traceback' not in console and code == 0, (code, console[-3000:])
+
+@needs_gradio
+def test_run_tab_shows_only_regular_files_inside_the_run(run, tmp_path):
+    from gradio_client import Client
+    r = tmp_path/'r'; shutil.copytree(run, r)
+    secret = tmp_path/'secret.txt'; secret.write_text('root:x:0:0:SECRET-LINE\n' * 50)
+    (r/'metadata.json').unlink(); (r/'metadata.json').symlink_to(secret)
+    (r/'samples'/'epoch_009.png').symlink_to(secret)
+    (r/'samples'/'epoch_010.png').symlink_to('/etc/hostname' if Path('/etc/hostname').exists() else secret)
+    os.mkfifo(r/'samples'/'epoch_011.png')  # a FIFO must not hang the tab
+    assert list(app.sample_epochs(r)) == [1, 2]
+    with pytest.raises(GanlabError, match='not a regular file inside the run folder'): app.run_settings(r)
+    demo = app.launch(r, port=_free_port(), share=False, device='cpu')
+    try:
+        c = Client(f'http://127.0.0.1:{demo.server_port}/', verbose=False, download_files=False)
+        epoch, grid, plot, table, settings = c.predict(api_name='/run')
+        assert settings is None and epoch['value'] == 2 and grid is not None  # metadata.json linked out: a warning, not its content
+        shown = c.predict(epoch=11, api_name='/run_samples')
+        assert shown is not None  # the nearest regular grid (epoch 2)
+        everything = json.dumps([epoch, grid, table, settings, shown], default=str)
+        assert 'SECRET' not in everything and 'root:x' not in everything
+    finally: demo.close()
+
+@needs_gradio
+def test_served_files_are_swept_and_the_temp_folder_goes_with_the_server(run, tmp_path, monkeypatch):
+    from gradio_client import Client
+    # a page in this process, its files kept 2 s and swept every second
+    monkeypatch.setattr(app, 'CACHE_AGE', 2); monkeypatch.setattr(app, 'CACHE_SWEEP', 1)
+    demo = app.launch(run, port=_free_port(), share=False, device='cpu')
+    try:
+        c = Client(f'http://127.0.0.1:{demo.server_port}/', verbose=False, download_files=False)
+        paths = [Path(c.predict(seed=s, n=4, truncation=0, api_name='/sample')['path']) for s in range(3)]
+        assert all(p.is_file() for p in paths)
+        time.sleep(4.5)
+        assert not any(p.exists() for p in paths), paths
+    finally: demo.close()
+    # `ganlab app` in its own process: a temp folder of its own, deleted when SIGTERM stops it
+    with open(tmp_path/'console.log', 'w+b') as log:
+        (tmp_path/'gt').mkdir()
+        url, p = _start_app(run, log, GRADIO_TEMP_DIR=str(tmp_path/'gt'))
+        try:
+            c = Client(url, verbose=False, download_files=False)
+            served = Path(c.predict(seed=1, n=4, truncation=0, api_name='/sample')['path'])
+            assert served.is_file() and served.is_relative_to(tmp_path/'gt') and served.relative_to(tmp_path/'gt').parts[0].startswith('ganlab-app-')
+        finally: code = _stop_app(p)
+    assert code == 0 and list((tmp_path/'gt').iterdir()) == [], (code, list((tmp_path/'gt').rglob('*'))[:5])
+    assert 'Traceback' not in (tmp_path/'console.log').read_text(errors='replace')
+
+def test_sweep_keeps_the_last_cache_age_seconds(tmp_path):
+    "`serve`'s own sweep of its temporary folder (Gradio 6.31's delete_cache dies under concurrent load)"
+    old, now = time.time() - app.CACHE_AGE - 5, time.time()
+    for i in range(20):
+        d = tmp_path/f'h{i}'; d.mkdir(); (d/'image.png').write_bytes(b'x' * 100)
+        if i % 2: os.utime(d/'image.png', (old, old))
+    assert app._sweep(tmp_path, app.CACHE_AGE) == 10
+    assert sorted(int(p.parent.name[1:]) for p in tmp_path.rglob('*.png')) == list(range(0, 20, 2))
+    for d in tmp_path.iterdir():
+        if not any(d.iterdir()): os.utime(d, (old, old))
+    app._sweep(tmp_path, app.CACHE_AGE)
+    assert len(list(tmp_path.iterdir())) == 10  # the emptied folders go once they are as old
+
+class Slow(nn.Module):
+    "A stand-in generator that takes a second per call (inference only, as every generator is)"
+    latent = 4
+    def __init__(self): super().__init__(); self.w = nn.Parameter(torch.zeros(1))
+    def forward(self, z): time.sleep(1); return torch.zeros(len(z), 3, 4, 4) + self.w
+
+@needs_gradio
+def test_requests_are_served_concurrently_and_the_page_says_so():
+    import threading
+    from gradio_client import Client
+    assert app.CONCURRENCY >= 2
+    demo = app.launch(app.Source(g=Slow().eval(), kind='sampler'), port=_free_port(), share=False)
+    try:
+        assert 'served at once' in _components(demo)['header']['props']['value']
+        url = f'http://127.0.0.1:{demo.server_port}/'
+        clients = [Client(url, verbose=False, download_files=False) for _ in range(app.CONCURRENCY)]
+        t = time.monotonic()
+        ts = [threading.Thread(target=c.predict, kwargs=dict(seed=i, n=1, truncation=0, api_name='/sample')) for i, c in enumerate(clients)]
+        for x in ts: x.start()
+        for x in ts: x.join()
+        assert time.monotonic() - t < app.CONCURRENCY - 0.5  # one at a time would take CONCURRENCY seconds
+    finally: demo.close()
+
+@pytest.mark.slow
+@needs_gradio
+def test_load_bench_serves_without_errors_and_leaves_no_temp_files():
+    "bench/app.py's load test, short: 8 clients for 15 s (the figures of the report come from the full run)"
+    import importlib.util as iu
+    spec = iu.spec_from_file_location('bench_app', ROOT/'bench'/'app.py'); bench = iu.module_from_spec(spec); spec.loader.exec_module(bench)
+    tmp = Path(tempfile.mkdtemp(prefix='ganlab-test-load-'))
+    try:
+        r = bench.load_test(bench.default_width_checkpoint(tmp, 32), clients=8, seconds=15)
+        assert r['errors'] == 0 and r['grids'] > 0 and r['same seed, same bytes afterwards'], r
+        assert r['tracebacks on the server console'] == 0 and r['server exit code'] == 0, r
+        assert r['temp folder after the server stopped (MB, files)'][1] == 0, r
+    finally: shutil.rmtree(tmp, ignore_errors=True)

@@ -24,12 +24,6 @@ def one_clear_line(r, *needles):
     for n in needles: assert n in r.stderr, (n, r.stderr)
 
 @pytest.fixture(scope='module')
-def npz(tmp_path_factory):
-    d = tmp_path_factory.mktemp('data')
-    np.savez(d/'digits.npz', images=draw_digits(128, seed=0, size=16)[0], ids=np.array([f'd{i}' for i in range(128)]))
-    return d/'digits.npz'
-
-@pytest.fixture(scope='module')
 def run(tmp_path_factory):
     d = tmp_path_factory.mktemp('run')
     train('dcgan', dataset=ImageArrayDataset(draw_digits(64, seed=1, size=16)[0]), out=d/'r', quiet=True, **TINY)

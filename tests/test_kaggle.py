@@ -205,10 +205,11 @@ def test_fake_kaggle_tree_drives_the_environment(tmp_path, monkeypatch):
 
 def test_plan_monet_competition_run():
     from ganlab.config import CycleGANConfig
-    p = gk.plan(CycleGANConfig(size=256, epochs=25, batch=2), images={'monet': 300, 'photo': 7038})
+    from ganlab import planner as gp
+    p = gp.plan(CycleGANConfig(size=256, epochs=25, batch=2), images={'monet': 300, 'photo': 7038})
     assert p.steps == 7038 // 2 * 25 and p.fits and p.spare_s > 0
     assert 'ASSUMED' in p.how and 'GFLOP' in str(p)
-    slow = gk.plan('cyclegan', epochs=25, batch=2, rate=1.0)
+    slow = gp.plan('cyclegan', epochs=25, batch=2, rate=1.0)
     assert not slow.may_fit and slow.max_epochs == int((12 * 3600 - 600) // (3519 * 2 / 1.0))
-    twice = gk.plan('cyclegan', epochs=50, batch=2)
+    twice = gp.plan('cyclegan', epochs=50, batch=2)
     assert twice.seconds[1] - 600 == pytest.approx(2 * (p.seconds[1] - 600))
