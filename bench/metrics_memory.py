@@ -6,7 +6,7 @@
 Builds each input in a temporary folder, runs the `ganlab` command on it (CPU, seeded random weights in the FID
 layout), samples the process's resident memory with psutil every 10 ms, and prints one row per input: the input's
 size on disk, the peak resident memory, the exit status and the first line of stderr. `--root` runs another checkout
-of ganlab (e.g. /work/main, to see the memory before a change).
+of ganlab (e.g. ../main, a checkout beside this one, to see the memory before a change).
 """
 import argparse, io, os, subprocess, sys, tempfile, time, zipfile
 from pathlib import Path
