@@ -82,6 +82,11 @@ class DiskFull(GanlabError, OSError):
         OSError.__init__(self, errno_, strerror or message)
         self.message, self.filename = message, filename
     def __str__(self): return self.message
+    def adding(self,
+        text:str, # what else the user should know: what was written, what was kept, what to do
+    ) -> DiskFull:
+        "The same error with `text` after its line"
+        return DiskFull(f'{self.message}; {text}', self.errno, self.strerror, self.filename)
     def __reduce__(self): return (type(self), (self.message, self.errno, self.strerror, self.filename))
 
 def disk_full_error(

@@ -110,8 +110,7 @@ def _partly_written(
     "The one line for a folder a full disk left part-written: which images are there, and that the rest are not"
     e = e if isinstance(e, DiskFull) else disk_full_error(e, out)
     wrote = f'wrote {done:,} of the {n:,} images ({name(0)} to {name(done - 1)})' if done else f'wrote none of the {n:,} images'
-    return DiskFull(f'{e}; {wrote}, not the rest: free some space and run the same command again (it writes the same images)',
-                    e.errno, e.strerror, e.filename)
+    return e.adding(f'{wrote}, not the rest: free some space and run the same command again (it writes the same images)')
 
 def generate(
     ckpt, # a checkpoint written by `ganlab train`
@@ -148,7 +147,7 @@ def generate(
                     for i, img in it:
                         zf.writestr(zipfile.ZipInfo(name(i), date_time=(1980, 1, 1, 0, 0, 0)), png_bytes(img))
             except DiskFull as e:
-                raise DiskFull(f'{e}; none of the {n:,} images was written (the zip is written whole or not at all)', e.errno, e.strerror, e.filename) from None
+                raise e.adding(f'none of the {n:,} images was written (the zip is written whole or not at all)') from None
         else:
             out.mkdir(parents=True, exist_ok=True)
             done = 0
@@ -303,8 +302,7 @@ def monet_submit(
                     zf.writestr(zipfile.ZipInfo(arc, date_time=(1980, 1, 1, 0, 0, 0)), jpeg_bytes(img, quality))
                     res['images'] += 1; bar.update()
         except DiskFull as e:
-            raise DiskFull(f"{e}; the submission was not written ({res['images']:,} photos were translated; the zip is written whole or not at all)",
-                           e.errno, e.strerror, e.filename) from None
+            raise e.adding(f"the submission was not written ({res['images']:,} photos were translated; the zip is written whole or not at all)") from None
         finally: bar.close()
         if res['images'] == 0: raise GanlabError(f'{photo}: no photos were read' + (f"\n{res['report'].summary()}" if res['report'].skipped else ''))
         if res['report'].skipped and not quiet: print(f"{photo}: {res['report'].summary()}")

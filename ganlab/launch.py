@@ -14,7 +14,7 @@ from .core import GanlabError
 from .runtime import free_port
 
 # %% auto #0
-__all__ = ['gpu_count', 'fork_poisoned', 'stop_requested', 'pick_start_method', 'LaunchError', 'launch']
+__all__ = ['gpu_count', 'fork_poisoned', 'stop_requested', 'pick_start_method', 'LaunchError', 'ProcessDied', 'launch']
 
 # %% ../nbs/05ba_launch.ipynb #55102099
 def gpu_count() -> int:
@@ -129,6 +129,9 @@ def pick_start_method(
 class LaunchError(RuntimeError):
     "A launched process failed with an error other than a `GanlabError` (its traceback is in the message)"
 
+class ProcessDied(GanlabError):
+    "A launched process ended without a word: killed by a signal, or exited without reporting"
+
 def _signal_name(code:int) -> str:
     try: return signal.Signals(-code).name
     except ValueError: return f'signal {-code}'
@@ -142,8 +145,8 @@ def _failure(i:int, n:int, report, code:int|None) -> Exception:
         return LaunchError(f"{who} raised {e['type']}: {e['message']}\n\n{who}'s traceback:\n{e['traceback']}")
     if code is not None and code < 0:
         hint = " (Linux's out-of-memory killer sends SIGKILL)" if code == -signal.SIGKILL else ''
-        return GanlabError(f'{who} was killed by {_signal_name(code)}{hint}; the other processes were stopped')
-    return GanlabError(f'{who} exited with status {code} without reporting; the other processes were stopped')
+        return ProcessDied(f'{who} was killed by {_signal_name(code)}{hint}; the other processes were stopped')
+    return ProcessDied(f'{who} exited with status {code} without reporting; the other processes were stopped')
 
 def _end(procs:list, grace:float=3.0):
     "Stop every process still running: SIGTERM, then SIGKILL after `grace` seconds"

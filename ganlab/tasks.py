@@ -19,24 +19,14 @@ from .losses import d_real_loss, d_fake_loss, g_loss, gradient_penalty, r1_penal
 from .runtime import Dist, mix_seed, seed_dropout, adam_options
 
 # %% auto #0
-__all__ = ['ema_ramp', 'ema_weight', 'EMA', 'Task', 'unsynced_bn', 'DCGANTask', 'CGANTask']
-
-# %% ../nbs/05d_tasks.ipynb #8d808d72
-def ema_ramp(
-    decay:float, # the decay the ramp reaches (e.g. 0.999)
-):
-    "An `AveragedModel` `multi_avg_fn`: exponential moving average with decay min(decay, (1 + t) / (10 + t)) at update t"
-    def avg(averaged:list, current:list, n:torch.Tensor):
-        d = torch.clamp((1 + n) / (10 + n), max=decay).to(averaged[0].dtype)
-        torch._foreach_lerp_(averaged, current, [1 - d] * len(averaged))
-    return avg
+__all__ = ['ema_weight', 'EMA', 'Task', 'unsynced_bn', 'DCGANTask', 'CGANTask']
 
 # %% ../nbs/05d_tasks.ipynb #2a819749
 def ema_weight(
     n:int, # updates before this one
     decay:float, # the decay the ramp reaches
 ) -> float:
-    "The weight of the current parameters in update `n` of the ramped average, 1 - min(decay, (1 + n) / (10 + n)), rounded as float32 as `ema_ramp` rounds it"
+    "The weight of the current parameters in update `n` of the ramped average, 1 - min(decay, (1 + n) / (10 + n)), rounded in float32 as a device computes it"
     f = np.float32
     return float(f(1) - min(f(1 + n) / f(10 + n), f(decay)))
 

@@ -20,7 +20,7 @@ from .config import TrainConfig, family_of, get_family, make_config, resume_conf
 from .data import to_images, to_tensor
 from .eda import image_grid, save_image
 from .runtime import Dist, init_dist, pick_device, amp_dtype, rng_state, set_rng_state, mix_seed, epoch_order, device_name, flush_denormals
-from .launch import launch, stop_requested
+from .launch import ProcessDied, launch, stop_requested
 from .checkpoint import CKPT_FORMAT, save_checkpoint, load_checkpoint, remove_stale_temporaries, require
 
 # %% auto #0
@@ -602,7 +602,7 @@ def _out_of_room(
     ck = Path(out)/'checkpoints'/'last.pt'
     then = f'training stopped; {ck} is complete: free some space, then continue with --resume' if ck.is_file() else \
            'training stopped before its first checkpoint'
-    return DiskFull(f'{e}; {then}', e.errno, e.strerror, e.filename)
+    return e.adding(then)
 
 def train(
     family:str='dcgan', # a registered family (see `ganlab.config.FAMILIES`)
@@ -624,10 +624,10 @@ def train(
         with OutputLock(out, quiet=quiet):  # the launching process holds the run folder for the whole run; its processes inherit the lock
             try: launch(train, nprocs=nprocs, family=family, data=data, out=out, config=config, preset=preset, resume=resume, overwrite=overwrite,
                         dataset=dataset, until_step=until_step, evaluator=evaluator, quiet=quiet, **settings)
-            except GanlabError as e:
+            except ProcessDied as e:  # the process could not say what happened: say where the run stands
                 ck = Path(out)/'checkpoints'/'last.pt'
-                if 'was killed by' not in str(e) and 'without reporting' not in str(e) or not ck.is_file(): raise
-                raise GanlabError(f'{e}. The run continues from its last checkpoint with --resume ({ck})') from None
+                if not ck.is_file(): raise
+                raise ProcessDied(f'{e}. The run continues from its last checkpoint with --resume ({ck})') from None
         return None
     if resume and (config is not None or preset is not None): raise GanlabError('--resume takes the settings from the checkpoint; drop --config and --preset')
     main, world = int(os.environ.get('RANK', '0')) == 0, int(os.environ.get('WORLD_SIZE', '1'))
