@@ -19,7 +19,7 @@ import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from ganlab.data import draw_digits, fit_images, load_images
-from ganlab.records import load_npz
+from ganlab.shards import load_npz
 
 
 NO_DIGIT = 10 # the class of blank fields and noise

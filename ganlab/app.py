@@ -13,25 +13,12 @@ import numpy as np
 from .core import GanlabError
 
 # %% auto #0
-__all__ = ['CHECKPOINT_ORDER', 'MAX_REDRAWS', 'MAX_GRID', 'BATCH', 'TRANSLATE_SIZE', 'TRAIN_COLUMNS', 'LOSS_COLUMNS', 'APP_CSS',
-           'CONCURRENCY', 'QUEUE_MAX', 'CACHE_AGE', 'CACHE_SWEEP', 'find_checkpoint', 'is_run', 'Source', 'open_source',
-           'sample_latents', 'class_count', 'class_names', 'generated_images', 'sample_images', 'sample_grid', 'slerp',
+__all__ = ['MAX_GRID', 'TRAIN_COLUMNS', 'LOSS_COLUMNS', 'NO_EVALS', 'APP_CSS', 'CONCURRENCY', 'QUEUE_MAX', 'CACHE_AGE',
+           'CACHE_SWEEP', 'is_run', 'Source', 'open_source', 'class_count', 'sample_images', 'sample_grid', 'slerp',
            'interpolation_strip', 'read_photo', 'translate', 'sample_epochs', 'sample_at', 'run_metrics',
-           'eval_columns', 'eval_table', 'run_settings', 'plot_run', 'build_app', 'serve', 'launch']
+           'eval_columns', 'eval_table', 'run_settings', 'evals_note', 'plot_run', 'build_app', 'serve', 'launch']
 
 # %% ../nbs/09_app.ipynb #ba1ae225
-CHECKPOINT_ORDER = ('best.pt', 'last.pt', 'ema.pt') # a run folder's checkpoint to load, the first present
-
-def find_checkpoint(
-    run, # a run folder
-) -> Path|None:
-    "The checkpoint of run folder `run` the app loads: the first of `CHECKPOINT_ORDER` present, else the newest `epoch_XXX.pt`"
-    d = Path(run)/'checkpoints'
-    for name in CHECKPOINT_ORDER:
-        if (d/name).is_file(): return d/name
-    numbered = sorted(d.glob('epoch_*.pt'))
-    return numbered[-1] if numbered else None
-
 def is_run(
     folder, # a folder
 ) -> bool:
@@ -72,8 +59,10 @@ def open_source(
     p, s = Path(source), Source()
     if p.is_dir():
         if not is_run(p): s.problems.append(f'{p}: not a ganlab run folder (no metrics.csv, metadata.json, samples/ or checkpoints/)'); return s
-        s.run, s.ckpt = p, find_checkpoint(p)
-        if s.ckpt is None: s.problems.append(f'{p}: no checkpoint in {p/"checkpoints"}; only the Run tab is shown')
+        from ganlab.checkpoint import find_checkpoint  # the rule of every command: best.pt, else last.pt, ...
+        s.run = p
+        try: s.ckpt = find_checkpoint(p)[0]
+        except GanlabError: s.problems.append(f'{p}: no checkpoint in {p/"checkpoints"}; only the Run tab is shown')
     elif p.is_file():
         s.ckpt = p
         if p.parent.name == 'checkpoints' and is_run(p.parent.parent): s.run = p.parent.parent
@@ -85,13 +74,7 @@ def open_source(
     return s
 
 # %% ../nbs/09_app.ipynb #f987862d
-MAX_REDRAWS = 100 # truncation: rounds of redrawing before the rest is clipped
 MAX_GRID = 256 # most images on one grid
-BATCH = 250 # images per forward pass (`ganlab generate`'s default)
-
-def _redraw_seed(seed:int, r:int) -> int:
-    "The seed of truncation's redraw round `r` for seed `seed`"
-    return int(np.random.SeedSequence([seed, 0x7472756E, r]).generate_state(1, np.uint64)[0] >> 1)
 
 def _shown(
     x, # an input value
@@ -107,34 +90,7 @@ def _whole(x, lo:int, hi:int, what:str) -> int:
         raise GanlabError(f'{what} must be a whole number from {lo} to {hi}, not {_shown(x)}')
     return int(x)
 
-def _threshold(
-    x, # a truncation threshold as sent
-) -> float:
-    "`x` as a truncation threshold: a finite number, 0 or more; else a `GanlabError`"
-    if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)) or not 0 <= x < math.inf:
-        raise GanlabError(f'truncation must be 0 (off) or a positive threshold, not {_shown(x)}')
-    return float(x)
-
 def _check_seed(seed) -> int: return _whole(seed, 0, 2**63 - 1, 'seed')
-
-def sample_latents(
-    n:int, # how many vectors (images 0..n-1)
-    latent:int, # vector length
-    seed:int=0, # the noise seed (as `ganlab generate --seed`)
-    truncation:float=0.0, # redraw entries with |z| above this (0: off)
-) -> 'torch.Tensor':
-    "Latent vectors of images 0..n-1 for `seed`, truncated at `truncation` when it is above 0 (float32, CPU)"
-    import torch
-    from ganlab.generate import latents
-    seed, truncation = _check_seed(seed), _threshold(truncation)
-    z = latents(0, n, latent, seed)
-    if truncation > 0:
-        for r in range(1, MAX_REDRAWS + 1):
-            far = z.abs() > truncation
-            if not far.any(): break
-            z = torch.where(far, latents(0, n, latent, _redraw_seed(seed, r)), z)
-        z = z.clamp(-truncation, truncation)
-    return z
 
 # %% ../nbs/09_app.ipynb #009e2d91
 def class_count(
@@ -143,41 +99,10 @@ def class_count(
     "How many classes a conditional generator has (0 for an unconditional one)"
     return int(getattr(g, 'classes', 0) or 0)
 
-def class_names(
-    g, # a generator
-    cfg=None, # its config (may hold `class_names`)
-) -> list:
-    "The names of a conditional generator's classes (its config's `class_names`, else '0', '1', ...); [] when unconditional"
-    k = class_count(g)
-    names = list(getattr(cfg, 'class_names', None) or [])
-    return [str(v) for v in names] if len(names) == k else [str(i) for i in range(k)]
-
-def _labels(g, n:int, label) -> 'torch.Tensor|None':
-    "The labels of images 0..n-1: None (unconditional), all `label`, or `i % classes`"
-    import torch
-    k = class_count(g)
-    if not k:
-        if label is not None: raise GanlabError('this generator is not conditional: give no class')
-        return None
-    if label is None: return torch.arange(n) % k
-    return torch.full((n,), _whole(label, 0, k - 1, 'class'), dtype=torch.long)
-
-def generated_images(
-    g, # a generator in eval mode
-    z:'torch.Tensor', # N x latent vectors (CPU)
-    labels:'torch.Tensor|None'=None, # N labels for a conditional generator
-    batch:int=BATCH, # images per forward pass
+def _rgb(
+    x:np.ndarray, # uint8 N x H x W x C images
 ) -> np.ndarray:
-    "The generator's images of `z` (and `labels`) as uint8 N x H x W x 3 (grey repeated to RGB)"
-    import torch
-    from ganlab.data import to_images
-    dev = next(g.parameters()).device
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(z), batch):
-            zi = z[i:i + batch].to(dev)
-            out.append(to_images(g(zi) if labels is None else g(zi, labels[i:i + batch].to(dev))))
-    x = np.concatenate(out)
+    "Images with grey repeated to RGB, as the page shows them"
     return np.repeat(x, 3, -1) if x.shape[-1] == 1 else x
 
 # %% ../nbs/09_app.ipynb #f27c2f87
@@ -185,12 +110,14 @@ def sample_images(
     g, # a generator in eval mode
     n:int=64, # how many images
     seed:int=0, # the noise seed (as `ganlab generate --seed`)
-    truncation:float=0.0, # truncation threshold (0: off)
-    label:int|None=None, # a conditional generator's class (None: image i gets class i % classes)
+    truncation:float=0.0, # truncation threshold (0: off; as `ganlab generate --truncation`)
+    label:int|None=None, # a conditional generator's class, an index (None: image i gets class i % classes; as `--class`)
 ) -> np.ndarray:
-    "Images 0..n-1 of `seed` as uint8 N x H x W x 3"
+    "Images 0..n-1 of `seed` as uint8 N x H x W x 3: the images `ganlab generate` writes for the same settings"
+    from ganlab.generate import class_labels, iter_generated
     n = _whole(n, 1, MAX_GRID, 'the number of images')
-    return generated_images(g, sample_latents(n, g.latent, seed, truncation), _labels(g, n, label))
+    labels = class_labels(label, n, classes=class_count(g))[0]
+    return _rgb(np.stack([im for _, im in iter_generated(g, n, _check_seed(seed), labels=labels, truncation=truncation)]))
 
 def sample_grid(
     g, # a generator in eval mode
@@ -202,7 +129,7 @@ def sample_grid(
 ) -> np.ndarray:
     "A grid of images 0..n-1 of `seed` (2-pixel white padding) as uint8 H x W x 3"
     from ganlab.eda import image_grid
-    k = class_count(g)
+    k, n = class_count(g), _whole(n, 1, MAX_GRID, 'the number of images')
     ncol = ncol or (k if k and label is None else math.ceil(math.sqrt(n)))
     return image_grid(sample_images(g, n, seed, truncation, label), ncol=ncol)
 
@@ -231,11 +158,12 @@ def interpolation_strip(
     "A row of `steps` images from image 0 of `seed_a` to image 0 of `seed_b`, as uint8 H x W x 3"
     import torch
     from ganlab.eda import image_grid
-    steps = _whole(steps, 2, 32, 'steps')
-    za, zb = (sample_latents(1, g.latent, s, truncation)[0] for s in (seed_a, seed_b))
+    from ganlab.generate import class_labels, generated_images, latents
+    steps, k = _whole(steps, 2, 32, 'steps'), class_count(g)
+    za, zb = (latents(0, 1, g.latent, _check_seed(s), truncation)[0] for s in (seed_a, seed_b))
     z = slerp(za, zb, torch.linspace(0, 1, steps))
-    labels = _labels(g, steps, 0 if label is None and class_count(g) else label)
-    return image_grid(generated_images(g, z, labels), ncol=steps)
+    labels = class_labels(0 if label is None and k else label, steps, classes=k)[0]
+    return image_grid(_rgb(generated_images(g, z, labels)), ncol=steps)
 
 # %% ../nbs/09_app.ipynb #053ee471
 def _read_file(
@@ -269,8 +197,6 @@ def _open_image(
     except (ValueError, OSError): raise GanlabError(f'{where}: an image whose pixels have no RGB reading') from None
 
 # %% ../nbs/09_app.ipynb #6455731a
-TRANSLATE_SIZE = 256 # the side of a translated image (Kaggle's)
-
 def read_photo(
     photo, # a path, encoded image bytes, or an H x W x 3 uint8 array
     size:int, # the side to resize to
@@ -293,18 +219,13 @@ def read_photo(
 def translate(
     g, # a translator (photo → Monet) in eval mode
     photo, # a path, encoded image bytes, or an H x W x 3 uint8 array
-    size:int|None=None, # the side the generator works at (default: its config's, else the photo's)
-    out:int=TRANSLATE_SIZE, # the side of the result
+    size:int|None=None, # the side the generator works at (default: its `size`, else 256)
+    out:int|None=None, # the side of the result (default: Kaggle's 256, `ganlab.generate.SUBMISSION_SIZE`)
 ) -> np.ndarray:
-    "The Monet-style image of a photo as uint8 `out` x `out` x 3"
-    import torch
-    from ganlab.data import to_images, to_tensor
-    x = read_photo(photo, size or getattr(g, 'size', None) or TRANSLATE_SIZE)
-    dev = next(g.parameters()).device
-    with torch.inference_mode():
-        y = g(to_tensor(torch.from_numpy(x[None]).to(dev))).float()
-        if y.shape[-1] != out: y = torch.nn.functional.interpolate(y, size=(out, out), mode='bicubic', antialias=True, align_corners=False).clamp(-1, 1)
-    return to_images(y)[0]
+    "The Monet-style image of a photo as uint8 `out` x `out` x 3, translated as `ganlab monet-submit` translates"
+    from ganlab.generate import SUBMISSION_SIZE, translate_images
+    x = read_photo(photo, size or getattr(g, 'size', None) or SUBMISSION_SIZE)
+    return translate_images(g, x[None], out or SUBMISSION_SIZE)[0]
 
 # %% ../nbs/09_app.ipynb #f3556c43
 TRAIN_COLUMNS = ('epoch', 'step', 'images', 'seconds', 'loss_d', 'loss_g', 'd_real', 'd_fake', 'penalty', 'cycle', 'identity', 'img_per_s')
@@ -391,6 +312,15 @@ def run_settings(
     try: return json.loads(data.decode('utf-8'))
     except UnicodeDecodeError as e: raise GanlabError(f'{p}: not readable JSON (not UTF-8 text at byte {e.start})') from None
     except ValueError as e: raise GanlabError(f'{p}: not readable JSON ({getattr(e, "msg", "bad JSON")} at line {getattr(e, "lineno", "?")}, column {getattr(e, "colno", "?")})') from None
+
+# %% ../nbs/09_app.ipynb #cee030ff
+NO_EVALS = 'no evaluations in this run (train with --fid-every N)' # what the Run tab says in place of an empty evaluations table
+
+def evals_note(
+    df:'pd.DataFrame', # a run's metrics
+) -> str:
+    "What the Run tab says about the run's evaluations: `NO_EVALS` when it has none, '' when its table shows them"
+    return '' if eval_columns(df) else NO_EVALS
 
 # %% ../nbs/09_app.ipynb #8f4d7af5
 def plot_run(
@@ -485,10 +415,12 @@ def _upload(
     if not os.path.lexists(payload['path']): raise GanlabError(f'{where}: no longer on the server (uploads are kept {CACHE_AGE // 60} minutes); upload it again')
     return _read_file(payload['path'], where), where
 
+# %% ../nbs/09_app.ipynb #0f660c10
 def _sample_tab(gr, s:Source):
     "The Sample tab: the grid (api_name 'sample') and the interpolation strip"
+    from ganlab.generate import class_names
     k, g = class_count(s.g), s.g
-    choices = ['all (one class per column)', *class_names(g, s.cfg)]
+    choices = ['all (one class per column)', *class_names(s.cfg, k)]  # the run's class folders, else 0, 1, ...
     with gr.Row():
         seed = gr.Number(value=0, precision=0, label='seed', minimum=0, elem_id='seed')
         n = gr.Slider(1, MAX_GRID, value=64, step=1, label='images', elem_id='n')
@@ -498,7 +430,7 @@ def _sample_tab(gr, s:Source):
     grid = gr.Image(label='grid', type='numpy', interactive=False, elem_id='sample-grid', elem_classes='pixelated', height=512, **_supported(gr.Image, format='png'))
     def sample(seed, n=64, truncation=0.0, label=None):
         "A grid of images 0..n-1 for `seed` (as `ganlab generate --seed`), truncated at `truncation` (0: off), of class `label` (a choice)"
-        return sample_grid(g, _whole(n, 1, MAX_GRID, 'the number of images'), _check_seed(seed), _threshold(truncation), _class_of(choices, label) if k else None)
+        return sample_grid(g, n, seed, truncation, _class_of(choices, label) if k else None)  # each checks what the page sent
     button.click(_in_page(sample), [seed, n, trunc, *cls], grid, api_name='sample', preprocess=False)
     gr.Markdown('**Interpolation**: from image 0 of seed A to image 0 of seed B (truncation and class as above)')
     with gr.Row():
@@ -509,17 +441,18 @@ def _sample_tab(gr, s:Source):
     strip = gr.Image(label='interpolation', type='numpy', interactive=False, elem_id='interpolation', elem_classes='pixelated', height=160, **_supported(gr.Image, format='png'))
     def interpolate(seed_a, seed_b, steps=8, truncation=0.0, label=None):
         "A strip of `steps` images from image 0 of `seed_a` to image 0 of `seed_b`"
-        return interpolation_strip(g, _check_seed(seed_a), _check_seed(seed_b), _whole(steps, 2, 32, 'steps'), _threshold(truncation),
-                                   _class_of(choices, label) if k else None)
+        return interpolation_strip(g, seed_a, seed_b, steps, truncation, _class_of(choices, label) if k else None)
     ibutton.click(_in_page(interpolate), [sa, sb, steps, trunc, *cls], strip, api_name='interpolate', preprocess=False)
 
+# %% ../nbs/09_app.ipynb #ba5ef3b0
 def _translate_tab(gr, s:Source):
     "The Translate tab: a photo in (read by ganlab, not decoded by Gradio), the Monet-style image out"
+    from ganlab.generate import SUBMISSION_SIZE
     with gr.Row():
         photo = gr.Image(label='photo', type='filepath', elem_id='photo', **_supported(gr.Image, sources=['upload', 'clipboard']))
-        out = gr.Image(label=f'Monet style, {TRANSLATE_SIZE}x{TRANSLATE_SIZE}', type='numpy', interactive=False, elem_id='monet', **_supported(gr.Image, format='png'))
+        out = gr.Image(label=f'Monet style, {SUBMISSION_SIZE}x{SUBMISSION_SIZE}', type='numpy', interactive=False, elem_id='monet', **_supported(gr.Image, format='png'))
     button = gr.Button('Translate', variant='primary', elem_id='translate-button')
-    size = getattr(s.cfg, 'size', None) or getattr(s.g, 'size', None) or TRANSLATE_SIZE
+    size = getattr(s.cfg, 'size', None) or getattr(s.g, 'size', None) or SUBMISSION_SIZE
     def translate_photo(photo):
         "The Monet-style image of the uploaded photo"
         data, where = _upload(photo)
@@ -534,6 +467,7 @@ def _run_tab(gr, run:Path):
     image = gr.Image(label='samples', type='numpy', interactive=False, elem_id='run-samples', elem_classes='pixelated', height=512, **_supported(gr.Image, format='png'))
     plot = gr.Plot(label='losses and evaluations', elem_id='run-plot')
     table = gr.Dataframe(label='evaluations (metrics.csv)', interactive=False, elem_id='run-evals')
+    no_evals = gr.Markdown(NO_EVALS, visible=False, elem_id='run-no-evals')
     settings = gr.JSON(label='metadata.json', elem_id='run-settings')
     reload = gr.Button('Reload', elem_id='reload-button')
     def show_epoch(epoch):
@@ -548,10 +482,12 @@ def _run_tab(gr, run:Path):
         lo, hi = (min(eps), max(eps)) if eps else (0, 1)
         shown = tried(sample_at, run, hi) if eps else None
         df = tried(run_metrics, run)
+        note = '' if df is None else evals_note(df)  # a run without evaluations: the line instead of an empty table
         return (gr.Slider(minimum=lo, maximum=max(hi, lo + 1), value=hi), None if shown is None else shown[1],
-                None if df is None else plot_run(df), None if df is None else eval_table(df), tried(run_settings, run))
+                None if df is None else plot_run(df), gr.update(value=None if df is None else eval_table(df), visible=not note),
+                gr.update(value=note or NO_EVALS, visible=bool(note)), tried(run_settings, run))
     epoch.release(_in_page(show_epoch), epoch, image, api_name='run_samples', preprocess=False)
-    outs = [epoch, image, plot, table, settings]
+    outs = [epoch, image, plot, table, no_evals, settings]
     reload.click(_in_page(read), None, outs, api_name='run')
     return read, outs
 

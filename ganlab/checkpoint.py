@@ -15,7 +15,7 @@ from .config import Family, TrainConfig, get_family, make_config
 
 # %% auto #0
 __all__ = ['CKPT_FORMAT', 'CKPT_FORMATS', 'content_digest', 'save_checkpoint', 'load_checkpoint', 'remove_stale_temporaries',
-           'require', 'checkpoint_config', 'load_net']
+           'find_checkpoint', 'require', 'checkpoint_config', 'load_net']
 
 # %% ../nbs/05c_checkpoint.ipynb #b7af1e8e
 CKPT_FORMAT = 'ganlab-checkpoint-2' # with a content digest
@@ -107,6 +107,25 @@ def remove_stale_temporaries(
             p.unlink(); gone.append(p.name)
     return gone
 
+# %% ../nbs/05c_checkpoint.ipynb #c4b67faf
+def find_checkpoint(
+    path, # a checkpoint file, a run folder of `ganlab train` (its --out), or the run's checkpoints/ folder
+) -> tuple[Path, str|None]:
+    "The checkpoint file `path` names, and one line saying which file a folder gave and why (None for a file)"
+    p = Path(path)
+    if p.is_file(): return p, None
+    what = 'the run folder that `ganlab train` wrote (its --out) or a checkpoint .pt file'
+    if not p.exists(): raise GanlabError(f'checkpoint {path}: no such file or folder; give {what}')
+    if not p.is_dir(): raise GanlabError(f'checkpoint {path}: not a file or a folder; give {what}')
+    d = p/'checkpoints' if (p/'checkpoints').is_dir() else p
+    best, last = d/'best.pt', d/'last.pt'
+    if best.is_file(): return best, f"using {best}: the run's best checkpoint by the FID measured while training ({last.name} is its latest)"
+    if last.is_file(): return last, f"using {last}: the run's latest checkpoint (it kept no best.pt, which training with --fid-every keeps)"
+    if (d/'ema.pt').is_file(): return d/'ema.pt', f"using {d/'ema.pt'}: the run's averaged generator, written with every last.pt (it has no last.pt)"
+    if numbered := sorted(q for q in d.glob('epoch_*.pt') if q.is_file()):
+        return numbered[-1], f"using {numbered[-1]}: the run's newest numbered checkpoint (it has no last.pt)"
+    raise GanlabError(f'{path}: the folder holds no checkpoint (no checkpoints/best.pt or last.pt); give {what}')
+
 # %% ../nbs/05c_checkpoint.ipynb #5e8b4df4
 def require(
     s:dict, # a loaded checkpoint
@@ -137,7 +156,7 @@ def _ema_weights(s:dict) -> dict|None:
     return {k[len('module.'):]: v for k, v in e.items() if k.startswith('module.')} if isinstance(e, dict) else None
 
 def load_net(
-    ckpt, # a checkpoint of `ganlab train` (last.pt, best.pt, epoch_XXX.pt or ema.pt), or one already loaded
+    ckpt, # a checkpoint of `ganlab train` (last.pt, best.pt, epoch_XXX.pt or ema.pt), its run folder (see `find_checkpoint`), or one already loaded
     net:str='g', # which of the family's networks
     ema:bool=True, # the averaged generator when the run kept one (`net` 'g' only)
     device=None, # where to put it (default: the CPU)
@@ -145,7 +164,8 @@ def load_net(
     use:str='this', # what the network is for, for messages
 ) -> tuple[nn.Module, TrainConfig, Family]:
     "Network `net` of a checkpoint with its weights, in eval mode, with the run's config and family"
-    s, path = (ckpt, 'given') if isinstance(ckpt, dict) else (load_checkpoint(ckpt), ckpt)
+    path = 'given' if isinstance(ckpt, dict) else find_checkpoint(ckpt)[0]
+    s = ckpt if isinstance(ckpt, dict) else load_checkpoint(path)
     fam, cfg = checkpoint_config(s, path)
     if kinds is not None and fam.kind not in kinds:
         raise GanlabError(f'checkpoint {path}: a {fam.name} run ({fam.kind} → images) cannot be used for {use}')

@@ -14,7 +14,8 @@ from torchvision.transforms.v2 import functional as TF
 from fastcore.basics import patch
 from .core import GanlabError, atomic_write, progress
 from .data import ImageArrayDataset, fit_images, open_dataset
-from .metrics import Extractor, FeatureStats, Stats, default_device, frechet_distance
+from .metrics import Extractor, Stats, default_device
+from .scores import FeatureStats, frechet_distance
 
 # %% auto #0
 __all__ = ['CLASSIFIER_FORMAT', 'CLASSIFIER_VERSION', 'DEGRADATIONS', 'LEVELS', 'RulerNet', 'Classifier', 'load_classifier',

@@ -115,7 +115,7 @@ class Command:
     extra:tuple = () # functions whose parameters the target's **kwargs passes on, 'module:function'
     show:object = None # prints the result: show(result, given_arguments)
     writes:dict = field(default_factory=dict) # parameters naming what the command writes -> 'dir', 'file', or 'dir-or-zip' (checked first)
-    help:str|None = None # one line for `ganlab --help` (default: the docstring's first line)
+    help:str|None = None # one line for `ganlab --help` and the first of the command's own help (default: the docstring's first line)
 
     def summary(self) -> str: return self.help or signature(self.target)[1].split('\n')[0]
 
@@ -144,7 +144,8 @@ def _help_of(p:Param, module:str, choices) -> str:
     if p.default not in (None, 'None', "''"):
         try: d = value_of(p.default, module)
         except ValueError: d = p.default
-        if d is not True and d is not False and not (isinstance(d, tuple) and choices): h += f' (default: {d})'
+        if isinstance(d, bool): h += f" (default: {'on' if d else 'off'})"
+        elif not (isinstance(d, tuple) and choices): h += f' (default: {d})'
     return h.replace('%', '%%')
 
 def _choices(p:Param, module:str):
@@ -185,8 +186,8 @@ def command_parser(
 ) -> argparse.ArgumentParser:
     "The argument parser of command `c`, from its target's signature"
     params, doc = signature(c.target)
-    first, _, rest = doc.partition('\n')
-    p = argparse.ArgumentParser(prog=name, description=first + (('\n\n' + rest.strip()) if rest.strip() else ''),
+    rest = doc.partition('\n')[2].strip()
+    p = argparse.ArgumentParser(prog=name, description=c.summary() + (('\n\n' + rest) if rest else ''),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     mod, seen = c.target.split(':')[0], set()
     for q in params:
@@ -219,21 +220,34 @@ def _field_help(cls) -> dict:
 
 _TRAIN_OWN = ('config', 'preset', 'resume', 'overwrite', 'nprocs', 'until_step', 'quiet') # train()'s own options on the command line
 
+class _Lines(argparse.HelpFormatter):
+    "argparse's help format, except that a line break in a flag's help starts a new line (a list, one item a line)"
+    def _split_lines(self, text, width):
+        split = super()._split_lines
+        return [l for part in text.split('\n') for l in split(part, width)]
+
+def _preset_help(fam) -> str:
+    "The help of `--preset`: the family's presets, one a line (what it is, else the settings it changes)"
+    if not fam.presets: return f'the {fam.name} family has no presets'
+    what = lambda k: fam.preset_help.get(k) or ', '.join(f'{s}={v}' for s, v in fam.presets[k].items())
+    return f'start from one of the {fam.name} family\'s presets (the flags and --config still win):\n' + '\n'.join(f'{k}: {what(k)}' for k in fam.presets)
+
 def train_parser(
     family:str, # a family's name or alias
 ) -> argparse.ArgumentParser:
     "The parser of `ganlab train FAMILY`: a flag for every field of the family's config, then train's own options"
     import dataclasses
-    from ganlab.config import get_family, field_types, ALIASES
+    from ganlab.config import get_family, field_types, ALIASES, alias_note
     fam = get_family(family)
-    alias = f' (the {fam.name} family with its {ALIASES[family][1]} preset)' if family in ALIASES else ''
-    p = argparse.ArgumentParser(prog=f'ganlab train {family}', description=f'{fam.summary}{alias}. Settings come from the '
+    alias = f' ({alias_note()})' if family in ALIASES else ''
+    p = argparse.ArgumentParser(prog=f'ganlab train {family}', formatter_class=_Lines, description=f'{fam.summary}{alias}. Settings come from the '
                                 'family defaults, then --preset, then --config YAML, then these flags.')
     helps, types, cfg = _field_help(fam.config), field_types(fam.config), p.add_argument_group(f'{fam.name} settings')
     for f in dataclasses.fields(fam.config):
         ch = f.metadata.get('choices')
         h = helps.get(f.name, '') + (f" ({'one or more' if f.metadata.get('many') else 'one'} of {', '.join(map(str, ch))})" if ch else '')
-        if f.default not in (None, '') and not isinstance(f.default, bool): h += f' (default: {f.default})'
+        if isinstance(f.default, bool): h += f" (default: {'on' if f.default else 'off'})"
+        elif f.default not in (None, ''): h += f' (default: {f.default})'
         kw = dict(dest=f.name, default=argparse.SUPPRESS, help=h.replace('%', '%%'))
         tp = _kind(types[f.name])
         if tp is bool: cfg.add_argument('--' + f.name.replace('_', '-'), action=argparse.BooleanOptionalAction, **kw)
@@ -242,6 +256,7 @@ def train_parser(
     run = p.add_argument_group('run')
     for q in signature('ganlab.train:train')[0]:
         if q.name in _TRAIN_OWN:
+            if q.name == 'preset': q = Param(q.name, q.annotation, q.default, _preset_help(fam))
             add_param(run, q, 'ganlab.train', 'procs' if q.name == 'nprocs' else None,
                       choices=(tuple(fam.presets) or None) if q.name == 'preset' else None)
     return p
@@ -305,29 +320,38 @@ def fid(
 _EXTRACTOR = dict(flags={'kind': 'extractor'}, extra=('ganlab.metrics:Extractor.__init__',))
 
 COMMANDS = {
-    'demo': Command('ganlab.demo:demo', skip=('show_progress',), writes={'out': 'dir'}),
+    'demo': Command('ganlab.demo:demo', skip=('show_progress',), writes={'out': 'dir'},
+                    help='Run the whole pipeline on built-in synthetic digits: noisy shards → doctor → a small DCGAN → 1,000 digits (no download)'),
     'doctor': Command('ganlab.eda:doctor', skip=('show_progress',), flags={'sense': 'rotation'}, required=('out',), many=('shards',), show=_show_doctor,
-                      writes={'out': 'dir'}),
-    'train': Group('train a GAN: ganlab train FAMILY --help lists a family\'s settings', {}),
-    'generate': Command('ganlab.generate:generate', flags={'cls': 'class'}, show=_show_generate, writes={'out': 'dir-or-zip'}),
-    'monet-submit': Command('ganlab.generate:monet_submit', skip=('check',), show=_show_monet, writes={'out': 'file'}),
-    'app': Command('ganlab.app:serve', flags={'source': 'ckpt_or_run'}),
+                      writes={'out': 'dir'}, help='Decode noisy .jsonl shards into decoded.npz, with a report of what was rejected and why, and plots'),
+    'train': Group('Train a GAN family on your images (ganlab train FAMILY --help lists its settings)', {}),
+    'generate': Command('ganlab.generate:generate', flags={'cls': 'class'}, show=_show_generate, writes={'out': 'dir-or-zip'},
+                        help='Sample images from a trained run (its folder or a .pt checkpoint) into a folder or zip of PNGs'),
+    'monet-submit': Command('ganlab.generate:monet_submit', skip=('check',), show=_show_monet, writes={'out': 'file'},
+                            help="Translate photos with a CycleGAN or CUT run into Kaggle's images.zip, check it, and score local MiFID"),
+    'app': Command('ganlab.app:serve', flags={'source': 'ckpt_or_run'},
+                   help='Serve a web page to sample a checkpoint, translate photos and browse a run folder (pip install "ganlab[app]")'),
     'fid': Command('ganlab.cli:fid', skip=('extractor', 'metrics'), flags={'kind': 'extractor', 'isc': 'is'}, extra=('ganlab.metrics:compare',),
-                   writes={'json': 'file'}),
+                   writes={'json': 'file'}, help='FID (and KID, MiFID, IS) between two image sets: folders, zips, decoded .npz files or saved statistics'),
     'stats': Command('ganlab.metrics:write_stats', skip=('extractor', 'fused', 'download'), required=('out',), flags={'kind': 'extractor', 'spec': 'images'},
-                     extra=('ganlab.metrics:Extractor.__init__',), show=_show_stats, writes={'out': 'file'}),
+                     extra=('ganlab.metrics:Extractor.__init__',), show=_show_stats, writes={'out': 'file'},
+                     help="Save an image set's Inception statistics (pytorch-fid's .npz) to compare against later with ganlab fid"),
     'features': Command('ganlab.metrics:write_features_csv', skip=('extractor', 'fused', 'download'), required=('out',),
                         flags={'kind': 'extractor', 'spec': 'images'}, extra=('ganlab.metrics:Extractor.__init__',), show=_show_features,
-                        writes={'out': 'file'}),
-    'classifier': Group('the quality ruler: a small classifier of labelled images (its features: ganlab fid --extractor classifier:FILE)', {
-        'train': Command('ganlab.classifier:train_classifier', required=('data', 'out'), skip=('widths',), writes={'out': 'file'}),
-        'eval': Command('ganlab.classifier:evaluate_classifier', required=('clf',)),
+                        writes={'out': 'file'}, help='Write a CSV of every image\'s id and its 2,048 Inception pool3 features (the seed\'s submission.csv)'),
+    'classifier': Group('Train and check the quality ruler, a small classifier of labelled images (then: ganlab fid --extractor classifier:FILE)', {
+        'train': Command('ganlab.classifier:train_classifier', required=('data', 'out'), skip=('widths',), writes={'out': 'file'},
+                         help='Train the ruler on labelled images (class subfolders), report its held-out accuracy, and save it'),
+        'eval': Command('ganlab.classifier:evaluate_classifier', required=('clf',), help="A classifier's accuracy on labelled images, overall and per class"),
     }),
     'kaggle': Group('Kaggle: environment, wheel dataset, checked kernel push, time planner', {
-        'env': Command('ganlab.kaggle:kaggle_env', skip=('gpu_list',), show=_show_print),
-        'package': Command('ganlab.kaggle:package', skip=('src',), required=('out',), show=_show_package, writes={'out': 'dir'}),
-        'push': Command('ganlab.kaggle:push', skip=('repo', 'env'), positional=('notebook',), show=_show_push),
-        'plan': Command('ganlab.planner:plan', skip=('accelerator',), positional=('cfg',), flags={'cfg': 'family'}, show=_show_print),
+        'env': Command('ganlab.kaggle:kaggle_env', skip=('gpu_list',), show=_show_print, help='Say where this process runs: Kaggle or not, the inputs attached, the output folder, the GPUs and the training defaults'),
+        'package': Command('ganlab.kaggle:package', skip=('src',), required=('out',), show=_show_package, writes={'out': 'dir'},
+                           help='Build the wheel dataset that offline Kaggle kernels install ganlab from'),
+        'push': Command('ganlab.kaggle:push', skip=('repo', 'env'), positional=('notebook',), show=_show_push,
+                        help='Check a kernel (metadata and notebook), then push it with the kaggle client'),
+        'plan': Command('ganlab.planner:plan', skip=('accelerator',), positional=('cfg',), flags={'cfg': 'family'}, show=_show_print,
+                        help="Estimate whether a training run fits a Kaggle kernel's 12 hours on T4x2"),
     }),
 }
 
@@ -352,26 +376,28 @@ def _top() -> _Parser:
     p.add_argument('args', nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return p
 
-def _pick(p:argparse.ArgumentParser, name:str|None, valid, what:str) -> str:
-    "`name` when it is one of `valid`, else the parser's usage error"
+def _pick(p:argparse.ArgumentParser, name:str|None, valid, what:str, also=()) -> str:
+    "`name` when it is one of `valid` (or of `also`, old names that work but are not offered), else the parser's usage error"
     if name is None: p.error(f'{what} is required (one of: {", ".join(valid)})')
+    if name in also: return name
     if name not in valid:
-        near = difflib.get_close_matches(name, list(valid), n=1)
+        near = difflib.get_close_matches(name, [*valid, *also], n=1)
         p.error(f"unknown {what} {name!r}" + (f" (did you mean {near[0]}?)" if near else '') + f"; choose from {', '.join(valid)}")
     return name
 
 # %% ../nbs/11_cli.ipynb #edad4638
-def _group_parser(prog:str, help:str, actions:dict, title:str='actions') -> _Parser:
-    "The parser of a group: its action, then that action's arguments"
-    p = _Parser(prog=prog, description=help, usage=f'{prog} [-h] ACTION ...', 
-                listing=lambda: _listing({k: c if isinstance(c, str) else c.summary() for k, c in actions.items()}, title))
+def _group_parser(prog:str, help:str, actions:dict, title:str='actions', note:str='') -> _Parser:
+    "The parser of a group: its action, then that action's arguments; `note` ends its help"
+    p = _Parser(prog=prog, description=help, usage=f'{prog} [-h] ACTION ...',
+                listing=lambda: _listing({k: c if isinstance(c, str) else c.summary() for k, c in actions.items()}, title) + (f'\n{note}\n' if note else ''))
     p.add_argument('action', metavar='ACTION', nargs='?', help=argparse.SUPPRESS)
     p.add_argument('args', nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return p
 
 def _families() -> dict:
-    from ganlab.config import FAMILIES, ALIASES
-    return {**{k: f.summary for k, f in FAMILIES.items()}, **{k: f'old name: {f} --preset {p}' for k, (f, p) in ALIASES.items()}}
+    "Each family's name and one line (aliases are not families: `ganlab.config.alias_note` says what they stand for)"
+    from ganlab.config import FAMILIES
+    return {k: f.summary for k, f in FAMILIES.items()}
 
 def _outputs(c:Command, a:dict) -> list:
     "(flag, path, 'dir' or 'file') of every output the command writes, as given or by default"
@@ -418,6 +444,15 @@ def _run(c:Command, a:dict):
     if c.show is not None: c.show(r, shown)
     return r
 
+def _next_step(
+    e:Exception, # a `GanlabError` that may name, in `e.param`, the parameter that fixes it (and in `e.env` an environment variable)
+    c:Command, # the command it ended
+) -> str:
+    "The sentence naming this command's flag that fixes `e` (e.g. `--weights` for missing Inception weights), or ''"
+    param, env = getattr(e, 'param', None), getattr(e, 'env', None)
+    if param is None or param in c.skip or param not in {q.name for ref in (c.target, *c.extra) for q in signature(ref)[0] if q.kind == 'arg'}: return ''
+    return f" Next step: add --{c.flags.get(param, param).replace('_', '-')} FILE to the command" + (f', or set {env}=FILE' if env else '') + '.'
+
 def _kv(items:list) -> list:
     "KEY=VALUE strings as pairs"
     from ganlab.core import GanlabError
@@ -435,9 +470,10 @@ def main(
         name = _pick(_top(), top.command, COMMANDS, 'command')
         c, prog, rest = COMMANDS[name], f'ganlab {name}', top.args
         if name == 'train':
-            g = _group_parser(prog, c.summary(), _families(), 'families')
+            from ganlab.config import ALIASES, alias_note
+            g = _group_parser(prog, c.summary(), _families(), 'families', note=alias_note())
             t = g.parse_args(rest)
-            fam = _pick(g, t.action, _families(), 'family')
+            fam = _pick(g, t.action, _families(), 'family', also=ALIASES)
             a = vars(train_parser(fam).parse_args(t.args))
             c, a = Command('ganlab.train:train', writes={'out': 'dir'}), dict(a, family=fam)
         elif isinstance(c, Group):
@@ -451,7 +487,7 @@ def main(
     from ganlab.core import GanlabError
     try: _run(c, a)
     except GanlabError as e:
-        print(f'ganlab {name}: error: {e}', file=sys.stderr); return 2
+        print(f'ganlab {name}: error: {e}{_next_step(e, c)}', file=sys.stderr); return 2
     except KeyboardInterrupt:
         print(f'ganlab {name}: interrupted', file=sys.stderr); return 130
     except (OSError, RuntimeError) as e:  # the environment: a full disk, a file-size limit, a file that cannot be opened

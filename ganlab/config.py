@@ -18,8 +18,8 @@ from .choices import (LOSSES, TRANSLATION_LOSSES, AMP_MODES, DIFFAUG, SIZES, G_N
 __all__ = ['ROLES', 'LR_SCALINGS', 'CUT_GENERATORS', 'CUT_INITS', 'FAMILY_KINDS', 'FAMILIES', 'ALIASES', 'MAX_CONFIG_BYTES',
            'DCGAN_2015', 'setting', 'parse_duration', 'TrainConfig', 'DCGANConfig', 'GoogLeNetConfig', 'CGANConfig',
            'MLPConfig', 'TranslatorConfig', 'CycleGANConfig', 'CUTConfig', 'role_of', 'fields_of', 'field_types',
-           'coerce', 'Family', 'resolve', 'register', 'get_family', 'family_of', 'load_yaml', 'make_config',
-           'resume_config']
+           'coerce', 'Family', 'resolve', 'register', 'get_family', 'alias_note', 'family_of', 'load_yaml',
+           'make_config', 'resume_config']
 
 # %% ../nbs/05_config.ipynb #0b2d37c8
 ROLES = {
@@ -86,7 +86,7 @@ def parse_duration(
 @dataclass
 class TrainConfig:
     "What every run shares: data, schedule, optimisation, precision, checkpoints and logging"
-    data:str|None = setting(None, 'data') # images to learn from: see `ganlab.data.open_dataset`
+    data:str|None = setting(None, 'data') # images to learn from: a decoded.npz (`ganlab doctor`'s), noisy .jsonl/.jsonl.gz shards (a file, a folder of them or a glob; decoded once, cached), a folder or zip of images (png, jpg, bmp, webp, tif, gif, ppm; class subfolders give labels; e.g. CelebA's img_align_celeba), CIFAR-10's cifar-10-batches-py folder or its zip of train/ and test/ JPEGs, or cifar10 (downloaded once)
     out:str = setting('run', 'run') # run folder: checkpoints/, samples/, metrics.csv, metadata.json
     limit:int|None = setting(None, low=1) # use only the first N images
     size:int = setting(32, 'model', low=1) # image side in pixels
@@ -121,7 +121,7 @@ class TrainConfig:
     log_every:int = setting(50, 'run', low=1) # steps between rows of metrics.csv
     tensorboard:bool = setting(True, 'run') # TensorBoard logs in RUN/tb
     wandb:bool = setting(False, 'run') # Weights & Biases, offline mode, when installed
-    progress:bool|None = setting(None, 'run') # progress bar (None: on a terminal only)
+    progress:bool|None = setting(None, 'run') # progress bar (default: on a terminal only)
 
     def check(self) -> list:
         "Problems that involve more than one field, or a field's format (a family adds its own)"
@@ -347,6 +347,7 @@ class Family:
     kind:str = 'noise' # what its generator takes: one of FAMILY_KINDS
     data:tuple = ('data',) # the config fields that name its images
     presets:dict = field(default_factory=dict) # preset name -> the settings that differ from the config's defaults
+    preset_help:dict = field(default_factory=dict) # preset name -> one line saying what it is (for `ganlab train FAMILY --help`)
 
     def __repr__(self): return f'Family({self.name!r}, {self.config.__name__}, nets {", ".join(self.nets)}, {self.kind})'
 
@@ -409,6 +410,7 @@ def register(
     if 'g' not in f.nets: raise GanlabError(f"{where}: nets must include the generator 'g'")
     if bad := [k for k in f.data if k not in fields_of(f.config)]: raise GanlabError(f"{where}: data names fields its config lacks: {', '.join(bad)}")
     if f.name in ALIASES: raise GanlabError(f'{where}: the name is an alias of the {ALIASES[f.name][0]} family')
+    if bad := [k for k in f.preset_help if k not in f.presets]: raise GanlabError(f"{where}: preset_help names presets it lacks: {', '.join(bad)}")
     for name, settings in f.presets.items():
         problems = _problems(f.config(**_applied(f.config, {}, settings, f'{where}, preset {name!r}')))
         if problems: raise GanlabError(f'{where}, preset {name!r}: ' + '; '.join(problems))
@@ -420,8 +422,14 @@ def get_family(
 ) -> Family:
     "The registered family called `name`"
     if name in ALIASES: name = ALIASES[name][0]
-    if name not in FAMILIES: raise GanlabError(f"unknown model family {name!r}; valid: {', '.join([*FAMILIES, *ALIASES])}")
+    if name not in FAMILIES:
+        near = difflib.get_close_matches(name, [*FAMILIES, *ALIASES], n=1)
+        raise GanlabError(f"unknown model family {name!r}" + (f' (did you mean {near[0]}?)' if near else '') + f"; valid: {', '.join(FAMILIES)}" + (f' ({alias_note()})' if ALIASES else ''))
     return FAMILIES[name]
+
+def alias_note() -> str:
+    "The old family names that still work, in words: 'celeba64 is an alias of dcgan --preset celeba'"
+    return '; '.join(f'{a} is an alias of {f} --preset {p}' for a, (f, p) in ALIASES.items())
 
 def family_of(
     cfg:TrainConfig, # a config
@@ -521,7 +529,10 @@ DCGAN_2015 = dict(arch='dcgan', loss='bce', g_norm='batch', d_norm='batch', spec
 register(Family('dcgan', DCGANConfig, 'ganlab.tasks:DCGANTask', nets={'g': 'ganlab.sngan:generator', 'd': 'ganlab.sngan:discriminator'},
                 presets={'cifar10': dict(DCGAN_2015, epochs=30, sample_every=2),  # the CIFAR-10 seed (001), as written
                          'noisy-shards': dict(DCGAN_2015, latent=128, label_smooth=0.1, epochs=30, sample_every=1),  # the noisy-shards seed (000)
-                         'celeba': dict(DCGAN_2015, size=64, project='dense', d_head='dense', d_dropout=0.3, epochs=20)}))  # the CelebA seed (002)
+                         'celeba': dict(DCGAN_2015, size=64, project='dense', d_head='dense', d_dropout=0.3, epochs=20)},  # the CelebA seed (002)
+                preset_help={'cifar10': "the CIFAR-10 seed (001) as written: DCGAN's 2015 recipe (batch 128, no EMA or DiffAugment), 30 epochs",
+                             'noisy-shards': "the noisy-shards seed (000): the 2015 recipe with a 128-d z and label smoothing 0.1, 30 epochs",
+                             'celeba': "the CelebA seed (002): the 2015 recipe at 64x64, dense projection and head, D dropout 0.3, 20 epochs (was the celeba64 family)"}))
 register(Family('googlenet', GoogLeNetConfig, 'ganlab.tasks:DCGANTask',
                 nets={'g': 'ganlab.sngan:generator', 'd': 'ganlab.models:googlenet_discriminator'}))
 register(Family('cgan', CGANConfig, 'ganlab.tasks:CGANTask', kind='class',
@@ -534,4 +545,5 @@ register(Family('cyclegan', CycleGANConfig, 'ganlab.translation:CycleGANTask', k
 # %% ../nbs/05_config.ipynb #cd6f1ae4
 register(Family('cut', CUTConfig, 'ganlab.translation:CUTTask', kind='photo', data=('monet', 'photo'),
                 nets={'g': 'ganlab.translation:cut_generator', 'heads': 'ganlab.translation:patch_heads', 'd': 'ganlab.translation:cut_discriminator'},
-                presets={'fastcut': dict(nce_idt=False, lambda_nce=10.0, flip_equivariance=True)}));
+                presets={'fastcut': dict(nce_idt=False, lambda_nce=10.0, flip_equivariance=True)},
+                preset_help={'fastcut': 'FastCUT: PatchNCE weight 10, no identity PatchNCE (less work a step), flip equivariance'}));

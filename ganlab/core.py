@@ -6,17 +6,18 @@ Docs: https://ganlab.github.io/ganlab/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #18c7d5ee
 from __future__ import annotations
-import os, io, re, sys, glob, json, time, errno, random, shutil, socket, secrets, hashlib, functools, tempfile, zipfile, contextlib
+import os, io, re, sys, glob, json, math, time, errno, random, shutil, socket, secrets, hashlib, functools, tempfile, zipfile, contextlib
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
 # %% auto #0
-__all__ = ['LOCK_NAME', 'OFFLINE_ENV', 'GanlabError', 'safe_text', 'disk_full', 'human_bytes', 'free_space', 'file_size_limit',
-           'DiskFull', 'disk_full_error', 'atomic_write', 'check_out_dir', 'check_out_file', 'OutputLock',
-           'expand_inputs', 'progress', 'seed_everything', 'NpzWriter', 'iter_npz_rows', 'shared_data', 'WeightsFile',
-           'sha256_file', 'file_sha256', 'offline', 'find_weights', 'load_state']
+__all__ = ['LOCK_NAME', 'PROGRESS_ENV', 'OFFLINE_ENV', 'GanlabError', 'safe_text', 'disk_full', 'human_bytes', 'free_space',
+           'file_size_limit', 'DiskFull', 'disk_full_error', 'atomic_write', 'check_out_dir', 'check_out_file',
+           'OutputLock', 'expand_inputs', 'progress_seconds', 'on_terminal', 'LineProgress', 'progress',
+           'seed_everything', 'NpzWriter', 'iter_npz_rows', 'shared_data', 'WeightsFile', 'sha256_file', 'file_sha256',
+           'offline', 'find_weights', 'load_state']
 
 # %% ../nbs/00_core.ipynb #1fa0ac18
 class GanlabError(Exception):
@@ -308,18 +309,70 @@ def expand_inputs(
             if q.resolve() not in seen: seen.add(q.resolve()); out.append(q)
     return out
 
+# %% ../nbs/00_core.ipynb #040bd58c
+PROGRESS_ENV = 'GANLAB_PROGRESS_SECONDS' # seconds between progress lines where stderr is not a terminal (default 10)
+
+def progress_seconds() -> float:
+    "Seconds between two progress lines in a log or a notebook: `$GANLAB_PROGRESS_SECONDS`, else 10"
+    v = os.environ.get(PROGRESS_ENV, '')
+    try: s = float(v) if v else 10.0
+    except ValueError: raise GanlabError(f'${PROGRESS_ENV} must be a number of seconds, not {v!r}') from None
+    if not 0 <= s < math.inf: raise GanlabError(f'${PROGRESS_ENV} must be 0 or more seconds, not {v!r}')
+    return s
+
+def on_terminal(
+    stream=None, # where the progress goes (default: stderr)
+) -> bool:
+    "Whether `stream` is a terminal, where a bar redraws itself; elsewhere (a log, a notebook) progress is written as lines"
+    stream = sys.stderr if stream is None else stream
+    try: return stream.isatty()
+    except (AttributeError, ValueError): return False
+
+# %% ../nbs/00_core.ipynb #a1f5ece0
+class LineProgress(tqdm):
+    "tqdm for logs and notebooks: a whole line at most every `every` seconds (never a carriage return), and one at the end of a bar that spoke"
+    _last = 0.0  # when any line was written: bars that follow one another (one per epoch) share the pace
+
+    def __init__(self, *args,
+                 every:float|None=None, # seconds between lines (default: `progress_seconds()`)
+                 **kwargs):
+        self.every, self._said = progress_seconds() if every is None else every, None
+        kwargs.pop('dynamic_ncols', None)
+        size = '{n_fmt}/{total_fmt}{unit}' if kwargs.get('unit_scale') else '{n_fmt}/{total_fmt} {unit}'  # 3.2/11.4MB, 5/12 img
+        kwargs.setdefault('bar_format', '{desc}: ' + size + ' ({percentage:.0f}%) in {elapsed}, {remaining} left, {rate_fmt}{postfix}')
+        super().__init__(*args, mininterval=min(self.every, 1.0), **kwargs)
+
+    def display(self, msg=None, pos=None, force:bool=False):
+        "Write the state as a line when `every` seconds have passed since the last line (`msg=''` asks to clear: nothing to do)"
+        now = time.monotonic()
+        if msg == '' or self.n in (self.initial, self._said) or (now - LineProgress._last < self.every and not force): return False
+        LineProgress._last, self._said = now, self.n
+        line = re.sub(r'\s+([\d.,]+)([^\s\d.,]+/s)', r' \1 \2', self.__str__() if msg is None else msg)  # tqdm's ' 9.99img/s'
+        self.fp.write(line + '\n'); self.fp.flush()
+        return True
+
+    def clear(self, nolock=False): pass  # a line once written stays: `tqdm.write` need not wipe it
+    def moveto(self, n): pass  # lines are never moved over
+
+    def close(self):
+        "A last line for a bar that wrote one (its end is news), else nothing"
+        if not self.disable and self._said is not None: self.display(force=True)
+        self.leave = False
+        super().close()
+
 # %% ../nbs/00_core.ipynb #00b32759
 def progress(
     iterable=None, # what to iterate, or None for a manually updated bar
     total=None, # expected count (or bytes, with `unit='B'`)
     desc:str=None, # label on the left
     unit:str='it', # unit of `total`
-    disable:bool|None=None, # None: show only when stderr is a terminal
+    disable:bool|None=None, # None: a bar on a terminal, a line every `progress_seconds()` elsewhere; True: nothing; False: a bar
     **kwargs, # passed to `tqdm`
 ):
-    "A progress bar on a terminal, nothing elsewhere"
+    "A progress bar on a terminal; elsewhere (a notebook, a log file) a line every few seconds"
     if unit == 'B': kwargs = dict(unit_scale=True, unit_divisor=1024, **kwargs)
-    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, dynamic_ncols=True, **kwargs)
+    if disable is None and not on_terminal(kwargs.get('file')): return LineProgress(iterable, total=total, desc=desc, unit=unit, **kwargs)
+    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=bool(disable), dynamic_ncols=True, **kwargs)
 
 # %% ../nbs/00_core.ipynb #2ff6f302
 def seed_everything(

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from .core import GanlabError, atomic_write, expand_inputs, progress, offline
-from .records import decode_shards, decode_source, load_npz, open_image, to_rgb_alpha, Reject, MAX_PIXELS, WHITE
+from .records import open_image, to_rgb_alpha, Reject, MAX_PIXELS, WHITE
+from .shards import decode_shards, decode_source, load_npz
 from .choices import DIFFAUG
 
 # %% auto #0

@@ -6,39 +6,102 @@ Docs: https://ganlab.github.io/ganlab/demo.html.md"""
 
 # %% ../nbs/10_demo.ipynb #c96bbd25
 from __future__ import annotations
-import time
+import functools, math, shlex, time
 from pathlib import Path
 from .core import GanlabError
-from .config import DCGAN_2015
+from .config import DCGAN_2015, parse_duration
 
 # %% auto #0
-__all__ = ['DEMO_EPOCHS', 'DEMO_TRAIN', 'demo']
+__all__ = ['DEMO_BUDGET', 'DEMO_RESERVE', 'DEMO_MIN_TRAIN', 'DEMO_EPOCHS', 'DEMO_TRAIN', 'train_seconds', 'next_steps',
+           'step_seconds', 'demo_threads', 'demo']
 
 # %% ../nbs/10_demo.ipynb #8a87510b
-DEMO_EPOCHS = 60 # about 100 s of training on a 2-core CPU
+DEMO_BUDGET = '2m10s' # the whole demo, decoding included: training gets what the steps before it leave (wall time adds Python's start)
+DEMO_RESERVE = 10.0 # seconds kept from training for what follows it: the loss plot, 1,000 digits generated, the last lines
+DEMO_MIN_TRAIN = 20.0 # seconds of training at the least, however long decoding took
+DEMO_EPOCHS = 200 # at most: on a CPU the budget ends training first
 # Batch 16: on this small set, quality follows the number of steps more than the batch (bench/RESULTS.md): in the same
-# time, batch 16 reads as digits more often than batch 64 does. The demo keeps the seeds' DCGAN recipe it was measured
-# with (DCGAN_2015), whatever the family's defaults become.
-DEMO_TRAIN = dict(DCGAN_2015, batch=16, g_width=32, d_width=32, latent=64, ema=0.99, label_smooth=0.1, sample_every=15, samples=64,
-                  log_every=33, tensorboard=False)
+# time, batch 16 reads as digits more often than batch 64 does. The generator learns at twice the discriminator's rate
+# (4e-4): over four seeds at 1,584 steps 44.5% of the digits read against 40.5% (issue 25 in bench/RESULTS.md). The demo
+# keeps the seeds' DCGAN recipe it was measured with (DCGAN_2015), whatever the family's defaults become.
+DEMO_TRAIN = dict(DCGAN_2015, batch=16, g_width=32, d_width=32, latent=64, ema=0.99, label_smooth=0.1, lr_g=4e-4, sample_every=15,
+                  samples=64, log_every=33, tensorboard=False)
 
+# %% ../nbs/10_demo.ipynb #0156f1bb
+def train_seconds(
+    budget:str|None, # the whole demo's time, e.g. '2m' (None, 'none' or '0': no limit)
+    spent:float, # seconds the demo has run so far
+) -> float|None:
+    "Seconds of training that keep the demo within `budget`: what is left after `DEMO_RESERVE`, at least `DEMO_MIN_TRAIN`"
+    if budget is None or str(budget).strip().lower() in ('none', 'off', '0', ''): return None
+    try: total = parse_duration(budget)
+    except ValueError: raise GanlabError(f'demo: budget must be a duration such as 2m, 90s or 1m30s, not {budget!r}') from None
+    return max(DEMO_MIN_TRAIN, total - spent - DEMO_RESERVE)
+
+# %% ../nbs/10_demo.ipynb #ebc78f33
+def next_steps(
+    out, # the demo's output folder, as the user gave it
+) -> str:
+    "What to run after the demo: look at the run, draw more digits, then the same on your own images"
+    run, q = Path(out)/'train', lambda p: shlex.quote(str(p))
+    steps = [(f'ganlab app {q(run)}', 'samples, losses and settings in a browser (pip install "ganlab[app]")'),
+             (f'ganlab generate {q(run)} --n 64 --out {q(Path(out)/"more")}', 'more digits from the trained generator'),
+             ('ganlab doctor YOUR_SHARDS --out doctor', 'decode your own noisy JSONL shards and see what was lost'),
+             ('ganlab train dcgan --data YOUR_IMAGES --time-budget 12m', 'train on your own images (ganlab train dcgan --help)')]
+    w = max(len(c) for c, _ in steps)
+    return '\n'.join(['next:'] + [f'  {c:<{w}}   # {why}' for c, why in steps])
+
+# %% ../nbs/10_demo.ipynb #fa49e651
+def step_seconds(
+    threads:int, # CPU threads to time it with
+    repeat:int=5, # timed steps (after one untimed)
+) -> float:
+    "Seconds of one forward and backward pass of the demo's networks at its batch size, with `threads` CPU threads (the best of `repeat`)"
+    import torch
+    from ganlab.config import get_family, make_config
+    fam, cfg = get_family('dcgan'), make_config('dcgan', **{**DEMO_TRAIN, 'epochs': 1})
+    g, d = fam.build('g', cfg), fam.build('d', cfg)
+    z, was = torch.randn(cfg.batch, cfg.latent, generator=torch.Generator().manual_seed(0)), torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        best = math.inf
+        for i in range(repeat + 1):
+            t = time.perf_counter()
+            d(g(z)).mean().backward()
+            if i: best = min(best, time.perf_counter() - t)
+        return best
+    finally: torch.set_num_threads(was)
+
+# %% ../nbs/10_demo.ipynb #8f10dd6f
+def demo_threads() -> tuple[int, str]:
+    "The CPU threads the demo trains with, timed now, and why: tiny convolutions on two threads stall whenever the other core is busy"
+    import torch
+    n = torch.get_num_threads()
+    if n == 1: return 1, '1 CPU thread'
+    many, one = step_seconds(n), step_seconds(1)
+    if one <= many: return 1, f'1 CPU thread ({n} threads timed {many / one:.1f}x slower per step here: tiny convolutions wait for a busy core)'
+    return n, f'{n} CPU threads ({one / many:.1f}x faster per step than one)'
+
+# %% ../nbs/10_demo.ipynb #5ab1b3db
 def demo(
     out='demo', # output folder
     n:int=2000, # digits to draw
     seed:int=0, # everything random follows from it
     workers:int|None=None, # decoding processes (default: CPUs, at most 8)
-    show_progress:bool|None=None, # progress bars (None: on a terminal only)
+    show_progress:bool|None=None, # progress bars (None: on a terminal; a line every few seconds elsewhere)
     quiet:bool=False, # print nothing
-    epochs:int=DEMO_EPOCHS, # epochs of the small DCGAN trained on the decoded digits (0: no training)
+    budget:str|None=DEMO_BUDGET, # the whole demo's time, e.g. 2m or 90s: training stops in time for it (none: train all the epochs)
+    epochs:int=DEMO_EPOCHS, # epochs of the small DCGAN trained on the decoded digits, at most (0: no training)
 ):
-    "The built-in default job: synthetic digits → noisy shards → doctor → a small DCGAN → 1,000 generated digits (no download)"
+    "Run the built-in default job: synthetic digits → noisy shards → doctor → a small DCGAN → 1,000 generated digits (no download)"
     from ganlab.data import draw_digits
     from ganlab.noisy import write_noisy_shards
     from ganlab.eda import doctor
     if n < 10: raise GanlabError(f'demo: n must be at least 10, not {n}')
     if not 0 <= seed < 2**32: raise GanlabError(f'demo: seed must be between 0 and 2**32 - 1, not {seed}')
     if epochs < 0: raise GanlabError(f'demo: epochs must not be negative, not {epochs}')
-    say = (lambda *a: None) if quiet else print
+    train_seconds(budget, 0)  # a bad budget is said before any work
+    say = (lambda *a: None) if quiet else functools.partial(print, flush=True)
     out, t0 = Path(out), time.perf_counter()
     digits, _ = draw_digits(n, seed, show_progress=show_progress)
     w = write_noisy_shards(digits, out/'shards', seed=seed, show_progress=show_progress)
@@ -51,10 +114,20 @@ def demo(
     if epochs:
         from ganlab.train import train
         from ganlab.generate import generate
-        say(f'training a small DCGAN on the decoded digits for {epochs} epochs')
-        t = train('dcgan', data=out/'doctor'/'decoded.npz', out=out/'train', overwrite=True, quiet=quiet, seed=seed, **{**DEMO_TRAIN, 'epochs': epochs})
-        g = generate(out/'train'/'checkpoints'/'last.pt', 1000, seed=seed, out=out/'generated', quiet=quiet or show_progress is False)
+        import torch
+        from ganlab.launch import gpu_count
+        threads, was = (demo_threads() if gpu_count() == 0 else (None, 'the GPU')), torch.get_num_threads()
+        secs = train_seconds(budget, time.perf_counter() - t0)
+        say(f'training a small DCGAN on the decoded digits ' + (f'for {secs:.0f} s (the demo budget is {budget})' if secs else f'for {epochs} epochs')
+            + f', on {threads[1]}')
+        if threads[0]: torch.set_num_threads(threads[0])
+        try:
+            t = train('dcgan', data=out/'doctor'/'decoded.npz', out=out/'train', overwrite=True, quiet=quiet, seed=seed, progress=show_progress,
+                      **{**DEMO_TRAIN, 'epochs': epochs, 'time_budget': f'{secs:.1f}s' if secs else None})
+            g = generate(out/'train'/'checkpoints'/'last.pt', 1000, seed=seed, out=out/'generated', quiet=quiet or show_progress is False)
+        finally: torch.set_num_threads(was)
         say(f'trained {t.step:,} steps at {t.step * t.cfg.batch / max(t.seconds, 1e-9):,.0f} images/s; 1,000 generated digits in {g}; '
             f'samples in {out/"train"/"samples"}, loss curves in {out/"train"/"losses.png"}')
     say(f'demo finished in {time.perf_counter() - t0:.1f} s; look at {out/"doctor"/"contact_sheet.png"}' + (f' and {out/"train"/"samples"}' if epochs else ''))
+    if epochs: say(next_steps(out))
     return res

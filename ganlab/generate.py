@@ -6,25 +6,25 @@ Docs: https://ganlab.github.io/ganlab/generate.html.md"""
 
 # %% ../nbs/06_generate.ipynb #487fe92b
 from __future__ import annotations
-import dataclasses, io, re, sys, zipfile
+import dataclasses, io, math, re, sys, tempfile, zipfile
 from pathlib import Path
 import numpy as np
 import torch, torch.nn as nn
 from PIL import Image
 from .core import GanlabError, DiskFull, OutputLock, atomic_write, disk_full, disk_full_error, progress
 from .data import to_images, to_tensor
-from .checkpoint import load_net
+from .checkpoint import find_checkpoint, load_net
 from .runtime import mix_seed, pick_device
 from .unpaired import iter_domain, load_domain, DomainReport
 
 # %% auto #0
-__all__ = ['BLOCK', 'SUBMISSION_SIZE', 'SUBMISSION_COUNT', 'load_generator', 'latents', 'png_bytes', 'iter_generated',
-           'class_labels', 'generate', 'load_translator', 'jpeg_bytes', 'SubmissionCheck', 'check_submission',
-           'monet_submit']
+__all__ = ['BLOCK', 'MAX_REDRAWS', 'SUBMISSION_SIZE', 'SUBMISSION_COUNT', 'load_generator', 'check_truncation', 'latents',
+           'png_bytes', 'generated_images', 'iter_generated', 'class_names', 'class_labels', 'generate',
+           'load_translator', 'jpeg_bytes', 'translate_images', 'SubmissionCheck', 'check_submission', 'monet_submit']
 
 # %% ../nbs/06_generate.ipynb #10f200af
 def load_generator(
-    ckpt, # a checkpoint written by `ganlab train`
+    ckpt, # a checkpoint written by `ganlab train`, or its run folder (best.pt, else last.pt)
     ema:bool=True, # the EMA generator when there is one
     device=None, # where to put it (default: CUDA when present)
 ) -> tuple[nn.Module, object]:
@@ -35,20 +35,42 @@ def load_generator(
 
 # %% ../nbs/06_generate.ipynb #21c67fbb
 BLOCK = 1000
+MAX_REDRAWS = 100 # truncation: rounds of redrawing before the rest is clipped
+
+def _redraw_seed(seed:int, r:int) -> int:
+    "The seed of truncation's redraw round `r` for seed `seed`"
+    return int(np.random.SeedSequence([seed, 0x7472756E, r]).generate_state(1, np.uint64)[0] >> 1)
+
+def check_truncation(
+    x, # a truncation threshold as given
+) -> float:
+    "`x` as a truncation threshold: a finite number, 0 (off) or more; else a `GanlabError`"
+    if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)) or not 0 <= x < math.inf:
+        r = repr(x)
+        raise GanlabError(f"truncation must be 0 (off) or a positive threshold, not {r if len(r) <= 40 else r[:37] + '...'}")
+    return float(x)
 
 def latents(
     start:int, # first image index
     stop:int, # one past the last
     latent:int, # vector length
     seed:int=0, # the seed
+    truncation:float=0.0, # redraw entries whose magnitude is above this (0: off)
 ) -> torch.Tensor:
-    "Latent vectors of images `start`..`stop-1` (float32, CPU)"
+    "Latent vectors of images `start`..`stop-1` (float32, CPU), truncated at `truncation` when it is above 0"
     out = []
     for blk in range(start // BLOCK, (stop - 1) // BLOCK + 1 if stop > start else start // BLOCK):
         z = torch.randn(BLOCK, latent, generator=torch.Generator().manual_seed(mix_seed(seed, 8, blk)))
         lo, hi = max(start, blk * BLOCK) - blk * BLOCK, min(stop, (blk + 1) * BLOCK) - blk * BLOCK
         out.append(z[lo:hi])
-    return torch.cat(out) if out else torch.zeros(0, latent)
+    z = torch.cat(out) if out else torch.zeros(0, latent)
+    if (t := check_truncation(truncation)) > 0:
+        for r in range(1, MAX_REDRAWS + 1):
+            far = z.abs() > t
+            if not far.any(): break
+            z = torch.where(far, latents(start, stop, latent, _redraw_seed(seed, r)), z)
+        z = z.clamp(-t, t)
+    return z
 
 # %% ../nbs/06_generate.ipynb #cbc7b00a
 def png_bytes(
@@ -59,6 +81,18 @@ def png_bytes(
     Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(buf, format='PNG', optimize=False, compress_level=6)
     return buf.getvalue()
 
+def generated_images(
+    g:nn.Module, # a generator (eval mode)
+    z:torch.Tensor, # N x latent vectors
+    labels=None, # a conditional generator's classes: N ints (None: an unconditional generator)
+    device=None, # where `g` runs (default: its parameters' device)
+) -> np.ndarray:
+    "The uint8 N x H x W x C images of latent vectors `z` (and `labels`), in one forward pass"
+    dev = device or next(g.parameters()).device
+    with torch.inference_mode():
+        z = z.to(dev)
+        return to_images(g(z) if labels is None else g(z, torch.as_tensor(labels, dtype=torch.long).to(dev)))
+
 def iter_generated(
     g:nn.Module, # a generator (eval mode)
     n:int, # how many images
@@ -66,32 +100,44 @@ def iter_generated(
     batch:int=250, # images per forward pass
     device=None, # where `g` runs (default: its parameters' device)
     labels=None, # a conditional generator's classes: one label per image (a sequence of n ints), or one for all
+    truncation:float=0.0, # truncation threshold of the noise (0: off; see `latents`)
 ):
     "Yield `(index, uint8 H x W x C image)` for images 0..n-1"
-    dev = device or next(g.parameters()).device
+    y = None
     if getattr(g, 'classes', 0):
         if labels is None: raise GanlabError(f'a conditional generator needs labels (one of its {g.classes} classes for each image)')
         y = torch.as_tensor(labels, dtype=torch.long).expand(n) if np.ndim(labels) == 0 else torch.as_tensor(labels, dtype=torch.long)
         if len(y) != n or y.min() < 0 or y.max() >= g.classes: raise GanlabError(f'labels: {n} labels in [0, {g.classes}) are needed')
-    with torch.inference_mode():
-        for i in range(0, n, batch):
-            z = latents(i, min(n, i + batch), g.latent, seed).to(dev)
-            x = to_images(g(z, y[i:i + batch].to(dev)) if getattr(g, 'classes', 0) else g(z))
-            yield from enumerate(x, i)
+    for i in range(0, n, batch):
+        x = generated_images(g, latents(i, min(n, i + batch), g.latent, seed, truncation), None if y is None else y[i:i + batch], device)
+        yield from enumerate(x, i)
 
 # %% ../nbs/06_generate.ipynb #bdc7d60c
+def class_names(
+    cfg, # a run's config (its `classes` and comma-separated `class_names`), or None
+    classes:int|None=None, # how many classes the generator has (default: the config's)
+) -> list:
+    "The names of a run's classes: its config's `class_names`, else '0', '1', ...; [] when it has none"
+    k = int((getattr(cfg, 'classes', None) if classes is None else classes) or 0)
+    v = getattr(cfg, 'class_names', None) or ''
+    names = [str(s) for s in (v.split(',') if isinstance(v, str) else v)]
+    return names if len(names) == k else [str(i) for i in range(k)]
+
 def class_labels(
-    cls, # a class index, a class name, or 'all'
+    cls, # a class index, a class name, 'all', or None (all, when the run is conditional)
     n:int, # how many images
-    cfg, # the run's config (its `classes` and `class_names`)
-) -> tuple[np.ndarray, list]:
-    "The label of each of `n` images, and the classes' names, for `generate(..., cls=...)`"
-    k = getattr(cfg, 'classes', None)
-    if not k: raise GanlabError(f'--class: the {type(cfg).__name__} run is not class-conditional')
-    names = cfg.class_names.split(',') if getattr(cfg, 'class_names', None) else [str(i) for i in range(k)]
-    if str(cls).lower() == 'all': return np.arange(n) % k, names
+    cfg=None, # the run's config (its `classes` and `class_names`)
+    classes:int|None=None, # how many classes the generator has (default: the config's)
+) -> tuple[np.ndarray|None, list]:
+    "The label of each of `n` images (None for an unconditional run given no class), and the classes' names"
+    names = class_names(cfg, classes)
+    k = len(names)
+    if not k:
+        if cls is None: return None, []
+        raise GanlabError(f'--class {cls!r}: the run is not class-conditional (give no class)')
+    if cls is None or str(cls).lower() == 'all': return np.arange(n) % k, names
     if str(cls) in names: return np.full(n, names.index(str(cls))), names
-    try: c = int(cls)
+    try: c = -1 if isinstance(cls, (bool, float)) else int(cls)
     except (TypeError, ValueError): c = -1
     if not 0 <= c < k: raise GanlabError(f"--class {cls!r}: give 'all', an index from 0 to {k - 1}, or a name ({', '.join(names[:10])}{' ...' if k > 10 else ''})")
     return np.full(n, c), names
@@ -100,6 +146,7 @@ def _safe(name:str, empty:str='class') -> str:
     "`name` in letters, digits, '_', '.' and '-' only, never empty or hidden"
     return re.sub(r'[^A-Za-z0-9_.-]+', '_', name).strip('._') or empty
 
+# %% ../nbs/06_generate.ipynb #d2b8c362
 def _partly_written(
     e:BaseException, # what writing raised (`disk_full(e)` holds)
     out:Path, # the folder
@@ -112,8 +159,9 @@ def _partly_written(
     wrote = f'wrote {done:,} of the {n:,} images ({name(0)} to {name(done - 1)})' if done else f'wrote none of the {n:,} images'
     return e.adding(f'{wrote}, not the rest: free some space and run the same command again (it writes the same images)')
 
+# %% ../nbs/06_generate.ipynb #2b24b33d
 def generate(
-    ckpt, # a checkpoint written by `ganlab train`
+    ckpt, # a run folder of `ganlab train` (its best.pt, else last.pt) or a checkpoint .pt file
     n:int=1000, # how many images
     seed:int=0, # the noise seed
     out='generated', # a folder of PNGs, or a .zip of them
@@ -123,6 +171,7 @@ def generate(
     device=None, # where to run (default: CUDA when present)
     ema:bool=True, # the EMA generator when the run has one
     cls=None, # a conditional run's class: an index, a name, or 'all' (evenly over the classes; default: all)
+    truncation:float=0.0, # redraw noise entries whose magnitude is above this (the truncation trick; 0: off)
     quiet:bool=False, # no progress bar
 ) -> Path:
     "Generate `n` images deterministically and write them as PNG files named by id (and class); return where"
@@ -130,17 +179,18 @@ def generate(
     if not 0 <= seed < 2**63: raise GanlabError(f'seed must be between 0 and 2**63 - 1, not {seed}')
     if not re.fullmatch(r'[A-Za-z0-9_][A-Za-z0-9_.-]*', prefix): raise GanlabError(f'prefix {prefix!r}: letters, digits, _, . and - only, not starting with . or -')
     if batch < 1: raise GanlabError(f'batch must be at least 1, not {batch}')
+    truncation = check_truncation(truncation)
+    ckpt, why = find_checkpoint(ckpt)
+    if why and not quiet: print(why)
     g, cfg = load_generator(ckpt, ema, device)
-    labels = names = None
-    if getattr(g, 'classes', 0): labels, names = class_labels('all' if cls is None else cls, n, cfg)
-    elif cls is not None: raise GanlabError(f'--class: the run in {ckpt} is not class-conditional')
+    labels, names = class_labels(cls, n, cfg, getattr(g, 'classes', 0))
     name = (lambda i: f'{prefix}-{i:06d}.png') if labels is None else (lambda i: f'{prefix}-{i:06d}-{_safe(names[labels[i]])}.png')
     out = Path(out)
     if zip and out.suffix.lower() != '.zip': out = out.with_name(out.name + '.zip')
     as_zip = out.suffix.lower() == '.zip'
     if not as_zip and out.is_file(): raise GanlabError(f'{out} is a file; give a folder (or --zip)')
     with OutputLock(out, folder=not as_zip, quiet=quiet):  # one command per output: two commands' images never mix
-        it = progress(iter_generated(g, n, seed, batch, labels=labels), total=n, desc='generating', unit='img', disable=True if quiet else None)
+        it = progress(iter_generated(g, n, seed, batch, labels=labels, truncation=truncation), total=n, desc='generating', unit='img', disable=True if quiet else None)
         if as_zip:
             try:
                 with atomic_write(out) as f, zipfile.ZipFile(f, 'w', zipfile.ZIP_STORED) as zf:
@@ -168,7 +218,7 @@ SUBMISSION_SIZE = 256 # Kaggle's image side
 SUBMISSION_COUNT = (7000, 10000) # images Kaggle accepts in images.zip
 
 def load_translator(
-    ckpt, # a CycleGAN or CUT checkpoint (`last.pt`, `best.pt`, `epoch_XXX.pt` or `ema.pt`)
+    ckpt, # a CycleGAN or CUT checkpoint (`last.pt`, `best.pt`, `epoch_XXX.pt` or `ema.pt`), or its run folder
     ema:bool=True, # the EMA generator when there is one
     device=None, # where to put it (default: CUDA when present)
 ) -> tuple[nn.Module, object]:
@@ -184,6 +234,18 @@ def jpeg_bytes(
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format='JPEG', quality=quality, subsampling=0)
     return buf.getvalue()
+
+def translate_images(
+    g:nn.Module, # a translator (photo → Monet) in eval mode
+    photos:np.ndarray, # uint8 N x size x size x 3 photos at the side the translator works at
+    size:int=SUBMISSION_SIZE, # the side of the results (resized, bicubic and antialiased, when the translator's differs)
+) -> np.ndarray:
+    "The Monet-style images of a batch of photos as uint8 N x `size` x `size` x 3, in one forward pass"
+    dev = next(g.parameters()).device
+    with torch.inference_mode():
+        y = g(to_tensor(torch.from_numpy(np.ascontiguousarray(photos)).to(dev))).float()  # uint8 to the device, then floats there
+        if y.shape[-1] != size: y = torch.nn.functional.interpolate(y, size=(size, size), mode='bicubic', antialias=True, align_corners=False).clamp(-1, 1)
+    return to_images(y)
 
 # %% ../nbs/06_generate.ipynb #426746fe
 @dataclasses.dataclass
@@ -247,27 +309,22 @@ def _renamed(pairs):
         seen.add(arc)
         yield arc, img
 
-def _translated(g, photos, size:int, batch:int, device):
-    "Yield `(name, uint8 size x size x 3)` for `(name, photo)` pairs, translated a batch at a time"
-    def run(names, imgs):
-        x = to_tensor(torch.from_numpy(np.stack(imgs)).to(device))  # uint8 to the device, then floats there
-        y = g(x).float()
-        if y.shape[-1] != size: y = torch.nn.functional.interpolate(y, size=(size, size), mode='bicubic', antialias=True, align_corners=False).clamp(-1, 1)
-        yield from zip(names, to_images(y))
+def _translated(g, photos, size:int, batch:int):
+    "Yield `(name, uint8 size x size x 3)` for `(name, photo)` pairs, translated a batch at a time (`translate_images`)"
     names, imgs = [], []
-    with torch.inference_mode():
-        for n, im in photos:
-            names.append(n); imgs.append(im)
-            if len(imgs) == batch: yield from run(names, imgs); names, imgs = [], []
-        if imgs: yield from run(names, imgs)
+    for n, im in photos:
+        names.append(n); imgs.append(im)
+        if len(imgs) == batch: yield from zip(names, translate_images(g, np.stack(imgs), size)); names, imgs = [], []
+    if imgs: yield from zip(names, translate_images(g, np.stack(imgs), size))
 
 def _monet_npz(monet, path:Path) -> Path:
     "The Monet paintings at 256 pixels as a decoded `.npz` that `ganlab.metrics` can read"
     np.savez(path, images=load_domain(monet, size=SUBMISSION_SIZE).images)
     return path
 
+# %% ../nbs/06_generate.ipynb #4251f149
 def monet_submit(
-    ckpt, # a CycleGAN or CUT checkpoint
+    ckpt, # a CycleGAN or CUT run folder of `ganlab train` (its best.pt, else last.pt) or a checkpoint .pt file
     photo=None, # photos to translate (default: the run's --photo)
     out='images.zip', # the zip to write
     n:int|None=None, # translate the first n photos (default: all, at most 10,000)
@@ -286,19 +343,19 @@ def monet_submit(
     if n is not None and not 1 <= n <= hi: raise GanlabError(f'n must be between 1 and {hi:,} (Kaggle takes at most {hi:,} images), not {n}')
     if batch < 1: raise GanlabError(f'batch must be at least 1, not {batch}')
     if not 1 <= quality <= 100: raise GanlabError(f'quality must be between 1 and 100, not {quality}')
+    ckpt, why = find_checkpoint(ckpt)
+    if why and not quiet: print(why)
     g, cfg = load_translator(ckpt, ema, device)
     photo = photo if photo is not None else cfg.photo
     if photo is None: raise GanlabError('no photos: give --photo (the run was trained from memory, so its checkpoint names none)')
-    dev = next(g.parameters()).device
-    out = Path(out)
-    if out.suffix.lower() != '.zip': raise GanlabError(f'{out}: the submission must be a .zip file')
+    if (out := Path(out)).suffix.lower() != '.zip': raise GanlabError(f'{out}: the submission must be a .zip file')
     with OutputLock(out, folder=False, quiet=quiet):  # one writer per zip: a second command is refused, never a silent winner
         res = dict(out=out, images=0, report=DomainReport())  # a photo that does not decode is skipped and reported, never the end of the run
         pairs = _renamed(iter_domain(photo, size=cfg.size, limit=n or hi, report=res['report']))
         bar = progress(total=n, desc='translating', unit='img', disable=True if quiet else None)
         try:
             with atomic_write(out) as f, zipfile.ZipFile(f, 'w', zipfile.ZIP_STORED) as zf:
-                for arc, img in _translated(g, pairs, SUBMISSION_SIZE, batch, dev):
+                for arc, img in _translated(g, pairs, SUBMISSION_SIZE, batch):
                     zf.writestr(zipfile.ZipInfo(arc, date_time=(1980, 1, 1, 0, 0, 0)), jpeg_bytes(img, quality))
                     res['images'] += 1; bar.update()
         except DiskFull as e:
@@ -313,8 +370,7 @@ def monet_submit(
             monet = monet if monet is not None else cfg.monet
             if monet is None: res['mifid_note'] = 'no MiFID: give --monet (the run was trained from memory, so its checkpoint names none)'
             else:
-                import tempfile as _tf
-                with _tf.TemporaryDirectory() as d:
+                with tempfile.TemporaryDirectory() as d:
                     try:
                         res.update(compare(out, _monet_npz(monet, Path(d)/'monet.npz'), weights=weights, device=device, download=False,
                                            metrics=('fid', 'mifid'), quiet=quiet))
@@ -323,4 +379,6 @@ def monet_submit(
                             if not disk_full(e): raise
                             e = disk_full_error(e, Path(d)/'monet.npz')
                         res['mifid_note'] = f'no MiFID: {str(e).splitlines()[0]}'
+                        if getattr(e, 'param', None) == 'weights':  # `ganlab.metrics.WeightsNotFound`: the next step is this command's flag
+                            res['mifid_note'] += ' For MiFID: --weights FILE' + (f' (or set {e.env}=FILE)' if e.env else '') + '.'
     return res

@@ -147,12 +147,13 @@ class KaggleEnv:
 def kaggle_env(
     root=None, # the Kaggle root
     gpu_list:list|None=None, # the GPUs (default: `gpus()`)
+    output=None, # the folder the kernel will write to (default: `output_dir()`: /kaggle/working on Kaggle, the current folder elsewhere)
 ) -> KaggleEnv:
     "Describe where this process runs"
     k, r = on_kaggle(root), kaggle_root(root)
     g = gpus() if gpu_list is None else list(gpu_list)
     inputs = sorted(str(p.relative_to(r/'input')) for p in (r/'input').glob('*/') if p.is_dir()) if k and (r/'input').is_dir() else []
-    return KaggleEnv(k, r, os.environ.get('KAGGLE_KERNEL_RUN_TYPE'), output_dir(root=root), g, kaggle_defaults('cyclegan', gpu_list=g), inputs)
+    return KaggleEnv(k, r, os.environ.get('KAGGLE_KERNEL_RUN_TYPE'), Path(output) if output else output_dir(root=root), g, kaggle_defaults('cyclegan', gpu_list=g), inputs)
 
 # %% ../nbs/08_kaggle.ipynb #f9f2be49
 MONET_COMPETITION = 'gan-getting-started'

@@ -6,7 +6,7 @@ Docs: https://ganlab.github.io/ganlab/metrics.html.md"""
 
 # %% ../nbs/07_metrics.ipynb #bfa02b1b
 from __future__ import annotations
-import csv, json, math, os, queue, tempfile, threading, warnings, zipfile, zlib
+import csv, json, math, os, queue, tempfile, threading, zipfile, zlib
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -16,15 +16,16 @@ import torch
 from .core import GanlabError, WeightsFile, find_weights, progress, atomic_write, iter_npz_rows
 from .records import MAX_PIXELS
 from .data import IMAGE_SUFFIXES, decode_image_bytes, image_bytes, list_images
+from .config import resolve
 from .inception import (RESIZES, FusedInception, fid_inception, torchvision_inception, load_inception_state, load_weights,
                               plain_features, prepare, random_fid_weights, tf1_resize_matrix)
+from .scores import FeatureStats, frechet_distance, kid, memorization_distance, mifid, inception_score
 
 # %% auto #0
 __all__ = ['FID_WEIGHTS', 'TORCHVISION_WEIGHTS', 'WEIGHTS_ENV', 'EXTRACTORS', 'MAX_STATS_DIMS', 'MAX_FEATURES_BYTES', 'METRICS',
-           'default_device', 'Extractor', 'ordered_map', 'ImageSource', 'npz_array', 'image_source', 'prefetch',
-           'FeatureStats', 'frechet_distance', 'kid', 'memorization_distance', 'mifid', 'inception_score',
-           'check_output', 'save_stats', 'Stats', 'load_stats', 'measure', 'compare', 'write_features_csv',
-           'write_stats', 'format_metrics', 'write_metrics_json']
+           'WeightsNotFound', 'default_device', 'Extractor', 'register_extractor', 'extractor_class', 'ordered_map',
+           'ImageSource', 'npz_array', 'image_source', 'prefetch', 'check_output', 'save_stats', 'Stats', 'load_stats',
+           'measure', 'compare', 'write_features_csv', 'write_stats', 'format_metrics', 'write_metrics_json']
 
 # %% ../nbs/07_metrics.ipynb #57832c48
 FID_WEIGHTS = WeightsFile('pt_inception-2015-12-05-6726825d.pth',
@@ -34,7 +35,15 @@ TORCHVISION_WEIGHTS = WeightsFile('inception_v3_google-0cc3c7bd.pth',
     'https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth', '0cc3c7bd',
     "torchvision's Inception-V3 IMAGENET1K_V1 weights")
 WEIGHTS_ENV = 'GANLAB_INCEPTION_WEIGHTS' # environment variable that may name the weights file
-EXTRACTORS = ('fid', 'torchvision', 'classifier') # 'classifier' is 'classifier:PATH', a trained classifier's features (ganlab.classifier)
+
+class WeightsNotFound(GanlabError):
+    "No weights file was given and none was found: `param` names the argument (a command's flag) that gives one, `env` the environment variable"
+    def __init__(self,
+        message:str, # the whole message: what was looked for, where, and why nothing was downloaded
+        param:str='weights', # the parameter that takes the file
+        env:str|None=None, # the environment variable that may name it (None: none)
+    ):
+        super().__init__(message); self.param, self.env = param, env
 
 # %% ../nbs/07_metrics.ipynb #8f179971
 def default_device() -> torch.device:
@@ -70,7 +79,11 @@ class Extractor:
         if self.device.type == 'cuda' and not torch.cuda.is_available(): raise GanlabError(f'device {device}: CUDA is not available here')
         self.amp = amp and self.device.type == 'cuda'
         wf = FID_WEIGHTS if kind == 'fid' else TORCHVISION_WEIGHTS
-        self.weights = find_weights(wf, weights, WEIGHTS_ENV if kind == 'fid' else None, download=download, quiet=quiet)
+        env = WEIGHTS_ENV if kind == 'fid' else None
+        try: self.weights = find_weights(wf, weights, env, download=download, quiet=quiet)
+        except GanlabError as e:
+            if weights is not None: raise  # a path given that is not a file: the message names it
+            raise WeightsNotFound(str(e), 'weights', env) from None
         if fused: self.net, self.model = None, FusedInception(load_inception_state(self.weights, kind, wf.what), kind)
         else:
             self.net = load_weights(fid_inception() if kind == 'fid' else torchvision_inception(), self.weights, wf.what)
@@ -140,13 +153,34 @@ class Extractor:
 # %% ../nbs/07_metrics.ipynb #fc3b9c9b
 from fastcore.basics import patch
 
+EXTRACTORS = {} # kind (before any ':') -> its `Extractor` class, or 'module:Class' imported when first asked for
+
+def register_extractor(
+    kind:str, # the name `--extractor` takes, alone or as 'kind:ARGUMENT'
+    cls, # an `Extractor` or a subclass, or 'module:Class' naming one (imported only when an extractor of this kind is made)
+) -> None:
+    "Add the extractor kind `kind` to `EXTRACTORS` (one with the same name is replaced)"
+    if not isinstance(kind, str) or not kind or ':' in kind: raise GanlabError(f"an extractor kind is a name without ':', not {kind!r}")
+    EXTRACTORS[kind] = cls
+
+def extractor_class(
+    kind, # 'fid', 'torchvision', 'classifier:PATH', ...: a registered kind, alone or with its argument after ':'
+) -> type:
+    "The `Extractor` class that makes extractors of `kind`, its module imported now if the registry names it by a string"
+    name = kind.partition(':')[0] if isinstance(kind, str) else None
+    if name not in EXTRACTORS: raise GanlabError(f"extractor must be one of {', '.join(EXTRACTORS)}, not {kind!r}")
+    cls = resolve(EXTRACTORS[name])
+    if not (isinstance(cls, type) and issubclass(cls, Extractor)): raise GanlabError(f'extractor {name!r}: {EXTRACTORS[name]!r} is not an Extractor class')
+    return cls
+
+register_extractor('fid', Extractor)  # the TF-ported FID network
+register_extractor('torchvision', Extractor)  # torchvision's ImageNet Inception-V3
+register_extractor('classifier', 'ganlab.classifier:ClassifierExtractor')  # 'classifier:PATH', a trained classifier's features
+
 @patch
 def __new__(cls:Extractor, kind:str='fid', *args, **kwargs):
-    "An `Extractor`, or for kind 'classifier' / 'classifier:PATH' a `ganlab.classifier.ClassifierExtractor`"
-    if cls is Extractor and isinstance(kind, str) and kind.partition(':')[0] == 'classifier':
-        from ganlab.classifier import ClassifierExtractor  # lazily: that module builds on this one
-        cls = ClassifierExtractor
-    return object.__new__(cls)
+    "An `Extractor`, or the registered class of `kind` (e.g. `ganlab.classifier.ClassifierExtractor` for 'classifier:PATH')"
+    return object.__new__(extractor_class(kind) if cls is Extractor else cls)
 
 # %% ../nbs/07_metrics.ipynb #f59093a1
 def ordered_map(
@@ -309,167 +343,6 @@ def prefetch(
             if err is not None: raise err
             return
         yield x
-
-# %% ../nbs/07_metrics.ipynb #64359160
-class FeatureStats:
-    "Running mean and covariance of feature vectors in float64; optionally the vectors too"
-    def __init__(self,
-        keep:bool=False, # also keep every feature vector (float32)
-    ):
-        self.keep, self.n, self._sum, self._outer, self._kept = keep, 0, None, None, []
-
-    def append(self,
-        f, # N x D features (tensor on any device, or NumPy)
-    ):
-        "Add a batch of feature vectors"
-        f = torch.as_tensor(f)
-        if f.ndim != 2: raise GanlabError(f'features must be N x D, not {tuple(f.shape)}')
-        if self._sum is not None and f.shape[1] != self._sum.shape[0]: raise GanlabError(f'features have {f.shape[1]} dimensions, not {self._sum.shape[0]}')
-        d = f.double()
-        if self._sum is None: self._sum, self._outer = d.sum(0), d.T @ d
-        else: self._sum += d.sum(0); self._outer += d.T @ d
-        self.n += len(f)
-        if self.keep: self._kept.append(f.float().cpu())
-        return self
-
-    def merge(self, other:FeatureStats):
-        "Add the vectors counted by `other` (another shard or process)"
-        if other.n == 0: return self
-        if self.n == 0: self._sum, self._outer = other._sum.clone(), other._outer.clone()
-        else: self._sum += other._sum.to(self._sum.device); self._outer += other._outer.to(self._outer.device)
-        self.n += other.n; self._kept += other._kept
-        return self
-
-    @property
-    def mu(self) -> np.ndarray:
-        "The mean (float64)"
-        if self.n < 1: raise GanlabError('no features were added')
-        return (self._sum / self.n).cpu().numpy()
-
-    @property
-    def sigma(self) -> np.ndarray:
-        "The unbiased covariance (float64), as `np.cov` gives"
-        if self.n < 2: raise GanlabError(f'a covariance needs at least 2 images, not {self.n}')
-        mu = self._sum / self.n
-        return ((self._outer - self.n * torch.outer(mu, mu)) / (self.n - 1)).cpu().numpy()
-
-    @property
-    def features(self) -> np.ndarray:
-        "All feature vectors (float32), when kept"
-        if not self.keep: raise GanlabError('features were not kept (use keep=True)')
-        return torch.cat(self._kept).numpy() if self._kept else np.zeros((0, 0), np.float32)
-
-# %% ../nbs/07_metrics.ipynb #4bac56bd
-def _factor(s:np.ndarray) -> np.ndarray:
-    "`L` (D x rank) with `s = L @ L.T`, by pivoted Cholesky, which stops at the rank"
-    from scipy.linalg import lapack
-    c, piv, rank, info = lapack.dpstrf(s, lower=1)
-    if info < 0: raise GanlabError(f'FID: the covariance cannot be factored (LAPACK dpstrf info {info})')
-    out = np.zeros((len(s), rank))
-    out[piv - 1] = np.tril(c)[:, :rank]
-    return out
-
-def _trace_sqrt_product(s1:np.ndarray, s2:np.ndarray) -> float:
-    "Trace of the square root of `s1 @ s2` for covariances (symmetric, positive semi-definite)"
-    import scipy.linalg
-    l1, l2 = _factor(s1), _factor(s2)
-    if not l1.shape[1] or not l2.shape[1]: return 0.0
-    g = l2.T @ l1  # L1^T S2 L1 = G^T G: one product of the factors, then the smaller Gram matrix (same eigenvalues)
-    e = scipy.linalg.eigh(g.T @ g if g.shape[1] <= g.shape[0] else g @ g.T, eigvals_only=True)
-    return float(np.sqrt(np.where(e > e.max() * len(e) * np.finfo(np.float64).eps, e, 0)).sum())  # rounding noise -> 0
-
-def frechet_distance(
-    mu1, sigma1, # mean and covariance of one set
-    mu2, sigma2, # and of the other
-    method:str='eigh', # 'eigh' (fast) or 'sqrtm' (pytorch-fid's, with its fallback)
-    eps:float=1e-6, # the diagonal offset of the `sqrtm` fallback
-) -> float:
-    "The Fréchet distance between two Gaussians"
-    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
-    s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
-    if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (len(mu1), len(mu1)):
-        raise GanlabError(f'statistics do not match: mu {mu1.shape} vs {mu2.shape}, sigma {s1.shape} vs {s2.shape}')
-    diff = mu1 - mu2
-    if method == 'eigh': tr = _trace_sqrt_product(s1, s2)
-    elif method == 'sqrtm':
-        import scipy.linalg
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')
-            root = scipy.linalg.sqrtm(s1 @ s2)
-            if not np.isfinite(root).all():
-                off = np.eye(len(s1)) * eps
-                root = scipy.linalg.sqrtm((s1 + off) @ (s2 + off))
-        if np.iscomplexobj(root):
-            if not np.allclose(np.diagonal(root).imag, 0, atol=1e-3):
-                raise GanlabError(f'FID: the matrix root has an imaginary part of {np.abs(root.imag).max():.3g}; the statistics are not valid covariances')
-            root = root.real
-        tr = np.trace(root)
-    else: raise GanlabError(f"method must be 'eigh' or 'sqrtm', not {method!r}")
-    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * tr)
-
-# %% ../nbs/07_metrics.ipynb #820fc702
-def kid(
-    f1:np.ndarray, f2:np.ndarray, # features of the two sets, N x D
-    subsets:int=100, # number of random subsets
-    subset_size:int=1000, # images per subset (reduced to the smaller set when needed)
-    degree:int=3, gamma:float|None=None, coef0:float=1, # the polynomial kernel (gamma default: 1 / D)
-    seed:int=2020, # seed of the subset draws
-) -> dict:
-    "Kernel Inception Distance: `{'kid': mean, 'kid_std': std, 'kid_subset_size': m}`"
-    f1, f2 = np.asarray(f1, np.float64), np.asarray(f2, np.float64)
-    m = min(subset_size, len(f1), len(f2))
-    if m < 2: raise GanlabError(f'KID needs at least 2 images per side, not {len(f1)} and {len(f2)}')
-    g = gamma if gamma is not None else 1.0 / f1.shape[1]
-    def k(a, b): return (a @ b.T * g + coef0) ** degree
-    rng, out = np.random.RandomState(seed), []
-    for _ in range(subsets):
-        x, y = f1[rng.choice(len(f1), m, replace=False)], f2[rng.choice(len(f2), m, replace=False)]
-        kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
-        out.append((kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.sum() / m ** 2)
-    return {'kid': float(np.mean(out)), 'kid_std': float(np.std(out)), 'kid_subset_size': m}
-
-# %% ../nbs/07_metrics.ipynb #05c2aaa5
-def memorization_distance(
-    gen:np.ndarray, # features of generated images
-    real:np.ndarray, # features of real images
-    chunk:int=4096, # generated rows per matrix product (bounds memory)
-) -> float:
-    "Mean over generated images of the minimum cosine distance `1 - |cos|` to the real ones"
-    def unit(a):
-        a = np.asarray(a, np.float64); a = a[a.sum(1) != 0]
-        return a / np.linalg.norm(a, axis=1, keepdims=True)
-    g, r = unit(gen), unit(real)
-    if not len(g) or not len(r): raise GanlabError('MiFID needs non-zero features on both sides')
-    return float(np.mean(np.concatenate([(1 - np.abs(g[i:i + chunk] @ r.T)).min(1) for i in range(0, len(g), chunk)])))
-
-def mifid(
-    fid:float, # the FID of generated vs real
-    distance:float, # `memorization_distance(gen, real)`
-    threshold:float=0.1, # distances at or above it count as no memorization
-) -> float:
-    "Kaggle's MiFID: FID divided by the memorization distance when that is below `threshold`"
-    if fid <= 1e-8: return 0.0  # identical sets: FID is 0 up to rounding, which must not be divided by ~0
-    return fid / ((distance if distance < threshold else 1.0) + 1e-15)
-
-# %% ../nbs/07_metrics.ipynb #2c0ebfc1
-def inception_score(
-    logits:np.ndarray, # N x classes logits
-    splits:int=10, # number of splits
-    shuffle:bool=True, # shuffle the images before splitting
-    seed:int=2020, # seed of the shuffle
-) -> dict:
-    "Inception Score: `{'is': mean, 'is_std': std}` over the splits"
-    x = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
-    n = len(x)
-    if n < splits: raise GanlabError(f'IS needs at least {splits} images (one per split), not {n}')
-    if shuffle: x = x[torch.from_numpy(np.random.RandomState(seed).permutation(n))]
-    p, logp = x.softmax(1), x.log_softmax(1)
-    scores = []
-    for i in range(splits):
-        s = slice(i * n // splits, (i + 1) * n // splits)
-        q = p[s].mean(0, keepdim=True)
-        scores.append((p[s] * (logp[s] - q.log())).sum(1).mean().exp().item())
-    return {'is': float(np.mean(scores)), 'is_std': float(np.std(scores))}
 
 # %% ../nbs/07_metrics.ipynb #37a31f28
 def check_output(

@@ -389,10 +389,3 @@ def decode_line(
         return Decoded(shard, lineno, rid if rid is not None else made_id(shard, lineno), img, info)
     except Reject as e: return Rejection(shard, lineno, rid, e.reason, e.detail)
     except Exception as e: return Rejection(shard, lineno, rid, 'bad_image', f'unexpected {type(e).__name__}: {e}'[:300])
-
-# %% ../nbs/01_records.ipynb #9f1a49f3
-def __getattr__(name):
-    "Names that moved to `ganlab.shards` (`decode_shards`, `iter_decode`, `DecodeReport`...) still import from here"
-    from ganlab import shards
-    if name in shards.__all__: return getattr(shards, name)
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -15,7 +15,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 from fastcore.basics import patch
 import ganlab
-from .core import GanlabError, DiskFull, LOCK_NAME, OutputLock, atomic_write, disk_full, disk_full_error, progress, seed_everything
+from .core import GanlabError, DiskFull, LOCK_NAME, OutputLock, LineProgress, atomic_write, disk_full, disk_full_error, on_terminal, progress, seed_everything
 from .config import TrainConfig, family_of, get_family, make_config, resume_config, parse_duration
 from .data import to_images, to_tensor
 from .eda import image_grid, save_image
@@ -388,7 +388,9 @@ def _log_window(self:Trainer, sums:_Sums, t0:float, steps:int, bar=None):
     if self.dist.main:
         self.log.row(epoch=round(self.epoch + self.pos / self.steps_per_epoch, 4), step=self.step, images=self.step * self.cfg.batch,
                      seconds=round(self.seconds, 3), img_per_s=round(ips, 1), **m)
-        if bar is not None: bar.set_postfix({**{k: f'{m[k]:.3f}' for k in ('loss_d', 'loss_g') if k in m}, 'img/s': f'{ips:,.0f}'}, refresh=False)
+        shown = {**{k: f'{m[k]:.3f}' for k in ('loss_d', 'loss_g') if k in m}, 'img/s': f'{ips:,.0f}'}
+        if bar is not None: bar.set_postfix(shown, refresh=False)
+        if getattr(self, '_line', None) is not None: self._line.set_postfix({'epoch': f'{self.epoch + 1}/{self.cfg.epochs}', **shown}, refresh=False)
     if bad := [k for k, v in m.items() if not math.isfinite(v)]:
         ck = self.out/'checkpoints'/'last.pt'
         raise GanlabError(f"the losses are no longer finite ({', '.join(f'{k} {m[k]}' for k in bad)}) in the {steps} steps before step "
@@ -419,6 +421,7 @@ def _plan(self:Trainer):
         if self._elapsed() >= self.budget: planned = min(planned, self.step)
     if self.dist.world > 1: planned = self.dist.from_main(planned)  # on the host, over gloo: no GPU sync
     self.planned = self.task.total_steps = planned
+    if getattr(self, '_line', None) is not None: self._line.total = planned
 
 # %% ../nbs/05f_train.ipynb #abd512bc
 @patch
@@ -430,12 +433,14 @@ def fit(self:Trainer,
     self._say(f'training {self!r}' + (f'; time budget {cfg.time_budget}' if self.budget else ''))
     self._session0, self._ends, self._end_s, self._ends_since_rate0 = time.perf_counter(), 0, 0.0, 0.0
     self._rate0 = s0 = (self.step, self._session0)
+    lines = not self.quiet and cfg.progress is None and not on_terminal()  # a notebook or a log: a line every few seconds
+    self._line = LineProgress(total=self.planned, initial=self.step, desc='training', unit='step') if lines else None
     try:
         with _Stop() as stop, flush_denormals():  # flushing is process state: it must not outlive training (it breaks e.g. hypothesis)
             while self.epoch < cfg.epochs and self.step < self.planned:
                 orders = {k: epoch_order(n, cfg.seed, self.epoch, i, self.n).to(self.domains[k].device) for i, (k, n) in enumerate(self.sizes.items())}
                 bar = progress(total=self.steps_per_epoch, initial=self.pos, desc=f'epoch {self.epoch + 1}/{cfg.epochs}', unit='step',
-                               disable=True if self.quiet else (None if cfg.progress is None else not cfg.progress), leave=False)
+                               disable=True if self.quiet or lines else (None if cfg.progress is None else not cfg.progress), leave=False)
                 t0, w0 = time.perf_counter(), self.step
                 try:
                     while self.pos < self.steps_per_epoch and self.step < self.planned:
@@ -448,6 +453,7 @@ def fit(self:Trainer,
                         self.step += 1; self.pos += 1
                         if self.step == s0[0] + 1: self._rate0 = (self.step, time.perf_counter())  # the session's first step warms up: not timed
                         bar.update()
+                        if lines: self._line.update()
                         if self.step % cfg.log_every == 0 or self.pos == self.steps_per_epoch:
                             self._log_window(self.sums, t0, self.step - w0, bar)
                             self.sums, t0, w0 = _Sums(), time.perf_counter(), self.step
@@ -473,6 +479,7 @@ def fit(self:Trainer,
                 self._ends_since_rate0 += time.perf_counter() - t1
     finally:
         self.elapsed, self._session0 = self._elapsed(), None
+        if lines: self._line.close()
     if self.budget is not None and self.epoch < cfg.epochs:
         self._say(f'the time budget of {cfg.time_budget} is spent: stopped at step {self.step:,} (epoch {self.epoch + self.pos / self.steps_per_epoch:.2f})')
     self._finish()

@@ -73,13 +73,16 @@ def test_grid_is_what_ganlab_generate_writes(run, tmp_path):
     raw = app.open_source(run, ema=False, **CPU)  # the EMA generator is the default, as in `ganlab generate`
     assert not np.array_equal(app.sample_grid(raw.g, 16, seed=5), app.sample_grid(s.g, 16, seed=5))
 
-def test_truncation_is_deterministic_and_bounded(run):
+def test_truncation_is_deterministic_and_bounded(run, tmp_path):
+    from ganlab.generate import generate, latents
     g = app.open_source(run, **CPU).g
-    z = app.sample_latents(64, 16, seed=9, truncation=0.7)
-    assert z.abs().max() <= 0.7 and torch.equal(z, app.sample_latents(64, 16, seed=9, truncation=0.7))
-    assert torch.equal(z[:10], app.sample_latents(10, 16, seed=9, truncation=0.7))
+    z = latents(0, 64, 16, seed=9, truncation=0.7)  # the noise the app draws: `ganlab generate --truncation`'s
+    assert z.abs().max() <= 0.7 and torch.equal(z, latents(0, 64, 16, seed=9, truncation=0.7))
+    assert torch.equal(z[:10], latents(0, 10, 16, seed=9, truncation=0.7))
     assert (z.abs() < 0.7).float().mean() > 0.99  # redrawn, not clipped: almost nothing sits at the threshold
+    out = generate(run, n=16, seed=9, truncation=0.7, out=tmp_path/'gen', quiet=True, device='cpu')
     a = app.sample_grid(g, 16, seed=9, truncation=0.7)
+    np.testing.assert_array_equal(a, image_grid(np.stack([_png(p) for p in sorted(out.glob('*.png'))]), ncol=4))
     assert np.array_equal(a, app.sample_grid(g, 16, seed=9, truncation=0.7)) and not np.array_equal(a, app.sample_grid(g, 16, seed=9))
     with pytest.raises(GanlabError, match='truncation'): app.sample_grid(g, 4, truncation=-1)
     with pytest.raises(GanlabError, match='seed'): app.sample_grid(g, 4, seed=2**63)
@@ -102,12 +105,35 @@ def test_grey_generator_gives_rgb_grids(tmp_path):
 
 def test_conditional_labels():
     g = Conditional().eval()
-    assert app.class_count(g) == 3 and app.class_names(g, type('C', (), {'class_names': ['a', 'b', 'c']})()) == ['a', 'b', 'c']
+    assert app.class_count(g) == 3
     np.testing.assert_array_equal(app.sample_images(g, 6)[:, 1, 1, 0], [0, 128, 255, 0, 128, 255])
     np.testing.assert_array_equal(app.sample_images(g, 3, label=1)[:, 1, 1, 0], [128] * 3)
     assert app.sample_grid(g, 6).shape == (2 * 6 + 2, 3 * 6 + 2, 3)  # a column per class
-    with pytest.raises(GanlabError, match='class must be'): app.sample_images(g, 2, label=3)
+    with pytest.raises(GanlabError, match="--class 3: give 'all', an index from 0 to 2"): app.sample_images(g, 2, label=3)
     assert app.class_count(nn.Linear(2, 2)) == 0
+
+@pytest.fixture(scope='module')
+def cgan_run(tmp_path_factory):
+    "A tiny class-conditional run trained from a folder of class subfolders (cat, dog, owl: eight random 16x16 PNGs each)"
+    d = tmp_path_factory.mktemp('app')
+    rng = np.random.default_rng(0)
+    for c in ('cat', 'dog', 'owl'):
+        (d/'pets'/c).mkdir(parents=True)
+        for i in range(8): Image.fromarray((rng.random((16, 16, 3)) * 255).astype(np.uint8)).save(d/'pets'/c/f'{i}.png')
+    train('cgan', data=str(d/'pets'), out=d/'run', quiet=True, size=16, epochs=1, batch=8, g_width=8, d_width=8, latent=16, samples=6,
+          log_every=1, tensorboard=False, progress=False, device='cpu')
+    return d/'run'
+
+def test_conditional_run_grids_are_what_ganlab_generate_writes(cgan_run, tmp_path):
+    "A cgan run trained on class folders: its config keeps the names as one comma-separated string; the grids are `generate --class`'s"
+    from ganlab.generate import generate
+    s = app.open_source(cgan_run, **CPU)
+    assert s.kind == 'sampler' and app.class_count(s.g) == 3 and s.cfg.class_names == 'cat,dog,owl'
+    every = sorted(generate(cgan_run, n=6, seed=2, out=tmp_path/'all', quiet=True, device='cpu').glob('*.png'))
+    assert [p.name for p in every[:3]] == ['img-000000-cat.png', 'img-000001-dog.png', 'img-000002-owl.png']
+    np.testing.assert_array_equal(app.sample_grid(s.g, 6, seed=2), image_grid(np.stack([_png(p) for p in every]), ncol=3))  # a column per class
+    dogs = sorted(generate(cgan_run, n=4, seed=2, cls='dog', truncation=0.8, out=tmp_path/'dog', quiet=True, device='cpu').glob('*.png'))
+    np.testing.assert_array_equal(app.sample_images(s.g, 4, seed=2, truncation=0.8, label=1), np.stack([_png(p) for p in dogs]))
 
 def test_translate_matches_monet_submit(cyc, tmp_path):
     from ganlab.generate import monet_submit
@@ -180,6 +206,22 @@ def test_pages_for_each_kind_of_source(run, cyc, tmp_path):
         demo = app.build_app(bad)  # no traceback: the problem is in the page
         assert str(bad) in _components(demo)['problems']['props']['value'] and not _endpoints(demo)
 
+@needs_gradio
+def test_conditional_run_page_names_its_class_folders(cgan_run):
+    "The Class menu of a cgan run trained on class folders lists the folders' names (not 0, 1, 2), and choosing one samples that class"
+    from gradio_client import Client
+    demo = app.build_app(cgan_run, **CPU)
+    choices = [c[0] if isinstance(c, (list, tuple)) else c for c in _components(demo)['class']['props']['choices']]
+    assert choices == ['all (one class per column)', 'cat', 'dog', 'owl'], choices
+    demo = app.launch(cgan_run, port=_free_port(), share=False, device='cpu')
+    try:
+        c = Client(f'http://127.0.0.1:{demo.server_port}/', verbose=False)
+        grid = _png(c.predict(seed=2, n=4, truncation=0, label='owl', api_name='/sample'))
+        with pytest.raises(Exception, match='class must be one of'): c.predict(seed=2, n=4, truncation=0, label='2', api_name='/sample')
+    finally: demo.close()
+    g = app.open_source(cgan_run, **CPU).g
+    np.testing.assert_array_equal(grid, app.sample_grid(g, 4, seed=2, label=2))
+
 @pytest.fixture(scope='module')
 def served(run):
     "`ganlab app RUN` in its own process on a free port of 127.0.0.1, as a user starts it"
@@ -219,7 +261,7 @@ def test_served_app_through_gradio_client(served, run):
     np.testing.assert_array_equal(_png(c.predict(seed=3, n=9, truncation=0.5, api_name='/sample')), app.sample_grid(g, 9, seed=3, truncation=0.5))
     np.testing.assert_array_equal(_png(c.predict(seed_a=3, seed_b=4, steps=4, truncation=0, api_name='/interpolate')), app.interpolation_strip(g, 3, 4, 4))
     with pytest.raises(Exception, match='minimum|seed'): c.predict(seed=-1, n=4, truncation=0, api_name='/sample')
-    epoch, grid, plot, table, settings = c.predict(api_name='/run')
+    epoch, grid, plot, table, note, settings = c.predict(api_name='/run')
     assert settings['family'] == 'dcgan' and _png(grid).shape == _png(run/'samples'/'epoch_002.png').shape
 
 @needs_gradio
@@ -283,10 +325,28 @@ def test_unreadable_run_files_leave_the_rest_of_the_run_tab(run, tmp_path):
     (r/'metrics.csv').write_bytes(b'\x00\xff' * 10)
     demo = app.launch(r, port=_free_port(), share=False, device='cpu')
     try:
-        epoch, grid, plot, table, settings = Client(f'http://127.0.0.1:{demo.server_port}/', verbose=False).predict(api_name='/run')
+        epoch, grid, plot, table, note, settings = Client(f'http://127.0.0.1:{demo.server_port}/', verbose=False).predict(api_name='/run')
         assert settings['family'] == 'dcgan' and _png(grid).shape == _png(r/'samples'/'epoch_002.png').shape
-        assert plot is None and table['data'] == []  # the unreadable metrics.csv: a warning, nothing plotted or tabled
+        assert plot is None and table['value']['data'] == [] and not note['visible']  # the unreadable metrics.csv: a warning, nothing plotted or tabled
     finally: demo.close()
+
+
+@needs_gradio
+def test_run_tab_says_when_a_run_has_no_evaluations(run, tmp_path):
+    "A run trained without --fid-every: the Run tab says so in one line instead of an empty table; with an FID, the table"
+    from gradio_client import Client
+    assert app.eval_columns(app.run_metrics(run)) == []  # the tiny run measured no FID
+    r = tmp_path/'r'; shutil.copytree(run, r)
+    with open(r/'metrics.csv', 'a') as f: f.write('2,16,512,5.0,,,,,,,,,123.5\n')  # an FID row, as training writes it
+    for folder, evaluated in ((run, False), (r, True)):
+        demo = app.launch(folder, port=_free_port(), share=False, device='cpu')
+        try:
+            c = Client(f'http://127.0.0.1:{demo.server_port}/', verbose=False, download_files=False)
+            epoch, grid, plot, table, note, settings = c.predict(api_name='/run')
+        finally: demo.close()
+        assert (table['visible'], note['visible']) == (evaluated, not evaluated), (folder, table, note)
+        if evaluated: assert table['value']['data'] == [[2, 16, 123.5]], table
+        else: assert note['value'] == app.NO_EVALS == 'no evaluations in this run (train with --fid-every N)', note
 
 
 # --- issue 27: hostile uploads, run folders with links, the console, load and disk --------------------------------
@@ -419,7 +479,7 @@ def test_run_tab_shows_only_regular_files_inside_the_run(run, tmp_path):
     demo = app.launch(r, port=_free_port(), share=False, device='cpu')
     try:
         c = Client(f'http://127.0.0.1:{demo.server_port}/', verbose=False, download_files=False)
-        epoch, grid, plot, table, settings = c.predict(api_name='/run')
+        epoch, grid, plot, table, note, settings = c.predict(api_name='/run')
         assert settings is None and epoch['value'] == 2 and grid is not None  # metadata.json linked out: a warning, not its content
         shown = c.predict(epoch=11, api_name='/run_samples')
         assert shown is not None  # the nearest regular grid (epoch 2)
@@ -501,3 +561,27 @@ def test_load_bench_serves_without_errors_and_leaves_no_temp_files():
         assert r['tracebacks on the server console'] == 0 and r['server exit code'] == 0, r
         assert r['temp folder after the server stopped (MB, files)'][1] == 0, r
     finally: shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --- issue 25: what the extra does to the core's Pillow -----------------------------------------------------------
+
+def test_readme_says_what_the_app_extra_does_to_pillow():
+    "README.md's sentence on `[app]` and Pillow holds for the Gradio installed here (read from its metadata, no network)"
+    import importlib.metadata as md, re
+    readme = ' '.join((ROOT/'README.md').read_text(encoding='utf-8').split())
+    m = re.search(r'`\[app\]` \(and `\[dev\]`, which includes it\) also installs Gradio, which requires `pillow<(\d+)`: where a newer '
+                  r'Pillow is installed, pip replaces it with the newest (\d+)\.x without asking, though ganlab itself needs only `(pillow>=[\d.]+)`', readme)
+    assert m, "README.md no longer says what `[app]` does to Pillow"
+    cap, newest, core = int(m[1]), int(m[2]), m[3]
+    assert newest == cap - 1, m[0]
+    project = (ROOT/'pyproject.toml').read_text()
+    assert re.search(rf'^\s*"{re.escape(core)}",', project, re.M), f'pyproject.toml no longer asks for {core}'
+    assert not re.search(r'^\s*"pillow[^"]*<', project, re.M | re.I), 'the core caps Pillow: floors only'
+    assert re.search(r'^app = \["gradio>=', project, re.M)
+    try: requires = md.requires('gradio') or []
+    except md.PackageNotFoundError: pytest.skip('Gradio is not installed (pip install "ganlab[app]"; the dev extra has it)')
+    from packaging.requirements import Requirement
+    pillow = [r for r in map(Requirement, requires) if r.name.lower() == 'pillow' and (r.marker is None or r.marker.evaluate())]
+    assert pillow, f"Gradio {md.version('gradio')} no longer requires Pillow: change README.md's sentence (nbs/index.ipynb)"
+    spec = pillow[0].specifier
+    assert f'{cap - 1}.0' in spec and f'{cap}.0' not in spec, f"Gradio {md.version('gradio')} requires pillow{spec}, not pillow<{cap}: change README.md's sentence (nbs/index.ipynb) and pyproject.toml's note"

@@ -27,8 +27,12 @@ def test_help_lists_the_subcommands():
 @pytest.fixture(scope='module')
 def demo_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp('demo')
-    r = run('demo', '--out', d, '--n', 400, '--workers', 2)
+    r = run('demo', '--out', d, '--n', 400, '--workers', 2, '--epochs', 5)  # five epochs come before the two-minute budget
     assert 'score against truth 100.00%' in r.stdout
+    # the demo ends by saying what to run next, with the folder it wrote
+    tail = r.stdout.rstrip().splitlines()[-5:]
+    assert tail[0] == 'next:' and f'ganlab app {d}/train ' in tail[1] and f'ganlab generate {d}/train --n 64' in tail[2], tail
+    assert tail[4].lstrip().startswith('ganlab train dcgan --data YOUR_IMAGES'), tail
     return d
 
 

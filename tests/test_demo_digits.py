@@ -1,8 +1,9 @@
 "The built-in demo's generated digits are read as digits by a classifier that never saw the demo's images (about 3 minutes on a 2-core CPU)"
+import pytest
 import importlib.util
 from pathlib import Path
 import numpy as np
-from ganlab.demo import demo, DEMO_EPOCHS
+from ganlab.demo import demo
 from ganlab.data import load_images
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -14,9 +15,10 @@ def _bench():
     return m
 
 
+@pytest.mark.slow
 def test_demo_generates_readable_digits(tmp_path):
-    demo(tmp_path, quiet=True)
-    assert (tmp_path/'train'/'samples'/f'epoch_{DEMO_EPOCHS:03d}.png').is_file()
+    demo(tmp_path, quiet=True)  # its default budget: two minutes
+    assert sorted((tmp_path/'train'/'samples').glob('epoch_*.png')), 'no sample grid'
     b = _bench()
     net, acc = b.train_classifier(6000, 10, 123)
     assert acc > 0.95, f'the digit classifier itself is off: {acc:.1%} on held-out drawings'

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 from PIL import Image
-from ganlab.records import REASONS, Decoded, Rejection, decode_line, decode_shards, shard_lines, ShardCut, IMAGE_KEYS
+from ganlab.records import REASONS, Decoded, Rejection, decode_line, IMAGE_KEYS
+from ganlab.shards import decode_shards, shard_lines, ShardCut
 
 
 def check(o, size=32):

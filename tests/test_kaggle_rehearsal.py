@@ -6,8 +6,13 @@ a T4x2 the memory it holds belongs to the training processes.
 
 What differs from Kaggle, and why: the first cell (`pip install` of the attached wheel; `#| notest`) is not run, as
 ganlab is installed here already; `GANLAB_REHEARSAL=1` picks each kernel's tiny settings (the competition's run takes
-hours); `GANLAB_CPU_PROCS=2` stands for the two GPUs. The executed notebooks are left in test-artefacts/kaggle/."""
-import json, os, shutil, zipfile
+hours); `GANLAB_CPU_PROCS=2` stands for the two GPUs. The executed notebooks are left in test-artefacts/kaggle/.
+
+Then each kernel as a user runs it on their own machine (`jupyter nbconvert --execute`, or Jupyter): every cell, the
+install cell included, from nbs/kaggle/ with no /kaggle, no rehearsal variables and matplotlib's own backend. It must
+print no ERROR, show its figures as PNGs (not `<Figure size ...>`), and write only to the folder its environment report
+names (issue 25)."""
+import json, os, re, shutil, zipfile
 from pathlib import Path
 import pytest
 
@@ -111,6 +116,9 @@ def test_monet_kernel_rehearses_with_two_processes(kaggle_env):
     with zipfile.ZipFile(kaggle_env/'working'/'images.zip') as z: assert len(z.namelist()) == 16
     out = _text(nb)
     assert 'Kaggle kernel (run type Batch)' in out and 'training may take' in out and 'launches from the notebook process: 3' in out, out
+    assert f"output folder: {kaggle_env/'working'}" in out, out  # the folder the report names is the one written to
+    assert not _problems(nb), _problems(nb)
+    _check_figures(nb, 'monet.ipynb')  # PNGs under matplotlib's Agg backend too
 
 
 def test_noisy_kernel_rehearses_with_two_processes(kaggle_env):
@@ -120,9 +128,68 @@ def test_noisy_kernel_rehearses_with_two_processes(kaggle_env):
     rows = (kaggle_env/'working'/'submission.csv').read_text().splitlines()
     assert len(rows) == 41, len(rows)  # a header and the rehearsal's 40 images
     assert 'launches from the notebook process: 1' in _text(nb)
+    assert f"output folder: {kaggle_env/'working'}" in _text(nb) and not _problems(nb), (_text(nb), _problems(nb))
+    _check_figures(nb, 'noisy_dcgan.ipynb')
 
 
 def test_the_guard_fails_a_kernel_that_touches_cuda_before_training(kaggle_env):
     with pytest.raises(nbclient.exceptions.CellExecutionError) as e:
         _rehearse('noisy_dcgan.ipynb', kaggle_env, {1: 'import torch\nprint("CUDA here:", torch.cuda.is_available())'})
     assert 'the notebook process touched CUDA before this launch' in str(e.value) and 'is_available' in str(e.value), str(e.value)[-3000:]
+
+
+# --- the same kernels off Kaggle, as a user runs them on their own machine (issue 25) ------------------------------
+
+FIGURES = {'monet.ipynb': 4, 'noisy_dcgan.ipynb': 2}  # the cells that show a figure or a grid (`IPImage(...)`)
+
+
+def _problems(nb) -> list[str]:
+    "Every output of `nb` that is an error, says ERROR, or is a figure printed as text instead of drawn"
+    bad = []
+    for i, c in enumerate(nb.cells):
+        for o in c.get('outputs', []) if c.cell_type == 'code' else []:
+            if o.output_type == 'error': bad.append(f"cell {i}: {o.get('ename')}: {o.get('evalue')}")
+            for t in (o.get('text', ''), o.get('data', {}).get('text/plain', '')):
+                t = ''.join(t) if isinstance(t, list) else t
+                if 'ERROR' in t or '<Figure size' in t: bad.append(f'cell {i}: {t.strip()[:300]}')
+    return bad
+
+
+def _figure_cells(nb) -> list:
+    return [c for c in nb.cells if c.cell_type == 'code' and 'IPImage(filename' in c.source]
+
+
+def _check_figures(nb, name:str):
+    "Each figure cell of kernel `name` shows its figure as a PNG"
+    cells = _figure_cells(nb)
+    assert len(cells) == FIGURES[name], [c.source for c in cells]
+    for c in cells: assert any('image/png' in o.get('data', {}) for o in c.outputs), (c.source, c.outputs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['monet.ipynb', 'noisy_dcgan.ipynb'])
+def test_kernel_off_kaggle_as_a_user_runs_it(name, shared, tmp_path, monkeypatch):
+    """Every cell, the install cell included, in a Jupyter kernel started in nbs/kaggle/ (as `jupyter nbconvert
+    --execute` or Jupyter starts it) with the user's settings: no stand-in /kaggle, no rehearsal variables, matplotlib's
+    own backend. No ERROR, the figures embedded as PNGs, and everything written to the folder the environment report
+    names, nothing into the checkout"""
+    from ganlab.kaggle import on_kaggle
+    for k in ('KAGGLE_KERNEL_RUN_TYPE', 'GANLAB_KAGGLE_ROOT', 'GANLAB_REHEARSAL', 'GANLAB_CPU_PROCS', 'MPLBACKEND'): monkeypatch.delenv(k, raising=False)
+    if on_kaggle(): pytest.skip('this machine has a /kaggle tree: it is not off Kaggle')
+    monkeypatch.setenv('TMPDIR', str(tmp_path))  # where the kernel's own folder goes, so that the test leaves nothing behind
+    monkeypatch.setenv('GANLAB_OFFLINE', '1')  # nothing downloaded
+    here = REPO/'nbs'/'kaggle'
+    before = set(here.iterdir())
+    nb = nbformat.read(here/name, as_version=4)
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    try: nbclient.NotebookClient(nb, timeout=900, kernel_name='python3', resources={'metadata': {'path': str(here)}}).execute()
+    finally: nbformat.write(nb, ARTEFACTS/f'off-kaggle-{name}')
+    assert set(here.iterdir()) == before, sorted(set(here.iterdir()) - before)
+    assert not _problems(nb), _problems(nb)
+    _check_figures(nb, name)
+    out = _text(nb)
+    assert 'install skipped: no ganlab wheel' in out and 'not Kaggle' in out, out
+    written = Path(re.search(r'^output folder: (.+)$', out, re.M).group(1))
+    assert written.parent == tmp_path.resolve(), written
+    assert (written/'run'/'metadata.json').is_file()
+    assert (written/('images.zip' if name == 'monet.ipynb' else 'submission.csv')).is_file(), sorted(p.name for p in written.iterdir())

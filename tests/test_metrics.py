@@ -287,3 +287,35 @@ def test_features_csv_one_row_per_image(ours, images, tmp_path):
     assert list(df.columns) == ['id'] + [f'f{i}' for i in range(2048)]
     assert df['id'].tolist() == [f'dig-{i:06d}' for i in range(20)]
     assert np.array_equal(df.iloc[:, 1:].to_numpy(np.float32), ours(images[0][:20])[0].numpy())  # PNG is lossless; 9 digits round-trip
+
+
+def _ganlab_imports() -> dict:
+    "module -> the ganlab modules its source imports, at module level or inside functions (cli's 'module:name' strings are not imports)"
+    import ast, pathlib, ganlab
+    root = pathlib.Path(ganlab.__file__).parent
+    mods = {p.stem for p in root.glob('*.py')} - {'__init__', '_modidx'}
+    graph = {}
+    for m in mods:
+        deps = set()
+        for n in ast.walk(ast.parse((root/f'{m}.py').read_text(encoding='utf-8'))):
+            if isinstance(n, ast.ImportFrom) and (n.level == 1 or (n.module or '').split('.')[0] == 'ganlab'):
+                parts = (n.module or '').split('.')[0 if n.level else 1:]  # `.x`/`ganlab.x` -> x; `.`/`ganlab` -> the names imported
+                deps |= {parts[0]} if parts and parts[0] else {a.name for a in n.names}
+            elif isinstance(n, ast.Import): deps |= {a.name.split('.')[1] for a in n.names if a.name.startswith('ganlab.')}
+        graph[m] = deps & mods - {m}
+    return graph
+
+
+def test_no_import_circle_among_ganlab_modules():
+    "No ganlab module imports, directly or through others, one that imports it back (metrics names the classifier extractor by a string)"
+    graph, state, cycles = _ganlab_imports(), {}, []
+    def visit(m, path):
+        state[m] = 'open'
+        for d in sorted(graph[m]):
+            if state.get(d) == 'open': cycles.append(' -> '.join(path[path.index(d):] + [d]))
+            elif d not in state: visit(d, path + [d])
+        state[m] = 'done'
+    for m in sorted(graph):
+        if m not in state: visit(m, [m])
+    assert 'metrics' in graph['classifier'] and 'classifier' not in graph['metrics']  # the parser sees imports; the registry is no import
+    assert not cycles, cycles

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 from ganlab.core import GanlabError
-from ganlab.records import decode_shards, shard_lines, iter_decode, ShardCut, Decoded, Rejection
+from ganlab.records import Decoded, Rejection
+from ganlab.shards import decode_shards, shard_lines, iter_decode, ShardCut
 
 
 def png_line(i, **extra):
@@ -101,7 +102,7 @@ def test_a_big_gzip_shard_stays_in_bounded_memory(tmp_path):
     (tmp_path/'g.jsonl.gz').write_bytes(gzip.compress(body))
     report, n = None, 0
     tracemalloc.start()
-    from ganlab.records import DecodeReport
+    from ganlab.shards import DecodeReport
     report = DecodeReport(sink=lambda r: None)
     for o in iter_decode(tmp_path/'g.jsonl.gz', workers=1, report=report, show_progress=False): n += 1
     peak = tracemalloc.get_traced_memory()[1]; tracemalloc.stop()
@@ -110,7 +111,8 @@ def test_a_big_gzip_shard_stays_in_bounded_memory(tmp_path):
 
 def test_a_shard_gone_after_scanning_loses_no_line(tmp_path):
     "A worker that cannot read its span reports each of the span's lines"
-    from ganlab.records import read_batches, decode_batch, MAX_LINE
+    from ganlab.records import MAX_LINE
+    from ganlab.shards import read_batches, decode_batch
     (tmp_path/'s.jsonl').write_bytes(b'\n'.join(png_line(i) for i in range(5)) + b'\n')
     (b,) = read_batches([tmp_path/'s.jsonl'])
     (tmp_path/'s.jsonl').unlink()

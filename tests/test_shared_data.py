@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from ganlab.eda import doctor
 from ganlab.noisy import score
-from ganlab.records import decode_shards, load_npz
+from ganlab.shards import decode_shards, load_npz
 
 
 @pytest.fixture(scope='module')
