@@ -24,8 +24,8 @@ from .launch import ProcessDied, launch, stop_requested
 from .checkpoint import CKPT_FORMAT, save_checkpoint, load_checkpoint, remove_stale_temporaries, require
 
 # %% auto #0
-__all__ = ['METRIC_COLUMNS', 'RUN_FILES', 'git_hash', 'versions', 'rgb_images', 'save_grid', 'plot_losses', 'RunLog',
-           'foreign_files', 'clear_run', 'Trainer', 'FIDEvaluator', 'train']
+__all__ = ['METRIC_COLUMNS', 'RUN_FILES', 'PLOT_SECONDS', 'git_hash', 'versions', 'rgb_images', 'save_grid', 'plot_losses',
+           'RunLog', 'foreign_files', 'clear_run', 'Trainer', 'FIDEvaluator', 'train']
 
 # %% ../nbs/05f_train.ipynb #700b27d6
 METRIC_COLUMNS = ('epoch', 'step', 'images', 'seconds', 'loss_d', 'loss_g', 'd_real', 'd_fake', 'penalty', 'cycle', 'identity', 'img_per_s', 'fid', 'mifid')
@@ -491,6 +491,8 @@ def _refresh(self:Trainer):
     self.task.refresh_ema_bn(mix_seed(self.cfg.seed, 11, self.step))
 
 # %% ../nbs/05f_train.ipynb #eb7ac260
+PLOT_SECONDS = 30 # losses.png is redrawn at most this often (a plot takes about 0.2 s, a demo epoch 1.6 s) and after the last epoch
+
 @patch
 def _end_epoch(self:Trainer,
     e:int, # the epoch that ended (numbered from 1; a budget's last, partial epoch counts as one)
@@ -522,10 +524,13 @@ def _end_epoch(self:Trainer,
         if state['task'].get('ema') is not None:
             save_checkpoint(dict(family=self.family.name, config=asdict(cfg), epoch=e, step=self.step,
                                  nets={'g': self.task.sampler.state_dict()}, generator_only=True), self.out/'checkpoints'/'ema.pt')
-        try: plot_losses(self.out/'metrics.csv')
-        except Exception as ex: self.log.note(f'the loss plot failed ({type(ex).__name__}: {ex}); metrics.csv is complete')
+        if last or time.perf_counter() - getattr(self, '_plotted', -math.inf) >= PLOT_SECONDS:
+            self._plotted = time.perf_counter()
+            try: plot_losses(self.out/'metrics.csv')
+            except Exception as ex: self.log.note(f'the loss plot failed ({type(ex).__name__}: {ex}); metrics.csv is complete')
     self.dist.barrier()  # on the host: the others wait for the main process's evaluation and checkpoints without a GPU collective timing out
 
+# %% ../nbs/05f_train.ipynb #b645e417
 @patch
 def _finish(self:Trainer):
     "Close the logs and complete metadata.json"
@@ -536,6 +541,7 @@ def _finish(self:Trainer):
         self._say(f'done: {self.epoch} epochs, {self.step:,} steps in {self.seconds:.1f} s; samples in {self.out/"samples"}, '
                   f'checkpoints in {self.out/"checkpoints"}' + (f', best {name} {self.best_fid:.3f}' if self.best_fid is not None else ''))
 
+# %% ../nbs/05f_train.ipynb #cfaff3d8
 @patch
 def _metadata(self:Trainer, dataset, started:bool):
     "Write (or complete) RUN/metadata.json"
