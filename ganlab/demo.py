@@ -53,15 +53,15 @@ def next_steps(
 
 # %% ../nbs/10_demo.ipynb #fa49e651
 def step_seconds(
+    g, # the demo's generator
+    d, # its discriminator
+    z, # a batch of latent vectors
     threads:int, # CPU threads to time it with
     repeat:int=5, # timed steps (after one untimed)
 ) -> float:
-    "Seconds of one forward and backward pass of the demo's networks at its batch size, with `threads` CPU threads (the best of `repeat`)"
+    "Seconds of one forward and backward pass of `g` and `d` on `z` with `threads` CPU threads (the best of `repeat`)"
     import torch
-    from ganlab.config import get_family, make_config
-    fam, cfg = get_family('dcgan'), make_config('dcgan', **{**DEMO_TRAIN, 'epochs': 1})
-    g, d = fam.build('g', cfg), fam.build('d', cfg)
-    z, was = torch.randn(cfg.batch, cfg.latent, generator=torch.Generator().manual_seed(0)), torch.get_num_threads()
+    was = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         best = math.inf
@@ -76,9 +76,13 @@ def step_seconds(
 def demo_threads() -> tuple[int, str]:
     "The CPU threads the demo trains with, timed now, and why: tiny convolutions on two threads stall whenever the other core is busy"
     import torch
+    from ganlab.config import get_family, make_config
     n = torch.get_num_threads()
     if n == 1: return 1, '1 CPU thread'
-    many, one = step_seconds(n), step_seconds(1)
+    cfg = make_config('dcgan', **DEMO_TRAIN)
+    g, d = (get_family('dcgan').build(k, cfg) for k in 'gd')
+    z = torch.randn(cfg.batch, cfg.latent, generator=torch.Generator().manual_seed(0))
+    many, one = step_seconds(g, d, z, n), step_seconds(g, d, z, 1)
     if one <= many: return 1, f'1 CPU thread ({n} threads timed {many / one:.1f}x slower per step here: tiny convolutions wait for a busy core)'
     return n, f'{n} CPU threads ({one / many:.1f}x faster per step than one)'
 
@@ -116,11 +120,11 @@ def demo(
         from ganlab.generate import generate
         import torch
         from ganlab.launch import gpu_count
-        threads, was = (demo_threads() if gpu_count() == 0 else (None, 'the GPU')), torch.get_num_threads()
-        secs = train_seconds(budget, time.perf_counter() - t0)
+        threads, on = demo_threads() if gpu_count() == 0 else (None, 'the GPU')
+        was, secs = torch.get_num_threads(), train_seconds(budget, time.perf_counter() - t0)
         say(f'training a small DCGAN on the decoded digits ' + (f'for {secs:.0f} s (the demo budget is {budget})' if secs else f'for {epochs} epochs')
-            + f', on {threads[1]}')
-        if threads[0]: torch.set_num_threads(threads[0])
+            + f', on {on}')
+        if threads: torch.set_num_threads(threads)
         try:
             t = train('dcgan', data=out/'doctor'/'decoded.npz', out=out/'train', overwrite=True, quiet=quiet, seed=seed, progress=show_progress,
                       **{**DEMO_TRAIN, 'epochs': epochs, 'time_budget': f'{secs:.1f}s' if secs else None})

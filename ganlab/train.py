@@ -221,6 +221,8 @@ class _Stop:
 
 class Trainer:
     "Trains a family's task on its images, with checkpoints, exact resume, logging and periodic evaluation"
+    _line = None # while `fit` runs in a notebook or a log: the run's progress line (`LineProgress`)
+    _plotted = -math.inf # when losses.png was last drawn (`time.perf_counter`)
     def __init__(self,
         cfg:TrainConfig, # the run's config
         dataset=None, # the data in memory: see the task's `open_data` (default: loaded from the paths in `cfg`)
@@ -390,7 +392,7 @@ def _log_window(self:Trainer, sums:_Sums, t0:float, steps:int, bar=None):
                      seconds=round(self.seconds, 3), img_per_s=round(ips, 1), **m)
         shown = {**{k: f'{m[k]:.3f}' for k in ('loss_d', 'loss_g') if k in m}, 'img/s': f'{ips:,.0f}'}
         if bar is not None: bar.set_postfix(shown, refresh=False)
-        if getattr(self, '_line', None) is not None: self._line.set_postfix({'epoch': f'{self.epoch + 1}/{self.cfg.epochs}', **shown}, refresh=False)
+        if self._line is not None: self._line.set_postfix({'epoch': f'{self.epoch + 1}/{self.cfg.epochs}', **shown}, refresh=False)
     if bad := [k for k, v in m.items() if not math.isfinite(v)]:
         ck = self.out/'checkpoints'/'last.pt'
         raise GanlabError(f"the losses are no longer finite ({', '.join(f'{k} {m[k]}' for k in bad)}) in the {steps} steps before step "
@@ -421,7 +423,7 @@ def _plan(self:Trainer):
         if self._elapsed() >= self.budget: planned = min(planned, self.step)
     if self.dist.world > 1: planned = self.dist.from_main(planned)  # on the host, over gloo: no GPU sync
     self.planned = self.task.total_steps = planned
-    if getattr(self, '_line', None) is not None: self._line.total = planned
+    if self._line is not None: self._line.total = planned
 
 # %% ../nbs/05f_train.ipynb #abd512bc
 @patch
@@ -479,7 +481,9 @@ def fit(self:Trainer,
                 self._ends_since_rate0 += time.perf_counter() - t1
     finally:
         self.elapsed, self._session0 = self._elapsed(), None
-        if lines: self._line.close()
+        if lines:
+            self._line.close()
+            self._line = None
     if self.budget is not None and self.epoch < cfg.epochs:
         self._say(f'the time budget of {cfg.time_budget} is spent: stopped at step {self.step:,} (epoch {self.epoch + self.pos / self.steps_per_epoch:.2f})')
     self._finish()
@@ -524,7 +528,7 @@ def _end_epoch(self:Trainer,
         if state['task'].get('ema') is not None:
             save_checkpoint(dict(family=self.family.name, config=asdict(cfg), epoch=e, step=self.step,
                                  nets={'g': self.task.sampler.state_dict()}, generator_only=True), self.out/'checkpoints'/'ema.pt')
-        if last or time.perf_counter() - getattr(self, '_plotted', -math.inf) >= PLOT_SECONDS:
+        if last or time.perf_counter() - self._plotted >= PLOT_SECONDS:
             self._plotted = time.perf_counter()
             try: plot_losses(self.out/'metrics.csv')
             except Exception as ex: self.log.note(f'the loss plot failed ({type(ex).__name__}: {ex}); metrics.csv is complete')
