@@ -219,16 +219,17 @@ def noise_images(n:int, size:int, seed:int, channels:int=3):
 
 
 def metrics_rows(out:Path):
-    "metrics.csv of a run, the training rows only"
+    "metrics.csv of a run, the training rows only (those with a speed)"
     import pandas as pd
     m = pd.read_csv(Path(out)/'metrics.csv')
-    return m[m['fid'].isna()] if 'fid' in m else m
+    return m[m['img_per_s'].notna()] if 'img_per_s' in m else m
 
 
 def losses_finite(m) -> tuple:
     "(all logged losses finite, the last row's losses)"
     import numpy as np
-    cols = [k for k in ('loss_d', 'loss_g', 'd_real', 'd_fake', 'penalty', 'cycle', 'identity') if k in m and m[k].notna().any()]
+    from ganlab.runlog import columns_of
+    cols = [k for k in columns_of(m.columns)[0] if m[k].notna().any()]  # the losses the run's task declared
     vals = m[cols].to_numpy(dtype=float)
     ok = bool(len(m)) and bool(np.isfinite(vals[~np.isnan(vals)]).all()) and not np.isnan(m['loss_d'].to_numpy(dtype=float)).any()
     last = {k: float(m[k].iloc[-1]) for k in cols if m[k].notna().iloc[-1]} if len(m) else {}

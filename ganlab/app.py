@@ -13,10 +13,10 @@ import numpy as np
 from .core import GanlabError
 
 # %% auto #0
-__all__ = ['MAX_GRID', 'TRAIN_COLUMNS', 'LOSS_COLUMNS', 'NO_EVALS', 'APP_CSS', 'CONCURRENCY', 'QUEUE_MAX', 'CACHE_AGE',
-           'CACHE_SWEEP', 'is_run', 'Source', 'open_source', 'class_count', 'sample_images', 'sample_grid', 'slerp',
-           'interpolation_strip', 'read_photo', 'translate', 'sample_epochs', 'sample_at', 'run_metrics',
-           'eval_columns', 'eval_table', 'run_settings', 'evals_note', 'plot_run', 'build_app', 'serve', 'launch']
+__all__ = ['MAX_GRID', 'NO_EVALS', 'APP_CSS', 'CONCURRENCY', 'QUEUE_MAX', 'CACHE_AGE', 'CACHE_SWEEP', 'is_run', 'Source',
+           'open_source', 'class_count', 'sample_images', 'sample_grid', 'slerp', 'interpolation_strip', 'read_photo',
+           'translate', 'sample_epochs', 'sample_at', 'run_metrics', 'eval_columns', 'eval_table', 'run_settings',
+           'evals_note', 'plot_run', 'build_app', 'serve', 'launch']
 
 # %% ../nbs/09_app.ipynb #ba1ae225
 def is_run(
@@ -228,9 +228,6 @@ def translate(
     return translate_images(g, x[None], out or SUBMISSION_SIZE)[0]
 
 # %% ../nbs/09_app.ipynb #f3556c43
-TRAIN_COLUMNS = ('epoch', 'step', 'images', 'seconds', 'loss_d', 'loss_g', 'd_real', 'd_fake', 'penalty', 'cycle', 'identity', 'img_per_s')
-LOSS_COLUMNS = ('loss_d', 'loss_g', 'penalty', 'cycle', 'identity') # plotted together against the step
-
 def _in_run(
     run, # a run folder
     p:Path, # a path under it
@@ -250,6 +247,7 @@ def _run_file(
     if not _in_run(run, p): raise GanlabError(f'{p}: not a regular file inside the run folder (a link out of it, or not a file); not shown')
     return _read_file(p.resolve(), str(p))
 
+# %% ../nbs/09_app.ipynb #1fbff250
 def sample_epochs(
     run, # a run folder
 ) -> dict:
@@ -274,6 +272,7 @@ def sample_at(
     if data is None: raise GanlabError(f'{eps[e]}: no longer there')
     return e, np.asarray(_open_image(data, str(eps[e])))
 
+# %% ../nbs/09_app.ipynb #2ba915a8
 def run_metrics(
     run, # a run folder
 ) -> 'pd.DataFrame':
@@ -288,11 +287,13 @@ def run_metrics(
     if 'step' not in df.columns: raise GanlabError(f'{p}: no step column; not a ganlab metrics.csv')
     return df.apply(pd.to_numeric, errors='coerce')
 
+# %% ../nbs/09_app.ipynb #39a6ee5d
 def eval_columns(
     df:'pd.DataFrame', # a run's metrics
 ) -> list:
-    "The evaluation columns of a run's metrics (not in `TRAIN_COLUMNS`) that hold any number"
-    return [c for c in df.columns if c not in TRAIN_COLUMNS and df[c].notna().any()]
+    "The evaluation columns of a run's metrics (after its speed column: `ganlab.runlog.columns_of`) that hold any number"
+    from ganlab.runlog import columns_of
+    return [c for c in columns_of(df.columns)[1] if df[c].notna().any()]
 
 def eval_table(
     df:'pd.DataFrame', # a run's metrics
@@ -325,24 +326,11 @@ def evals_note(
 # %% ../nbs/09_app.ipynb #8f4d7af5
 def plot_run(
     df:'pd.DataFrame', # a run's metrics
+    panels:dict|None=None, # losses drawn apart: the run's own (metadata.json's `columns`), else the D outputs
 ) -> 'matplotlib.figure.Figure':
-    "A figure of the run: losses and mean D outputs against the step, and each evaluation column against the epoch"
-    from matplotlib.figure import Figure
-    train_rows = df[df['loss_d'].notna()] if 'loss_d' in df else df.iloc[:0]
-    evals = eval_columns(df)
-    n = 2 + len(evals)
-    fig = Figure(figsize=(min(4.2 * n, 16), 3.2), layout='constrained')
-    axs = fig.subplots(1, n, squeeze=False)[0]
-    for ax, cols, title in ((axs[0], LOSS_COLUMNS, 'losses'), (axs[1], ('d_real', 'd_fake'), 'mean D output')):
-        for c in cols:
-            if c in train_rows and train_rows[c].notna().any(): ax.plot(train_rows['step'], train_rows[c], label=c, lw=1)
-        ax.set(xlabel='step', title=title)
-        if ax.lines: ax.legend(fontsize=8)
-    for ax, c in zip(axs[2:], evals):
-        rows = df[df[c].notna()]
-        ax.plot(rows['epoch'] if 'epoch' in rows else rows['step'], rows[c], 'o-', ms=3)
-        ax.set(xlabel='epoch', title=c.replace('mifid', 'MiFID').replace('fid', 'FID') if c in ('fid', 'mifid') else c)
-    return fig
+    "A figure of the run, as training draws losses.png: losses (and panels) against the step, each evaluation against the epoch"
+    from ganlab.runlog import run_figure
+    return run_figure(df, panels)
 
 # %% ../nbs/09_app.ipynb #b99a0852
 APP_CSS = '.pixelated img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }' # small images enlarged without blur
@@ -481,11 +469,12 @@ def _run_tab(gr, run:Path):
         eps = sample_epochs(run)
         lo, hi = (min(eps), max(eps)) if eps else (0, 1)
         shown = tried(sample_at, run, hi) if eps else None
-        df = tried(run_metrics, run)
+        df, settings = tried(run_metrics, run), tried(run_settings, run)
+        panels = (settings or {}).get('columns', {}).get('panels') if isinstance(settings, dict) else None
         note = '' if df is None else evals_note(df)  # a run without evaluations: the line instead of an empty table
         return (gr.Slider(minimum=lo, maximum=max(hi, lo + 1), value=hi), None if shown is None else shown[1],
-                None if df is None else plot_run(df), gr.update(value=None if df is None else eval_table(df), visible=not note),
-                gr.update(value=note or NO_EVALS, visible=bool(note)), tried(run_settings, run))
+                None if df is None else plot_run(df, panels), gr.update(value=None if df is None else eval_table(df), visible=not note),
+                gr.update(value=note or NO_EVALS, visible=bool(note)), settings)
     epoch.release(_in_page(show_epoch), epoch, image, api_name='run_samples', preprocess=False)
     outs = [epoch, image, plot, table, no_evals, settings]
     reload.click(_in_page(read), None, outs, api_name='run')
@@ -539,6 +528,7 @@ def _own_temp_folder():
         else: os.environ['GRADIO_TEMP_DIR'] = base
         shutil.rmtree(d, ignore_errors=True)
 
+# %% ../nbs/09_app.ipynb #bb5e80d2
 def _sweep(
     folder, # a server's own temporary folder
     age:float, # seconds: what was last written longer ago is deleted
@@ -569,6 +559,7 @@ def _swept(
     try: yield
     finally: stop.set(); t.join(10)
 
+# %% ../nbs/09_app.ipynb #9d67f600
 @contextlib.contextmanager
 def _sigterm_interrupts():
     "SIGTERM (`kill`, a service manager, a container's stop) stops the server as Ctrl-C does, through its clean-up"
@@ -578,6 +569,7 @@ def _sigterm_interrupts():
     try: yield
     finally: signal.signal(signal.SIGTERM, old)
 
+# %% ../nbs/09_app.ipynb #bf98f6c7
 def serve(
     source, # a checkpoint file or a run folder
     port:int=7860, # the port to serve on
@@ -597,6 +589,7 @@ def serve(
         try: _launch(demo, server_name=host, server_port=port, share=share, inline=False, inbrowser=False, prevent_thread_lock=False, quiet=quiet)
         finally: demo.close(verbose=False)
 
+# %% ../nbs/09_app.ipynb #d71e5ec4
 def launch(
     source, # a checkpoint file, a run folder, or a `Source`
     port:int|None=None, # the port (default: the first free one from 7860)

@@ -29,11 +29,15 @@ def _digest(obj, h):
         h.update(t.reshape(-1).view(torch.uint8).numpy().data)
     elif isinstance(obj, dict):
         h.update(f'D{len(obj)};'.encode())
-        for k in sorted(obj, key=lambda k: (type(k).__name__, repr(k))): _digest(k, h); _digest(obj[k], h)
+        for k in sorted(obj, key=lambda k: (type(k).__name__, repr(k))):
+            _digest(k, h)
+            _digest(obj[k], h)
     elif isinstance(obj, (list, tuple)):
         h.update(f'{"L" if isinstance(obj, list) else "U"}{len(obj)};'.encode())
-        for v in obj: _digest(v, h)
-    else: h.update(f'{type(obj).__name__}:{obj!r};'.encode())
+        for v in obj:
+            _digest(v, h)
+    else:
+        h.update(f'{type(obj).__name__}:{obj!r};'.encode())
 
 def content_digest(
     state:dict, # a checkpoint's content (its own 'digest' entry is left out)
@@ -50,9 +54,11 @@ def save_checkpoint(
 ) -> Path:
     "Write `state` to `path` atomically, with the format tag, the writer's version and the digest of its content"
     v = state.get('versions')
-    state = dict(state, format=CKPT_FORMAT, versions={'ganlab': ganlab.__version__, **(v if isinstance(v, dict) else {})})
+    state = dict(state, format=CKPT_FORMAT,
+                 versions={'ganlab': ganlab.__version__, **(v if isinstance(v, dict) else {})})
     state['digest'] = content_digest(state)
-    with atomic_write(path) as f: torch.save(state, f)
+    with atomic_write(path) as f:
+        torch.save(state, f)
     return Path(path)
 
 _VERSION = re.compile(r'[0-9A-Za-z.+!_-]{1,40}') # what a version stamp read from a file may look like to be repeated
@@ -73,7 +79,8 @@ def _newer_format(
     v = v.get('ganlab') if isinstance(v, dict) else None
     by = f'ganlab {v}' if isinstance(v, str) and _VERSION.fullmatch(v) else 'a newer ganlab'
     reads = f'ganlab {v} or later reads it' if by != 'a newer ganlab' else 'a newer ganlab reads it'
-    return (f"checkpoint {path}: written by {by} in format {state['format']!r}, newer than this ganlab ({ganlab.__version__}) reads "
+    return (f"checkpoint {path}: written by {by} in format {state['format']!r}, newer than this ganlab "
+            f"({ganlab.__version__}) reads "
             f"({', '.join(map(repr, CKPT_FORMATS))}); {reads}: pip install -U ganlab")
 
 def load_checkpoint(
@@ -83,7 +90,8 @@ def load_checkpoint(
     "Read a ganlab checkpoint safely (`weights_only=True`) and check its format and digest, with clear errors"
     p = Path(path)
     if not p.is_file(): raise GanlabError(f'checkpoint {path}: no such file')
-    try: state = torch.load(p, map_location=map_location, weights_only=True)
+    try:
+        state = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:
         lines = [l.strip() for l in str(e).splitlines() if l.strip()]
         why = next((l for l in lines if 'Unsupported global' in l), lines[0] if lines else '')
@@ -91,7 +99,8 @@ def load_checkpoint(
     fmt = state.get('format') if isinstance(state, dict) else None
     if fmt not in CKPT_FORMATS:
         if (_format_number(fmt) or 0) > _format_number(CKPT_FORMATS[-1]): raise GanlabError(_newer_format(path, state))
-        raise GanlabError(f"checkpoint {path}: not a ganlab checkpoint (no format tag {' or '.join(map(repr, CKPT_FORMATS))})")
+        raise GanlabError(f"checkpoint {path}: not a ganlab checkpoint (no format tag "
+                          f"{' or '.join(map(repr, CKPT_FORMATS))})")
     if fmt != CKPT_FORMATS[0] and state.get('digest') != content_digest(state):
         raise GanlabError(f'checkpoint {path}: damaged (its content does not match the digest written with it)')
     return state
@@ -104,7 +113,8 @@ def remove_stale_temporaries(
     gone = []
     for p in sorted(Path(folder).glob('.*.tmp')) if Path(folder).is_dir() else []:
         if p.is_file():
-            p.unlink(); gone.append(p.name)
+            p.unlink()
+            gone.append(p.name)
     return gone
 
 # %% ../nbs/05c_checkpoint.ipynb #c4b67faf
@@ -119,9 +129,15 @@ def find_checkpoint(
     if not p.is_dir(): raise GanlabError(f'checkpoint {path}: not a file or a folder; give {what}')
     d = p/'checkpoints' if (p/'checkpoints').is_dir() else p
     best, last = d/'best.pt', d/'last.pt'
-    if best.is_file(): return best, f"using {best}: the run's best checkpoint by the FID measured while training ({last.name} is its latest)"
-    if last.is_file(): return last, f"using {last}: the run's latest checkpoint (it kept no best.pt, which training with --fid-every keeps)"
-    if (d/'ema.pt').is_file(): return d/'ema.pt', f"using {d/'ema.pt'}: the run's averaged generator, written with every last.pt (it has no last.pt)"
+    if best.is_file():
+        why = f"the run's best checkpoint by the FID measured while training ({last.name} is its latest)"
+        return best, f'using {best}: {why}'
+    if last.is_file():
+        why = "the run's latest checkpoint (it kept no best.pt, which training with --fid-every keeps)"
+        return last, f'using {last}: {why}'
+    if (d/'ema.pt').is_file():
+        why = "the run's averaged generator, written with every last.pt (it has no last.pt)"
+        return d/'ema.pt', f"using {d/'ema.pt'}: {why}"
     if numbered := sorted(q for q in d.glob('epoch_*.pt') if q.is_file()):
         return numbered[-1], f"using {numbered[-1]}: the run's newest numbered checkpoint (it has no last.pt)"
     raise GanlabError(f'{path}: the folder holds no checkpoint (no checkpoints/best.pt or last.pt); give {what}')
@@ -143,9 +159,13 @@ def checkpoint_config(
 ) -> tuple[Family, TrainConfig]:
     "The family and the checked config of a training checkpoint"
     require(s, ('family', 'config', 'nets'), path, 'building its networks')
-    if not isinstance(s['family'], str): raise GanlabError(f"checkpoint {path}: its family is not a name ({type(s['family']).__name__})")
-    if not isinstance(s['config'], dict): raise GanlabError(f"checkpoint {path}: its config is not a mapping of settings ({type(s['config']).__name__})")
-    try: fam = get_family(s['family']); cfg = make_config(fam.name, s['config'])
+    if not isinstance(s['family'], str):
+        raise GanlabError(f"checkpoint {path}: its family is not a name ({type(s['family']).__name__})")
+    if not isinstance(s['config'], dict):
+        raise GanlabError(f"checkpoint {path}: its config is not a mapping of settings ({type(s['config']).__name__})")
+    try:
+        fam = get_family(s['family'])
+        cfg = make_config(fam.name, s['config'])
     except GanlabError as e: raise GanlabError(f'checkpoint {path}: {e}') from None
     return fam, cfg
 
@@ -156,7 +176,7 @@ def _ema_weights(s:dict) -> dict|None:
     return {k[len('module.'):]: v for k, v in e.items() if k.startswith('module.')} if isinstance(e, dict) else None
 
 def load_net(
-    ckpt, # a checkpoint of `ganlab train` (last.pt, best.pt, epoch_XXX.pt or ema.pt), its run folder (see `find_checkpoint`), or one already loaded
+    ckpt, # a `ganlab train` checkpoint (last.pt, best.pt, epoch_XXX.pt, ema.pt), its run folder, or one already loaded
     net:str='g', # which of the family's networks
     ema:bool=True, # the averaged generator when the run kept one (`net` 'g' only)
     device=None, # where to put it (default: the CPU)
@@ -175,7 +195,9 @@ def load_net(
             raise GanlabError(f'checkpoint {path}: holds no weights for network {net!r}')
         sd = s['nets'][net]
     m = fam.build(net, cfg)
-    try: m.load_state_dict(sd)
+    try:
+        m.load_state_dict(sd)
     except (RuntimeError, TypeError, ValueError) as e:
-        raise GanlabError(f'checkpoint {path}: its {net} weights do not fit its config ({str(e).splitlines()[0][:300]})') from None
+        first = str(e).splitlines()[0][:300]
+        raise GanlabError(f'checkpoint {path}: its {net} weights do not fit its config ({first})') from None
     return m.to(device or 'cpu').eval().requires_grad_(False), cfg, fam

@@ -10,18 +10,20 @@ __all__ = ['LOSSES', 'TRANSLATION_LOSSES', 'AMP_MODES', 'DIFFAUG', 'SIZES', 'G_N
 
 # %% ../nbs/00a_choices.ipynb #d9d6c8d3
 LOSSES = ('bce', 'lsgan', 'hinge', 'wgan-gp') # adversarial losses of the noise-to-image families
-TRANSLATION_LOSSES = ('lsgan', 'bce', 'hinge') # those an image translator can use (no gradient penalty through two generators)
-AMP_MODES = ('auto', 'off', 'fp16', 'bf16') # mixed precision: auto is bf16 on GPUs that compute it, fp16 on older ones; on the CPU bf16 where measured faster, else off
+TRANSLATION_LOSSES = ('lsgan', 'bce', 'hinge') # an image translator's (no gradient penalty through two generators)
+# mixed precision: auto is bf16 on GPUs that compute it, fp16 on older ones;
+# on the CPU bf16 where measured faster, else off
+AMP_MODES = ('auto', 'off', 'fp16', 'bf16')
 DIFFAUG = ('color', 'translation', 'cutout') # DiffAugment policies (Zhao et al. 2020), combined with commas
 SIZES = (16, 32, 64, 128) # image sides of the DCGAN models (16 is for tiny tests)
 G_NORMS = ('batch', 'none') # DCGAN generator normalisation
 D_NORMS = ('batch', 'none', 'instance', 'layer') # DCGAN discriminator normalisation
-UPSAMPLINGS = ('convt', 'upsample') # generator upsampling: transposed convolution, or nearest upsampling then a convolution
+UPSAMPLINGS = ('convt', 'upsample') # generator upsampling: transposed convolution, or nearest upsampling then a conv
 PROJECTIONS = ('conv', 'dense') # generator: latent vector to the first 4x4 map
 HEADS = ('conv', 'dense') # discriminator: last 4x4 map to the logit
 ACTIVATIONS = ('relu', 'leaky') # generator hidden activation
 G_ARCHS = ('dcgan', 'resnet') # the noise-to-image networks' shape: DCGAN's (strided convolutions) or SNGAN's ResNet
 LR_DECAYS = ('none', 'linear') # learning-rate schedules: constant, or a linear decay to 0 over the run
-ROTATIONS = ('cw', 'ccw') # how a decoder undoes exif_rot: turn clockwise (the noisy-shard contract) or counter-clockwise
+ROTATIONS = ('cw', 'ccw') # how a decoder undoes exif_rot: clockwise (the noisy-shard contract) or counter-clockwise
 CYCLEGAN_NORMS = ('instance', 'batch', 'none') # normalisation of the image-to-image models
 CYCLEGAN_GENERATORS = ('resnet9', 'resnet6', 'unet') # image-to-image generator architectures

@@ -25,7 +25,7 @@ __all__ = ['CLASSIFIER_FORMAT', 'CLASSIFIER_VERSION', 'DEGRADATIONS', 'LEVELS', 
 
 # %% ../nbs/07a_classifier.ipynb #a55bedd9
 class RulerNet(nn.Module):
-    "A small CNN: blocks of 3x3 convolution, 2x2 max-pool, batch norm and ReLU; a global average pool (the features); a linear layer (the logits)"
+    "A small CNN: blocks of 3x3 conv, 2x2 max-pool, batch norm, ReLU; a global average pool (features); linear (logits)"
     def __init__(self,
         n_classes:int, # number of classes
         channels:int=3, # input channels: 3 (RGB) or 1 (grayscale)
@@ -34,7 +34,9 @@ class RulerNet(nn.Module):
         super().__init__()
         self.widths, layers, c = tuple(int(w) for w in widths), [], channels
         for w in self.widths:
-            layers += [nn.Conv2d(c, w, 3, padding=1, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]; c = w
+            layers += [nn.Conv2d(c, w, 3, padding=1, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(w),
+                       nn.ReLU(inplace=True)]
+            c = w
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(c, n_classes)
         self.register_buffer('mean', torch.full((1, channels, 1, 1), 127.5))  # set from the training images
@@ -63,8 +65,10 @@ class Classifier:
         channels:int=3, # 3 (RGB) or 1 (grayscale)
         info:dict|None=None, # facts about its training: accuracy, epochs, seed, source ...
     ):
-        if len(classes) != net.head.out_features: raise GanlabError(f'{len(classes)} class names for a network with {net.head.out_features} classes')
-        self.net, self.classes, self.size, self.channels = net.eval().requires_grad_(False), [str(c) for c in classes], int(size), int(channels)
+        if len(classes) != net.head.out_features:
+            raise GanlabError(f'{len(classes)} class names for a network with {net.head.out_features} classes')
+        self.net, self.classes = net.eval().requires_grad_(False), [str(c) for c in classes]
+        self.size, self.channels = int(size), int(channels)
         self.info, self._digest = dict(info or {}), None
 
     @property
@@ -77,13 +81,15 @@ class Classifier:
         if self._digest is None:
             h = hashlib.sha256()
             for k, v in sorted(self.net.state_dict().items()):
-                h.update(f'{k}:{v.dtype}:{tuple(v.shape)}'.encode()); h.update(v.detach().cpu().contiguous().numpy().tobytes())
+                h.update(f'{k}:{v.dtype}:{tuple(v.shape)}'.encode())
+                h.update(v.detach().cpu().contiguous().numpy().tobytes())
             self._digest = h.hexdigest()[:12]
         return self._digest
 
     def __repr__(self):
         acc = self.info.get('accuracy')
-        return (f'Classifier({len(self.classes)} classes, {self.size}x{self.size}x{self.channels}, widths {list(self.net.widths)}, '
+        return (f'Classifier({len(self.classes)} classes, {self.size}x{self.size}x{self.channels}, widths '
+                f'{list(self.net.widths)}, '
                 f"held-out accuracy {'unknown' if acc is None else f'{acc:.1%}'}, digest {self.digest})")
 
 # %% ../nbs/07a_classifier.ipynb #d2a047b9
@@ -92,13 +98,15 @@ def _as_nchw(
 ) -> torch.Tensor:
     "`images` as a uint8 tensor N x C x H x W (a view where possible), checked"
     if isinstance(images, np.ndarray):
-        if images.ndim == 3: images = images[..., None]
+        if images.ndim == 3:
+            images = images[..., None]
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
             raise GanlabError(f'images must be a uint8 array N x H x W x 3 (or x 1), not {images.dtype} {images.shape}')
         return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
     if isinstance(images, torch.Tensor):
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
-            raise GanlabError(f'images must be a uint8 tensor N x 3 x H x W (or N x 1 x H x W), not {images.dtype} {tuple(images.shape)}')
+            got = f'{images.dtype} {tuple(images.shape)}'
+            raise GanlabError(f'images must be a uint8 tensor N x 3 x H x W (or N x 1 x H x W), not {got}')
         return images
     raise GanlabError(f'images must be a uint8 NumPy array or tensor, not {type(images).__name__}')
 
@@ -111,8 +119,10 @@ def prepare(self:Classifier,
     if x.shape[1] == 3 and self.channels == 1:  # Pillow's ITU-R 601-2 luma, as `ganlab.data.fit_images`
         r, g, b = x.int().unbind(1)
         x = ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).to(torch.uint8)[:, None]
-    elif x.shape[1] == 1 and self.channels == 3: x = x.expand(-1, 3, -1, -1)
-    if x.shape[-2:] != (self.size, self.size): x = TF.resize(x.float(), [self.size, self.size], antialias=True)
+    elif x.shape[1] == 1 and self.channels == 3:
+        x = x.expand(-1, 3, -1, -1)
+    if x.shape[-2:] != (self.size, self.size):
+        x = TF.resize(x.float(), [self.size, self.size], antialias=True)
     return x
 
 # %% ../nbs/07a_classifier.ipynb #2a9f9410
@@ -130,9 +140,12 @@ def _forward(
     try:
         for i in range(0, len(x), batch):
             f = net.features(prep(x[i:i + batch]) if prep else x[i:i + batch].to(dev))
-            fs.append(f.float()); ls.append(net.head(f).float())
-    finally: net.train(was)
-    if not fs: return torch.zeros(0, net.head.in_features, device=dev), torch.zeros(0, net.head.out_features, device=dev)
+            fs.append(f.float())
+            ls.append(net.head(f).float())
+    finally:
+        net.train(was)
+    if not fs:
+        return torch.zeros(0, net.head.in_features, device=dev), torch.zeros(0, net.head.out_features, device=dev)
     return torch.cat(fs), torch.cat(ls)
 
 @patch
@@ -161,9 +174,11 @@ def save(self:Classifier,
     path, # the file to write (atomically), e.g. `clf.pt`
 ) -> Path:
     "Save the classifier in its own format: tensors and plain facts only"
-    ck = dict(format=CLASSIFIER_FORMAT, version=CLASSIFIER_VERSION, classes=list(self.classes), size=self.size, channels=self.channels,
-              widths=list(self.net.widths), state_dict={k: v.detach().cpu() for k, v in self.net.state_dict().items()}, info=dict(self.info))
-    with atomic_write(path) as f: torch.save(ck, f)
+    sd = {k: v.detach().cpu() for k, v in self.net.state_dict().items()}
+    ck = dict(format=CLASSIFIER_FORMAT, version=CLASSIFIER_VERSION, classes=list(self.classes), size=self.size,
+              channels=self.channels, widths=list(self.net.widths), state_dict=sd, info=dict(self.info))
+    with atomic_write(path) as f:
+        torch.save(ck, f)
     return Path(path)
 
 # %% ../nbs/07a_classifier.ipynb #5df74e17
@@ -171,9 +186,11 @@ def _device(
     device=None, # 'cpu', 'cuda', 'cuda:1', ... or None (CUDA when present)
 ) -> torch.device:
     "A checked torch device"
-    try: dev = torch.device(device) if device is not None else default_device()
+    try:
+        dev = torch.device(device) if device is not None else default_device()
     except (RuntimeError, TypeError) as e: raise GanlabError(f'device {device!r}: {e}') from None
-    if dev.type == 'cuda' and not torch.cuda.is_available(): raise GanlabError(f'device {device}: CUDA is not available here')
+    if dev.type == 'cuda' and not torch.cuda.is_available():
+        raise GanlabError(f'device {device}: CUDA is not available here')
     return dev
 
 def _check_file(
@@ -184,16 +201,25 @@ def _check_file(
     def bad(what): raise GanlabError(f'{where}: {what}')
     if not isinstance(ck, dict) or ck.get('format') != CLASSIFIER_FORMAT:
         bad(f'not a ganlab classifier (no {CLASSIFIER_FORMAT!r} format tag); make one with `ganlab classifier train`')
-    if ck.get('version') != CLASSIFIER_VERSION: bad(f"classifier format version {ck.get('version')!r}; this ganlab reads version {CLASSIFIER_VERSION}")
+    if ck.get('version') != CLASSIFIER_VERSION:
+        bad(f"classifier format version {ck.get('version')!r}; this ganlab reads version {CLASSIFIER_VERSION}")
     classes, size, channels, widths = (ck.get(k) for k in ('classes', 'size', 'channels', 'widths'))
-    if not isinstance(classes, list) or not 2 <= len(classes) <= 100_000 or not all(isinstance(c, str) for c in classes): bad('classes must be a list of 2 or more names')
-    if not isinstance(widths, list) or not 1 <= len(widths) <= 8 or not all(isinstance(w, int) and 1 <= w <= 4096 for w in widths): bad(f'widths {widths!r} are not 1-8 ints in 1..4096')
-    if channels not in (1, 3): bad(f'channels must be 1 or 3, not {channels!r}')
-    if not isinstance(size, int) or not 2 ** len(widths) <= size <= 4096: bad(f'size {size!r} does not fit {len(widths)} blocks')
+    if not (isinstance(classes, list) and 2 <= len(classes) <= 100_000 and all(isinstance(c, str) for c in classes)):
+        bad('classes must be a list of 2 or more names')
+    if not (isinstance(widths, list) and 1 <= len(widths) <= 8
+            and all(isinstance(w, int) and 1 <= w <= 4096 for w in widths)):
+        bad(f'widths {widths!r} are not 1-8 ints in 1..4096')
+    if channels not in (1, 3):
+        bad(f'channels must be 1 or 3, not {channels!r}')
+    if not isinstance(size, int) or not 2 ** len(widths) <= size <= 4096:
+        bad(f'size {size!r} does not fit {len(widths)} blocks')
     sd = ck.get('state_dict')
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()): bad('state_dict is not a dict of tensors')
-    if not all(torch.isfinite(v).all() for v in sd.values() if v.is_floating_point()): bad('its weights hold NaN or infinite values')
-    if not isinstance(ck.get('info', {}), dict): bad('info is not a dict')
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        bad('state_dict is not a dict of tensors')
+    if not all(torch.isfinite(v).all() for v in sd.values() if v.is_floating_point()):
+        bad('its weights hold NaN or infinite values')
+    if not isinstance(ck.get('info', {}), dict):
+        bad('info is not a dict')
 
 def load_classifier(
     path, # a file written by `train_classifier` or `Classifier.save`
@@ -202,12 +228,18 @@ def load_classifier(
     "A classifier file loaded safely (`weights_only=True`) and checked, with one clear error for anything else"
     p = Path(path).expanduser()
     if not p.is_file(): raise GanlabError(f'{path}: no such classifier file')
-    try: ck = torch.load(p, map_location='cpu', weights_only=True)
-    except Exception as e: raise GanlabError(f'{p}: not a ganlab classifier file: it cannot be loaded safely ({type(e).__name__}: {str(e)[:200]})') from None
+    try:
+        ck = torch.load(p, map_location='cpu', weights_only=True)
+    except Exception as e:
+        why = f'{type(e).__name__}: {str(e)[:200]}'
+        raise GanlabError(f'{p}: not a ganlab classifier file: it cannot be loaded safely ({why})') from None
     _check_file(ck, str(p))
     net = RulerNet(len(ck['classes']), ck['channels'], ck['widths'])
-    try: net.load_state_dict(ck['state_dict'])
-    except RuntimeError as e: raise GanlabError(f'{p}: its weights do not fit the network it describes ({str(e).splitlines()[-1].strip()[:300]})') from None
+    try:
+        net.load_state_dict(ck['state_dict'])
+    except RuntimeError as e:
+        last = str(e).splitlines()[-1].strip()[:300]
+        raise GanlabError(f'{p}: its weights do not fit the network it describes ({last})') from None
     return Classifier(net.to(_device(device)), ck['classes'], ck['size'], ck['channels'], ck.get('info', {}))
 
 # %% ../nbs/07a_classifier.ipynb #e8f07829
@@ -217,11 +249,14 @@ def _labelled(
     quiet:bool, # no progress bar
 ) -> ImageArrayDataset:
     "The labelled images of `data`, fitted to S x S x `channels`"
-    if isinstance(data, ImageArrayDataset): ds = ImageArrayDataset(fit_images(data.images[:limit], size, channels), data.ids[:limit],
-                                                                    None if data.labels is None else data.labels[:limit], data.classes)
-    else: ds = open_dataset(data, size, channels, limit, split='train', show_progress=False if quiet else None)
+    if isinstance(data, ImageArrayDataset):
+        ds = ImageArrayDataset(fit_images(data.images[:limit], size, channels), data.ids[:limit],
+                                None if data.labels is None else data.labels[:limit], data.classes)
+    else:
+        ds = open_dataset(data, size, channels, limit, split='train', show_progress=False if quiet else None)
     if ds.labels is None or ds.classes is None:
-        raise GanlabError(f'{data}: has no class labels; a classifier needs one subfolder per class (e.g. train/<class>/0001.png)')
+        raise GanlabError(f'{data}: has no class labels; '
+                          'a classifier needs one subfolder per class (e.g. train/<class>/0001.png)')
     found = np.unique(ds.labels)
     if len(found) < 2: raise GanlabError(f'{data}: a classifier needs images of at least 2 classes, not {len(found)}')
     return ds
@@ -231,12 +266,13 @@ def _split(
     holdout:float, # share of each class held out
     seed:int, # the split follows from it
 ) -> tuple:
-    "`(train, held_out)` index arrays: a seeded, class-stratified split (at least one image of each class stays in training)"
+    "`(train, held_out)` index arrays: a seeded, class-stratified split (at least one image of each class in training)"
     rng, tr, ho = np.random.default_rng(seed), [], []
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
         k = min(len(idx) - 1, max(1, round(holdout * len(idx)))) if holdout > 0 else 0
-        ho.append(idx[:k]); tr.append(idx[k:])
+        ho.append(idx[:k])
+        tr.append(idx[k:])
     return np.sort(np.concatenate(tr)), np.sort(np.concatenate(ho))
 
 # %% ../nbs/07a_classifier.ipynb #d101bd4a
@@ -248,11 +284,13 @@ def _augment(
 ) -> torch.Tensor:
     "A randomly flipped and shifted copy of `x`, as floats in 0-255"
     x, (n, c, h, w) = x.float(), x.shape
-    if flip: x = torch.where((torch.rand(n, generator=g) < .5).view(n, 1, 1, 1), x.flip(3), x)
+    if flip:
+        x = torch.where((torch.rand(n, generator=g) < .5).view(n, 1, 1, 1), x.flip(3), x)
     if shift:
         p = F.pad(x, (shift,) * 4, mode='reflect')
         dy, dx = torch.randint(0, 2 * shift + 1, (2, n), generator=g)
-        rows, cols = (dy[:, None] + torch.arange(h))[:, None, :, None], (dx[:, None] + torch.arange(w))[:, None, None, :]
+        rows = (dy[:, None] + torch.arange(h))[:, None, :, None]
+        cols = (dx[:, None] + torch.arange(w))[:, None, None, :]
         x = p[torch.arange(n).view(n, 1, 1, 1), torch.arange(c).view(1, c, 1, 1), rows, cols]
     return x
 
@@ -278,14 +316,40 @@ def _check_training(
         if not posint(v): raise GanlabError(f'{name} must be a positive integer, not {v!r}')
     if channels not in (1, 3): raise GanlabError(f'channels must be 3 (RGB) or 1 (grayscale), not {channels!r}')
     if not (isinstance(lr, (int, float)) and lr > 0): raise GanlabError(f'lr must be a positive number, not {lr!r}')
-    if not (isinstance(holdout, (int, float)) and 0 <= holdout < 1): raise GanlabError(f'holdout must be in [0, 1), not {holdout!r}')
-    if not widths or not all(posint(w) and w <= 4096 for w in widths) or len(widths) > 8: raise GanlabError(f'widths must be 1-8 ints in 1..4096, not {widths!r}')
-    if 2 ** len(widths) > size: raise GanlabError(f'size {size} is too small for {len(widths)} blocks (each halves it): use {2 ** len(widths)} or more')
-    if not (isinstance(shift, int) and 0 <= shift < size): raise GanlabError(f'shift must be an int in 0..{size - 1}, not {shift!r}')
+    if not (isinstance(holdout, (int, float)) and 0 <= holdout < 1):
+        raise GanlabError(f'holdout must be in [0, 1), not {holdout!r}')
+    if not widths or not all(posint(w) and w <= 4096 for w in widths) or len(widths) > 8:
+        raise GanlabError(f'widths must be 1-8 ints in 1..4096, not {widths!r}')
+    if 2 ** len(widths) > size:
+        raise GanlabError(f'size {size} is too small for {len(widths)} blocks (each halves it): use '
+                          f'{2 ** len(widths)} or more')
+    if not (isinstance(shift, int) and 0 <= shift < size):
+        raise GanlabError(f'shift must be an int in 0..{size - 1}, not {shift!r}')
+
+# %% ../nbs/07a_classifier.ipynb #82ddfef7
+def _ruler_net(ds, tr:np.ndarray, channels:int, widths:tuple, seed:int, dev) -> RulerNet:
+    "A seeded `RulerNet` for `ds`, normalised by its training part `tr`, on `dev` and in training mode"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = RulerNet(len(ds.classes), channels, widths)
+    mean, std = _channel_stats(ds.images[tr])
+    net.mean.copy_(torch.tensor(mean).view(1, -1, 1, 1))
+    net.std.copy_(torch.tensor(std).view(1, -1, 1, 1))
+    return net.to(dev, memory_format=torch.channels_last).train()
+
+def _one_cycle_sgd(net:nn.Module, lr:float, weight_decay:float, total:int) -> tuple:
+    "`(optimiser, schedule)`: Nesterov SGD, weight decay on the weights only; a linear one-cycle of `total` steps"
+    decay = [p for p in net.parameters() if p.ndim > 1]
+    rest = [p for p in net.parameters() if p.ndim <= 1]
+    opt = torch.optim.SGD([dict(params=decay, weight_decay=weight_decay), dict(params=rest, weight_decay=0)],
+                          lr, momentum=0.9, nesterov=True)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=total, pct_start=0.25, anneal_strategy='linear',
+                                                div_factor=10, final_div_factor=100)
+    return opt, sched
 
 # %% ../nbs/07a_classifier.ipynb #d26cb83d
 def train_classifier(
-    data, # labelled images: a folder or zip with one subfolder per class (CIFAR-10's zip: its `train/`), 'cifar10', or an `ImageArrayDataset` with labels
+    data, # a folder/zip with a subfolder per class (CIFAR-10's zip: its `train/`), 'cifar10', or a labelled dataset
     out=None, # where to save it (a `.pt` classifier file); None: not saved
     size:int=32, # the side images are fitted to, and that the classifier reads
     channels:int=3, # 3 (RGB) or 1 (grayscale)
@@ -308,40 +372,40 @@ def train_classifier(
     _check_training(size, channels, epochs, batch, lr, holdout, widths, shift)
     t0, c0, dev = time.perf_counter(), time.process_time(), _device(device)
     ds = _labelled(data, size, channels, limit, quiet)
-    tr, ho = _split(ds.labels, holdout, seed)
-    X, Y = torch.from_numpy(np.ascontiguousarray(ds.images)).permute(0, 3, 1, 2), torch.from_numpy(ds.labels.astype(np.int64))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed); net = RulerNet(len(ds.classes), channels, widths)
-    mean, std = _channel_stats(ds.images[tr])
-    net.mean.copy_(torch.tensor(mean).view(1, -1, 1, 1)); net.std.copy_(torch.tensor(std).view(1, -1, 1, 1))
-    net = net.to(dev, memory_format=torch.channels_last).train()
-    decay = [p for p in net.parameters() if p.ndim > 1]
-    opt = torch.optim.SGD([dict(params=decay, weight_decay=weight_decay), dict(params=[p for p in net.parameters() if p.ndim <= 1], weight_decay=0)],
-                          lr, momentum=0.9, nesterov=True)
+    (tr, ho), Y = _split(ds.labels, holdout, seed), torch.from_numpy(ds.labels.astype(np.int64))
+    X = torch.from_numpy(np.ascontiguousarray(ds.images)).permute(0, 3, 1, 2)
+    net = _ruler_net(ds, tr, channels, widths, seed, dev)
     steps = max(1, len(tr) // batch)  # the last partial batch is left out (a different one every epoch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * steps, pct_start=0.25, anneal_strategy='linear',
-                                                div_factor=10, final_div_factor=100)
+    opt, sched = _one_cycle_sgd(net, lr, weight_decay, epochs * steps)
     g, trt, hot, history = torch.Generator().manual_seed(seed), torch.from_numpy(tr), torch.from_numpy(ho), []
-    with progress(total=epochs * steps, desc='training classifier', unit='step', disable=True if quiet else None) as bar:
+    with progress(total=epochs * steps, desc='training classifier', unit='step', disable=True if quiet else None) as pb:
         for ep in range(epochs):
             order = trt[torch.randperm(len(tr), generator=g)]
             for s in range(steps):
                 b = order[s * batch:(s + 1) * batch]
-                loss = F.cross_entropy(net(_augment(X[b], flip, shift, g).to(dev)), Y[b].to(dev), label_smoothing=label_smoothing)
-                opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
-                bar.update()
+                logits = net(_augment(X[b], flip, shift, g).to(dev))
+                loss = F.cross_entropy(logits, Y[b].to(dev), label_smoothing=label_smoothing)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                pb.update()
             acc = float((_forward(net, X[hot])[1].argmax(1).cpu() == Y[hot]).double().mean()) if len(ho) else None
             history.append(acc)
-            if not quiet: bar.write(f"epoch {ep + 1}/{epochs}: loss {loss.item():.3f}, held-out accuracy {'–' if acc is None else f'{acc:.1%}'} "
-                                    f'({time.perf_counter() - t0:.0f} s)')
-    info = dict(accuracy=acc, held_out=len(ho), trained_on=len(tr), epochs=epochs, batch=batch, lr=lr, seed=seed, flip=flip, shift=shift,
-                history=history, seconds=round(time.perf_counter() - t0, 1),
-                cpu_seconds=round(time.process_time() - c0, 1), source=str(data) if not isinstance(data, ImageArrayDataset) else None)
+            if not quiet:
+                held, secs = '–' if acc is None else f'{acc:.1%}', time.perf_counter() - t0
+                pb.write(f'epoch {ep + 1}/{epochs}: loss {loss.item():.3f}, held-out accuracy {held} ({secs:.0f} s)')
+    source = str(data) if not isinstance(data, ImageArrayDataset) else None
+    info = dict(accuracy=acc, held_out=len(ho), trained_on=len(tr), epochs=epochs, batch=batch, lr=lr, seed=seed,
+                flip=flip, shift=shift, history=history, seconds=round(time.perf_counter() - t0, 1),
+                cpu_seconds=round(time.process_time() - c0, 1), source=source)
     clf = Classifier(net, ds.classes, size, channels, info)
-    if out is not None: clf.save(out)
+    if out is not None:
+        clf.save(out)
     if not quiet:
-        print(f"held-out accuracy {'(none held out)' if acc is None else f'{acc:.1%}'} on {len(ho):,} images of {len(ds.classes)} classes; "
-              f"trained on {len(tr):,} for {epochs} epochs in {info['seconds']:.0f} s ({info['cpu_seconds']:.0f} s of CPU time)" + (f'; saved {out}' if out is not None else ''))
+        held, saved = '(none held out)' if acc is None else f'{acc:.1%}', f'; saved {out}' if out is not None else ''
+        print(f"held-out accuracy {held} on {len(ho):,} images of {len(ds.classes)} classes; trained on {len(tr):,} "
+              f"for {epochs} epochs in {info['seconds']:.0f} s ({info['cpu_seconds']:.0f} s of CPU time){saved}")
     return clf
 
 # %% ../nbs/07a_classifier.ipynb #93c6183b
@@ -362,10 +426,13 @@ def _label_indices(
     if y.dtype.kind in 'USO':
         index = {c: k for k, c in enumerate(classes)}
         bad = sorted({str(v) for v in y if str(v) not in index})
-        if bad: raise GanlabError(f"labels name classes the classifier does not know: {', '.join(bad[:5])} (it knows {', '.join(classes)})")
+        if bad:
+            unknown, known = ', '.join(bad[:5]), ', '.join(classes)
+            raise GanlabError(f'labels name classes the classifier does not know: {unknown} (it knows {known})')
         return np.array([index[str(v)] for v in y], np.int64)
     if y.dtype.kind not in 'iu': raise GanlabError(f'labels must be class indices (ints) or class names, not {y.dtype}')
-    if n and (y.min() < 0 or y.max() >= len(classes)): raise GanlabError(f'labels must be class indices in 0..{len(classes) - 1}, not {y.min()}..{y.max()}')
+    if n and (y.min() < 0 or y.max() >= len(classes)):
+        raise GanlabError(f'labels must be class indices in 0..{len(classes) - 1}, not {y.min()}..{y.max()}')
     return y.astype(np.int64)
 
 def _tally(
@@ -378,7 +445,8 @@ def _tally(
     k = len(classes)
     conf = np.bincount(wanted * k + read, minlength=k * k).reshape(k, k)
     counts, hits = conf.sum(1), np.diag(conf)
-    return dict(accuracy=float(hits.sum() / len(wanted)), n=len(wanted), per_class={c: float(hits[i] / counts[i]) if counts[i] else float('nan') for i, c in enumerate(classes)},
+    return dict(accuracy=float(hits.sum() / len(wanted)), n=len(wanted),
+                per_class={c: float(hits[i] / counts[i]) if counts[i] else float('nan') for i, c in enumerate(classes)},
                 counts={c: int(counts[i]) for i, c in enumerate(classes)}, confusion=conf)
 
 def classification_accuracy(
@@ -387,7 +455,7 @@ def classification_accuracy(
     clf, # a `Classifier` or the path of a classifier file
     batch:int=500, # images per forward pass
 ) -> dict:
-    "How often `clf` reads the class each image should show: `accuracy`, `n`, `per_class` and `counts` by class name, `confusion`"
+    "How often `clf` reads each image's intended class: `accuracy`, `n`, `per_class`, `counts` (by class), `confusion`"
     clf = _classifier(clf)
     y = _label_indices(labels, clf.classes, len(images))
     return _tally(clf.run(images, batch)[1].argmax(1).cpu().numpy(), y, clf.classes)
@@ -397,8 +465,9 @@ def format_accuracy(
 ) -> str:
     "The accuracy overall and per class as a few readable lines"
     w = max(len(c) for c in res['per_class'])
-    return '\n'.join([f"accuracy {res['accuracy']:.1%} of {res['n']:,} images (classifier reading the class each was meant to show)"]
-                     + [f"  {c:{w}s} {a:6.1%} of {res['counts'][c]:,}" for c, a in res['per_class'].items() if res['counts'][c]])
+    head = f"accuracy {res['accuracy']:.1%} of {res['n']:,} images"
+    rows = [f"  {c:{w}s} {a:6.1%} of {res['counts'][c]:,}" for c, a in res['per_class'].items() if res['counts'][c]]
+    return '\n'.join([head + ' (classifier reading the class each was meant to show)'] + rows)
 
 # %% ../nbs/07a_classifier.ipynb #1e8b13c2
 def _npz_labelled(
@@ -407,12 +476,13 @@ def _npz_labelled(
     "`(images, labels)` of an .npz, read without pickles"
     try:
         with np.load(path, allow_pickle=False) as z:
-            if not {'images', 'labels'} <= set(z.files): raise GanlabError(f"{path}: needs images and labels arrays (it has {', '.join(z.files)})")
+            if not {'images', 'labels'} <= set(z.files):
+                raise GanlabError(f"{path}: needs images and labels arrays (it has {', '.join(z.files)})")
             return z['images'], z['labels']
     except (ValueError, OSError) as e: raise GanlabError(f'{path}: not a readable .npz ({e})') from None
 
 def evaluate_classifier(
-    images, # a folder or zip with one subfolder per class (CIFAR-10's zip: its `test/`), or an .npz with `images` and `labels`
+    images, # a folder/zip with a subfolder per class (CIFAR-10's zip: its `test/`), or an .npz of `images` and `labels`
     clf, # the classifier file (or a `Classifier`)
     split:str='test', # which split of a source with `train/` and `test/` folders
     limit:int|None=None, # read only the first `limit` images (CIFAR-10's classes in turn)
@@ -421,18 +491,22 @@ def evaluate_classifier(
     "Read labelled images with the classifier and print its accuracy, overall and per class"
     clf, p = _classifier(clf), Path(images).expanduser()
     if p.suffix.lower() == '.npz' and p.is_file():
-        x, y = _npz_labelled(p); x, y = x[:limit], y[:limit]
+        x, y = _npz_labelled(p)
+        x, y = x[:limit], y[:limit]
     else:
         ds = open_dataset(images, clf.size, clf.channels, limit, split=split, show_progress=False if quiet else None)
-        if ds.labels is None: raise GanlabError(f'{images}: has no class labels; put the images in one subfolder per class (named as the classifier\'s classes)')
+        if ds.labels is None:
+            raise GanlabError(f'{images}: has no class labels; put the images in one subfolder per class (named as '
+                              'the classifier\'s classes)')
         x, y = ds.images, np.array(ds.classes)[ds.labels]
     res = classification_accuracy(x, y, clf)
-    if not quiet: print(format_accuracy(res))
+    if not quiet:
+        print(format_accuracy(res))
     return res
 
 # %% ../nbs/07a_classifier.ipynb #15ac7838
 class ClassifierExtractor(Extractor):
-    "A trained classifier's penultimate features and logits as a `ganlab.metrics` extractor; its Fréchet distance is not FID"
+    "A trained classifier's penultimate features and logits as a `ganlab.metrics` extractor (Fréchet distance: not FID)"
     fd_key = 'fd_classifier' # the name `compare` gives the Fréchet distance in this space
     def __init__(self,
         kind:str='classifier', # 'classifier:PATH', or 'classifier' with `weights`
@@ -440,36 +514,48 @@ class ClassifierExtractor(Extractor):
         device=None, # 'cpu', 'cuda', ... (default: CUDA when present)
         resize:str|None=None, # only 'antialias' (the default): other sides are resized with antialiasing
         batch:int=500, # images per forward pass
-        amp:bool=False, fused:bool=True, download:bool=True, quiet:bool=False, # `Extractor`'s; unused here (nothing is downloaded)
+        amp:bool=False, fused:bool=True, download:bool=True, quiet:bool=False, # `Extractor`'s; unused here
     ):
         name, _, path = str(kind).partition(':')
         path = path or weights
-        if name != 'classifier': raise GanlabError(f"a classifier extractor's kind is 'classifier' or 'classifier:PATH', not {kind!r}")
-        if path is None or path == '': raise GanlabError("the classifier extractor needs a classifier file: 'classifier:PATH' (make one with `ganlab classifier train`)")
-        if resize not in (None, 'antialias'): raise GanlabError(f"the classifier extractor resizes with antialiasing ('antialias'), not {resize!r}")
-        if not isinstance(batch, int) or batch < 1: raise GanlabError(f'batch must be a positive integer, not {batch!r}')
+        if name != 'classifier':
+            raise GanlabError(f"a classifier extractor's kind is 'classifier' or 'classifier:PATH', not {kind!r}")
+        if path is None or path == '':
+            raise GanlabError("the classifier extractor needs a classifier file: 'classifier:PATH' "
+                              "(make one with `ganlab classifier train`)")
+        if resize not in (None, 'antialias'):
+            raise GanlabError(f"the classifier extractor resizes with antialiasing ('antialias'), not {resize!r}")
+        if not isinstance(batch, int) or batch < 1:
+            raise GanlabError(f'batch must be a positive integer, not {batch!r}')
         self.clf = path if isinstance(path, Classifier) else load_classifier(path, device)
         self.weights = None if isinstance(path, Classifier) else Path(path)
-        self.kind, self.resize, self.batch, self.device, self.dims = f'classifier:{self.clf.digest}', 'antialias', batch, self.clf.device, self.clf.dims
+        self.kind, self.resize, self.batch = f'classifier:{self.clf.digest}', 'antialias', batch
+        self.device, self.dims = self.clf.device, self.clf.dims
         self.amp = self.fused = False
-        self.size, self.workers, self.decoders = self.clf.size, 1, 1  # `measure` decodes on one thread; the network uses torch's
+        # `measure` decodes on one thread; the network uses torch's
+        self.size, self.workers, self.decoders = self.clf.size, 1, 1
 
-    def __repr__(self): return f'ClassifierExtractor({self.kind!r}, device={str(self.device)!r}, batch={self.batch}, weights={str(self.weights)!r}, {len(self.clf.classes)} classes)'
+    def __repr__(self):
+        where = f'device={str(self.device)!r}, batch={self.batch}, weights={str(self.weights)!r}'
+        return f'ClassifierExtractor({self.kind!r}, {where}, {len(self.clf.classes)} classes)'
 
     def fit(self,
         a:np.ndarray, # one decoded image, H x W x 3 uint8
     ):
-        "`a` as it is when it is no larger than the classifier's input, else resized now as `Classifier.prepare` would (C x size x size floats)"
+        "`a` if within the classifier's input size, else resized as `Classifier.prepare` would: C x size x size floats"
         if a.shape[0] * a.shape[1] <= self.size * self.size: return a
-        with torch.inference_mode(): return self.clf.prepare(torch.from_numpy(np.require(a, requirements=['C', 'W'])).permute(2, 0, 1)[None])[0].cpu()
+        with torch.inference_mode():
+            t = torch.from_numpy(np.require(a, requirements=['C', 'W'])).permute(2, 0, 1)
+            return self.clf.prepare(t[None])[0].cpu()
 
     def __call__(self,
-        images, # uint8 images: N x H x W x 3 (NumPy) or N x 3 x H x W (tensor); or `fit`'s floats N x C x size x size (tensor)
+        images, # uint8 N x H x W x 3 (NumPy) or N x 3 x H x W (tensor); or `fit`'s float tensors N x C x size x size
     ) -> tuple:
         "`(features, logits)`: float32 N x dims and N x classes, on the classifier's device"
         if isinstance(images, torch.Tensor) and images.is_floating_point():
             if images.ndim != 4 or tuple(images.shape[1:]) != (self.clf.channels, self.size, self.size):
-                raise GanlabError(f'prepared images must be N x {self.clf.channels} x {self.size} x {self.size}, not {tuple(images.shape)}')
+                want = f'N x {self.clf.channels} x {self.size} x {self.size}'
+                raise GanlabError(f'prepared images must be {want}, not {tuple(images.shape)}')
             return _forward(self.clf.net, images, self.batch)
         return self.clf.run(images, self.batch)
 
@@ -481,7 +567,8 @@ def feature_stats(
 ) -> Stats:
     "Mean and covariance of `clf`'s penultimate features of `images`, as `ganlab.metrics.Stats`"
     clf, fs = _classifier(clf), FeatureStats()
-    for i in range(0, len(images), 10_000): fs.append(clf.run(images[i:i + 10_000], batch)[0])
+    for i in range(0, len(images), 10_000):
+        fs.append(clf.run(images[i:i + 10_000], batch)[0])
     return Stats(fs.mu, fs.sigma, fs.n, meta={'extractor': f'classifier:{clf.digest}', 'resize': 'antialias'})
 
 def _stats_of(
@@ -492,7 +579,8 @@ def _stats_of(
     "`s` as statistics in `clf`'s features: measured, or checked to come from `clf`"
     if not isinstance(s, Stats): return feature_stats(s, clf, batch)
     if s.meta.get('extractor', f'classifier:{clf.digest}') != f'classifier:{clf.digest}':
-        raise GanlabError(f"statistics made with {s.meta['extractor']} cannot be compared in classifier:{clf.digest}'s features")
+        raise GanlabError(f"statistics made with {s.meta['extractor']} cannot be compared in "
+                          f"classifier:{clf.digest}'s features")
     return s
 
 def fd_classifier(
@@ -500,7 +588,7 @@ def fd_classifier(
     clf, # a `Classifier` or the path of a classifier file
     batch:int=500, # images per forward pass
 ) -> float:
-    "The Fréchet distance between `a` and `b` in `clf`'s penultimate features (the statistics of FID in another space: not FID)"
+    "The Fréchet distance of `a` and `b` in `clf`'s penultimate features (FID's statistics in another space: not FID)"
     clf = _classifier(clf)
     sa, sb = (_stats_of(s, clf, batch) for s in (a, b))
     return frechet_distance(sa.mu, sa.sigma, sb.mu, sb.sigma)
@@ -512,15 +600,17 @@ def score_images(
     labels=None, # the class each image was asked to show (indices or names): adds `classification_accuracy`'s keys
     batch:int=500, # images per forward pass
 ) -> dict:
-    "One pass of `clf` over `images`: `n`, `fd_classifier` (the Fréchet distance to `reference` in its features; not FID) and, given `labels`, the accuracy"
+    "One pass of `clf` over `images`: `n`, `fd_classifier` (Fréchet distance to `reference`), `accuracy` given `labels`"
     clf = _classifier(clf)
     y = None if labels is None else _label_indices(labels, clf.classes, len(images))
     ref, fs, read = _stats_of(reference, clf, batch), FeatureStats(), []
     for i in range(0, len(images), 10_000):
         f, l = clf.run(images[i:i + 10_000], batch)
-        fs.append(f); read.append(l.argmax(1).cpu().numpy())
+        fs.append(f)
+        read.append(l.argmax(1).cpu().numpy())
     out = dict(n=fs.n, fd_classifier=frechet_distance(fs.mu, fs.sigma, ref.mu, ref.sigma))
-    if y is not None: out.update(_tally(np.concatenate(read), y, clf.classes))
+    if y is not None:
+        out.update(_tally(np.concatenate(read), y, clf.classes))
     return out
 
 # %% ../nbs/07a_classifier.ipynb #98d7f216
@@ -528,37 +618,41 @@ DEGRADATIONS = ('blur', 'noise', 'downsample', 'uniform') # what `degrade` does
 
 def degrade(
     images:np.ndarray, # uint8 N x H x W x C
-    kind:str, # 'blur' (Gaussian, sigma `amount` px), 'noise' (Gaussian, sigma `amount` of 255), 'downsample' (by `amount`, then up again), 'uniform' (noise instead)
+    kind:str, # 'blur' (sigma `amount` px), 'noise' (sigma `amount`/255), 'downsample' (by `amount`, then up), 'uniform'
     amount:float=1, # how much (see `kind`)
     seed:int=0, # the noise follows from it
 ) -> np.ndarray:
     "A damaged copy of `images`, for calibrating a distance"
     x = _as_nchw(images)
-    if kind == 'blur': y = TF.gaussian_blur(x, [2 * math.ceil(3 * amount) + 1] * 2, [float(amount)] * 2)
+    if kind == 'blur':
+        y = TF.gaussian_blur(x, [2 * math.ceil(3 * amount) + 1] * 2, [float(amount)] * 2)
     elif kind == 'noise':
-        y = (x.float() + torch.randn(x.shape, generator=torch.Generator().manual_seed(seed)) * amount).round().clamp(0, 255).to(torch.uint8)
+        noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))
+        y = (x.float() + noise * amount).round().clamp(0, 255).to(torch.uint8)
     elif kind == 'downsample':
         h, w = x.shape[-2:]
         small = TF.resize(x.float(), [max(1, round(h / amount)), max(1, round(w / amount))], antialias=True)
         y = TF.resize(small, [h, w], antialias=False).round().clamp(0, 255).to(torch.uint8)
-    elif kind == 'uniform': y = torch.randint(0, 256, x.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+    elif kind == 'uniform':
+        y = torch.randint(0, 256, x.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
     else: raise GanlabError(f"kind must be one of {', '.join(DEGRADATIONS)}, not {kind!r}")
     return y.permute(0, 2, 3, 1).numpy()
 
 # %% ../nbs/07a_classifier.ipynb #99b21849
-LEVELS = (('blur', 0.5), ('blur', 1.0), ('noise', 8), ('noise', 32), ('downsample', 2), ('downsample', 4), ('uniform', 0)) # `calibrate`'s damage
+LEVELS = (('blur', 0.5), ('blur', 1.0), ('noise', 8), ('noise', 32), ('downsample', 2), ('downsample', 4),
+          ('uniform', 0)) # `calibrate`'s damage
 
 def calibrate(
     clf, # a `Classifier` or the path of a classifier file
     real:np.ndarray, # held-out real images, uint8 N x H x W x C (e.g. CIFAR-10's test split)
-    reference, # the images generated ones are compared with (e.g. the training split): uint8 array or `Stats` from `feature_stats`
+    reference, # what generated images are compared with (e.g. the training split): uint8 array or `Stats`
     labels=None, # the classes of `real` (enables the accuracy column and the collapsed set)
     n:int|None=None, # use `n` of the real images, chosen by `seed` (None: all)
     collapse=(0, 1), # the classes (indices) a collapsed set keeps
     levels=LEVELS, # `(kind, amount)` pairs for `degrade`
     seed:int=0, # the choice of images and the noise follow from it
 ) -> list:
-    "Fréchet distances (and accuracies) in `clf`'s features of real, damaged and collapsed images against `reference`: one dict per set"
+    "Fréchet distances (and accuracies) in `clf`'s features of real, damaged, collapsed images to `reference`, per set"
     clf = _classifier(clf)
     ref = reference if isinstance(reference, Stats) else feature_stats(reference, clf)
     pick = np.sort(np.random.default_rng(seed).permutation(len(real))[:n])
@@ -568,7 +662,9 @@ def calibrate(
     if y is not None:
         keep = np.isin(y, collapse)
         sets.append((f"collapsed to {' and '.join(clf.classes[c] for c in collapse)}", x[keep], y[keep]))
-    return [dict(set=name, **{k: v for k, v in score_images(im, clf, ref, lab).items() if k in ('n', 'fd_classifier', 'accuracy')})
+    return [dict(set=name,
+                 **{k: v for k, v in score_images(im, clf, ref, lab).items()
+                    if k in ('n', 'fd_classifier', 'accuracy')})
             for name, im, lab in sets]
 
 def format_calibration(

@@ -305,13 +305,15 @@ def fid(
     kid:bool=False, # also KID (needs images, or statistics saved with --features)
     mifid:bool=False, # also Kaggle's MiFID (the same)
     isc:bool=False, # also the Inception Score of each image side
+    also:str='', # more metrics by name, comma-separated: any registered in ganlab.scores.METRICS
     json:str|None=None, # also write the metrics to this file as a JSON object
     quiet:bool=False, # print nothing but errors
     **kw, # the extractor's and the metrics' settings: see `ganlab.metrics.compare`
 ) -> dict:
-    "FID (and KID, MiFID, IS) between two image sets; A is the generated side (for MiFID and IS)"
+    "FID (and KID, MiFID, IS, any registered metric) between two image sets; A is the generated side (for MiFID and IS)"
     from ganlab.metrics import compare, format_metrics, write_metrics_json
-    res = compare(a, b, metrics=['fid'] + [m for m, on in (('kid', kid), ('mifid', mifid), ('is', isc)) if on], quiet=quiet, **kw)
+    names = ['fid'] + [m for m, on in (('kid', kid), ('mifid', mifid), ('is', isc)) if on] + [m.strip() for m in also.split(',') if m.strip()]
+    res = compare(a, b, metrics=names, quiet=quiet, **kw)
     if json: write_metrics_json(res, json, inputs=(a, b))
     if not quiet: print(format_metrics(res))
     return res
@@ -331,7 +333,8 @@ COMMANDS = {
                             help="Translate photos with a CycleGAN or CUT run into Kaggle's images.zip, check it, and score local MiFID"),
     'app': Command('ganlab.app:serve', flags={'source': 'ckpt_or_run'},
                    help='Serve a web page to sample a checkpoint, translate photos and browse a run folder (pip install "ganlab[app]")'),
-    'fid': Command('ganlab.cli:fid', skip=('extractor', 'metrics'), flags={'kind': 'extractor', 'isc': 'is'}, extra=('ganlab.metrics:compare',),
+    'fid': Command('ganlab.cli:fid', skip=('extractor', 'metrics'), flags={'kind': 'extractor', 'isc': 'is', 'also': 'metrics'},
+                   extra=('ganlab.metrics:compare',),
                    writes={'json': 'file'}, help='FID (and KID, MiFID, IS) between two image sets: folders, zips, decoded .npz files or saved statistics'),
     'stats': Command('ganlab.metrics:write_stats', skip=('extractor', 'fused', 'download'), required=('out',), flags={'kind': 'extractor', 'spec': 'images'},
                      extra=('ganlab.metrics:Extractor.__init__',), show=_show_stats, writes={'out': 'file'},
@@ -399,6 +402,7 @@ def _families() -> dict:
     from ganlab.config import FAMILIES
     return {k: f.summary for k, f in FAMILIES.items()}
 
+# %% ../nbs/11_cli.ipynb #9a46027e
 def _outputs(c:Command, a:dict) -> list:
     "(flag, path, 'dir' or 'file') of every output the command writes, as given or by default"
     defaults, out = {q.name: q.default for q in signature(c.target)[0]}, []
@@ -417,6 +421,7 @@ def _check_outputs(c:Command, a:dict):
     from ganlab.core import check_out_dir, check_out_file
     for flag, v, kind in _outputs(c, a): (check_out_dir if kind == 'dir' else check_out_file)(v, flag)
 
+# %% ../nbs/11_cli.ipynb #d143360a
 def _os_error(
     e:Exception, # an `OSError`, or torch's `RuntimeError` for a file that cannot grow, that reached the command line
     c:Command, # the command
@@ -430,6 +435,7 @@ def _os_error(
         return str(disk_full_error(e, where)) if where is not None else f"a file could not be written: {disk_full_error(e, '.').strerror}"
     return f'{safe_text(where)}: {e.strerror or e}' if where else f'{type(e).__name__}: {e}'
 
+# %% ../nbs/11_cli.ipynb #dbb423ad
 def _run(c:Command, a:dict):
     "Call the command's function with the arguments given; show its result"
     _check_outputs(c, a)
@@ -444,6 +450,13 @@ def _run(c:Command, a:dict):
     if c.show is not None: c.show(r, shown)
     return r
 
+def _kv(items:list) -> list:
+    "KEY=VALUE strings as pairs"
+    from ganlab.core import GanlabError
+    if bad := [s for s in items if '=' not in s]: raise GanlabError(f"expected KEY=VALUE, not {', '.join(map(repr, bad))}")
+    return [tuple(s.split('=', 1)) for s in items]
+
+# %% ../nbs/11_cli.ipynb #37fc754e
 def _next_step(
     e:Exception, # a `GanlabError` that may name, in `e.param`, the parameter that fixes it (and in `e.env` an environment variable)
     c:Command, # the command it ended
@@ -452,12 +465,6 @@ def _next_step(
     param, env = getattr(e, 'param', None), getattr(e, 'env', None)
     if param is None or param in c.skip or param not in {q.name for ref in (c.target, *c.extra) for q in signature(ref)[0] if q.kind == 'arg'}: return ''
     return f" Next step: add --{c.flags.get(param, param).replace('_', '-')} FILE to the command" + (f', or set {env}=FILE' if env else '') + '.'
-
-def _kv(items:list) -> list:
-    "KEY=VALUE strings as pairs"
-    from ganlab.core import GanlabError
-    if bad := [s for s in items if '=' not in s]: raise GanlabError(f"expected KEY=VALUE, not {', '.join(map(repr, bad))}")
-    return [tuple(s.split('=', 1)) for s in items]
 
 # %% ../nbs/11_cli.ipynb #9fc351b0
 def main(

@@ -16,10 +16,10 @@ from .choices import (LOSSES, TRANSLATION_LOSSES, AMP_MODES, DIFFAUG, SIZES, G_N
 
 # %% auto #0
 __all__ = ['ROLES', 'LR_SCALINGS', 'CUT_GENERATORS', 'CUT_INITS', 'FAMILY_KINDS', 'FAMILIES', 'ALIASES', 'MAX_CONFIG_BYTES',
-           'DCGAN_2015', 'setting', 'parse_duration', 'TrainConfig', 'DCGANConfig', 'GoogLeNetConfig', 'CGANConfig',
-           'MLPConfig', 'TranslatorConfig', 'CycleGANConfig', 'CUTConfig', 'role_of', 'fields_of', 'field_types',
-           'coerce', 'Family', 'resolve', 'register', 'get_family', 'alias_note', 'family_of', 'load_yaml',
-           'make_config', 'resume_config']
+           'DCGAN_2015', 'MONET_IMAGES', 'TRANSLATOR_COST', 'setting', 'parse_duration', 'TrainConfig', 'DCGANConfig',
+           'GoogLeNetConfig', 'CGANConfig', 'MLPConfig', 'TranslatorConfig', 'CycleGANConfig', 'CUTConfig', 'role_of',
+           'fields_of', 'field_types', 'coerce', 'Cost', 'Family', 'resolve', 'register', 'get_family', 'alias_note',
+           'family_of', 'load_yaml', 'make_config', 'resume_config']
 
 # %% ../nbs/05_config.ipynb #0b2d37c8
 ROLES = {
@@ -333,13 +333,22 @@ def coerce(
     except (TypeError, ValueError, OverflowError): pass
     raise GanlabError(f'{name}: {value!r} is not {"an" if base is int else "a"} {base.__name__}')
 
+# %% ../nbs/05_config.ipynb #4c075826
+@dataclass(frozen=True)
+class Cost:
+    "A family's cost model: how the planner counts the work of its step, and what it knows of its runs without counting"
+    count_batch:int = 2 # images in the step counted on the CPU (work is per image): 2 for batch norm, 1 for batch 1
+    area_sizes:tuple = () # fully convolutional: above the 2nd size, count at the 1st and the next taken, fit a·s² + b·s
+    images:dict|None = None # images per epoch a plan assumes when given none (None: the plan must be told)
+    measured:dict = field(default_factory=dict) # (size, batch) -> images/s an H100 measured: no estimate goes faster
+
 # %% ../nbs/05_config.ipynb #26e6f3d0
 FAMILY_KINDS = {'noise': 'a generator of noise vectors', 'class': 'a generator of noise vectors and class labels',
                 'photo': 'a translator of photos (an image-to-image generator)'}
 
 @dataclass
 class Family:
-    "A model family in one record: config, task, network builders, what its generator takes, where its images come from, presets"
+    "A model family in one record: config, task, networks, what its generator takes, its images, presets, cost model"
     name:str # the name on the command line and in checkpoints
     config:type # its config dataclass, a subclass of `TrainConfig`
     task:typing.Any # its task class (see `ganlab.tasks`), or 'module:Class'
@@ -347,9 +356,11 @@ class Family:
     kind:str = 'noise' # what its generator takes: one of FAMILY_KINDS
     data:tuple = ('data',) # the config fields that name its images
     presets:dict = field(default_factory=dict) # preset name -> the settings that differ from the config's defaults
-    preset_help:dict = field(default_factory=dict) # preset name -> one line saying what it is (for `ganlab train FAMILY --help`)
+    preset_help:dict = field(default_factory=dict) # preset name -> its line in `ganlab train FAMILY --help`
+    cost:Cost = field(default_factory=Cost) # how `ganlab.planner` estimates its runs
 
-    def __repr__(self): return f'Family({self.name!r}, {self.config.__name__}, nets {", ".join(self.nets)}, {self.kind})'
+    def __repr__(self):
+        return f'Family({self.name!r}, {self.config.__name__}, nets {", ".join(self.nets)}, {self.kind})'
 
 # %% ../nbs/05_config.ipynb #5dd7c0f8
 def resolve(
@@ -406,11 +417,19 @@ def register(
     where = f'family {f.name!r}'
     if not (isinstance(f.config, type) and dataclasses.is_dataclass(f.config) and issubclass(f.config, TrainConfig)):
         raise GanlabError(f'{where}: config must be a dataclass that subclasses TrainConfig, not {f.config!r}')
-    if f.kind not in FAMILY_KINDS: raise GanlabError(f"{where}: kind must be one of {', '.join(FAMILY_KINDS)}, not {f.kind!r}")
+    if f.kind not in FAMILY_KINDS:
+        raise GanlabError(f"{where}: kind must be one of {', '.join(FAMILY_KINDS)}, not {f.kind!r}")
     if 'g' not in f.nets: raise GanlabError(f"{where}: nets must include the generator 'g'")
-    if bad := [k for k in f.data if k not in fields_of(f.config)]: raise GanlabError(f"{where}: data names fields its config lacks: {', '.join(bad)}")
+    if bad := [k for k in f.data if k not in fields_of(f.config)]:
+        raise GanlabError(f"{where}: data names fields its config lacks: {', '.join(bad)}")
     if f.name in ALIASES: raise GanlabError(f'{where}: the name is an alias of the {ALIASES[f.name][0]} family')
-    if bad := [k for k in f.preset_help if k not in f.presets]: raise GanlabError(f"{where}: preset_help names presets it lacks: {', '.join(bad)}")
+    if bad := [k for k in f.preset_help if k not in f.presets]:
+        raise GanlabError(f"{where}: preset_help names presets it lacks: {', '.join(bad)}")
+    c = f.cost
+    if not isinstance(c, Cost): raise GanlabError(f'{where}: cost must be a Cost, not {c!r}')
+    if c.count_batch < 1 or len(c.area_sizes) == 1 or list(c.area_sizes) != sorted(set(c.area_sizes)):
+        raise GanlabError(f'{where}: a cost needs count_batch >= 1, and area_sizes empty or two or more rising '
+                          f'sizes: {c}')
     for name, settings in f.presets.items():
         problems = _problems(f.config(**_applied(f.config, {}, settings, f'{where}, preset {name!r}')))
         if problems: raise GanlabError(f'{where}, preset {name!r}: ' + '; '.join(problems))
@@ -424,7 +443,8 @@ def get_family(
     if name in ALIASES: name = ALIASES[name][0]
     if name not in FAMILIES:
         near = difflib.get_close_matches(name, [*FAMILIES, *ALIASES], n=1)
-        raise GanlabError(f"unknown model family {name!r}" + (f' (did you mean {near[0]}?)' if near else '') + f"; valid: {', '.join(FAMILIES)}" + (f' ({alias_note()})' if ALIASES else ''))
+        raise GanlabError(f"unknown model family {name!r}" + (f' (did you mean {near[0]}?)' if near else '') +
+                          f"; valid: {', '.join(FAMILIES)}" + (f' ({alias_note()})' if ALIASES else ''))
     return FAMILIES[name]
 
 def alias_note() -> str:
@@ -524,26 +544,56 @@ def resume_config(
     return cfg
 
 # %% ../nbs/05_config.ipynb #5f3619ba
-DCGAN_2015 = dict(arch='dcgan', loss='bce', g_norm='batch', d_norm='batch', spectral=False, lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999,
-                 lr_decay='none', ema=0.0, diffaug='', batch=128, g_every=1, latent=100, g_width=64, d_width=64) # the seeds' DCGAN recipe (Radford et al. 2015)
-register(Family('dcgan', DCGANConfig, 'ganlab.tasks:DCGANTask', nets={'g': 'ganlab.sngan:generator', 'd': 'ganlab.sngan:discriminator'},
+DCGAN_2015 = dict(arch='dcgan', loss='bce', g_norm='batch', d_norm='batch', spectral=False, lr_g=2e-4, lr_d=2e-4,
+                  beta1=0.5, beta2=0.999, lr_decay='none', ema=0.0, diffaug='', batch=128, g_every=1, latent=100,
+                  g_width=64, d_width=64) # the seeds' DCGAN recipe (Radford et al. 2015)
+MONET_IMAGES = {'monet': 300, 'photo': 7038} # the Monet competition's paintings and photos (gan-getting-started)
+TRANSLATOR_COST = Cost(count_batch=1, area_sizes=(32, 48, 64), images=MONET_IMAGES) # batch of one, fully convolutional
+register(Family('dcgan', DCGANConfig, 'ganlab.tasks:DCGANTask',
+                nets={'g': 'ganlab.sngan:generator', 'd': 'ganlab.sngan:discriminator'},
                 presets={'cifar10': dict(DCGAN_2015, epochs=30, sample_every=2),  # the CIFAR-10 seed (001), as written
-                         'noisy-shards': dict(DCGAN_2015, latent=128, label_smooth=0.1, epochs=30, sample_every=1),  # the noisy-shards seed (000)
-                         'celeba': dict(DCGAN_2015, size=64, project='dense', d_head='dense', d_dropout=0.3, epochs=20)},  # the CelebA seed (002)
-                preset_help={'cifar10': "the CIFAR-10 seed (001) as written: DCGAN's 2015 recipe (batch 128, no EMA or DiffAugment), 30 epochs",
-                             'noisy-shards': "the noisy-shards seed (000): the 2015 recipe with a 128-d z and label smoothing 0.1, 30 epochs",
-                             'celeba': "the CelebA seed (002): the 2015 recipe at 64x64, dense projection and head, D dropout 0.3, 20 epochs (was the celeba64 family)"}))
+                         'noisy-shards': dict(DCGAN_2015, latent=128, label_smooth=0.1, epochs=30,
+                                              sample_every=1),  # the noisy-shards seed (000)
+                         'celeba': dict(DCGAN_2015, size=64, project='dense', d_head='dense', d_dropout=0.3,
+                                        epochs=20)},  # the CelebA seed (002)
+                preset_help={'cifar10': "the CIFAR-10 seed (001) as written: DCGAN's 2015 recipe (batch 128, no EMA or "
+                                        "DiffAugment), 30 epochs",
+                             'noisy-shards': "the noisy-shards seed (000): the 2015 recipe with a 128-d z and label "
+                                             "smoothing 0.1, 30 epochs",
+                             'celeba': "the CelebA seed (002): the 2015 recipe at 64x64, dense projection and head, D "
+                                       "dropout 0.3, 20 epochs (was the celeba64 family)"},
+                cost=Cost(measured={(32, 128): 10189.8, (32, 512): 29165.5, (64, 128): 7182.9})))  # bench/RESULTS.md
 register(Family('googlenet', GoogLeNetConfig, 'ganlab.tasks:DCGANTask',
-                nets={'g': 'ganlab.sngan:generator', 'd': 'ganlab.models:googlenet_discriminator'}))
+                nets={'g': 'ganlab.sngan:generator', 'd': 'ganlab.models:googlenet_discriminator'}, cost=Cost()))
 register(Family('cgan', CGANConfig, 'ganlab.tasks:CGANTask', kind='class',
-                nets={'g': 'ganlab.sngan:conditional_generator', 'd': 'ganlab.sngan:conditional_discriminator'}))
-register(Family('mlp', MLPConfig, 'ganlab.tasks:DCGANTask', nets={'g': 'ganlab.models:mlp_generator', 'd': 'ganlab.models:mlp_discriminator'}))
+                nets={'g': 'ganlab.sngan:conditional_generator', 'd': 'ganlab.sngan:conditional_discriminator'},
+                cost=Cost()))
+register(Family('mlp', MLPConfig, 'ganlab.tasks:DCGANTask',
+                nets={'g': 'ganlab.models:mlp_generator', 'd': 'ganlab.models:mlp_discriminator'}, cost=Cost()))
 register(Family('cyclegan', CycleGANConfig, 'ganlab.translation:CycleGANTask', kind='photo', data=('monet', 'photo'),
                 nets={'g': 'ganlab.models:translator', 'f': 'ganlab.models:translator',
-                      'd_monet': 'ganlab.models:patch_discriminator', 'd_photo': 'ganlab.models:patch_discriminator'}));
+                      'd_monet': 'ganlab.models:patch_discriminator', 'd_photo': 'ganlab.models:patch_discriminator'},
+                cost=TRANSLATOR_COST));
 
 # %% ../nbs/05_config.ipynb #cd6f1ae4
 register(Family('cut', CUTConfig, 'ganlab.translation:CUTTask', kind='photo', data=('monet', 'photo'),
-                nets={'g': 'ganlab.translation:cut_generator', 'heads': 'ganlab.translation:patch_heads', 'd': 'ganlab.translation:cut_discriminator'},
+                nets={'g': 'ganlab.translation:cut_generator', 'heads': 'ganlab.translation:patch_heads',
+                      'd': 'ganlab.translation:cut_discriminator'},
                 presets={'fastcut': dict(nce_idt=False, lambda_nce=10.0, flip_equivariance=True)},
-                preset_help={'fastcut': 'FastCUT: PatchNCE weight 10, no identity PatchNCE (less work a step), flip equivariance'}));
+                preset_help={'fastcut': 'FastCUT: PatchNCE weight 10, no identity PatchNCE (less work a step), '
+                                        'flip equivariance'},
+                cost=TRANSLATOR_COST));
+
+# %% ../nbs/05_config.ipynb #2b1e7376
+@patch
+def counted_at(self:Cost,
+    cfg:TrainConfig, # a config of the family
+) -> tuple:
+    "The sizes a step of `cfg` is counted at: its own, or the two small ones its work is fitted from"
+    a = self.area_sizes
+    if not a or cfg.size <= a[1]: return (cfg.size,)
+    base = set(_problems(dataclasses.replace(cfg, size=a[0])))
+    for s in a[1:]:
+        if set(_problems(dataclasses.replace(cfg, size=s))) <= base: return (a[0], s)
+    later = ', '.join(map(str, a[1:]))
+    raise GanlabError(f'{type(cfg).__name__}: none of the sizes {later} can be counted for size {cfg.size}')

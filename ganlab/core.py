@@ -6,10 +6,12 @@ Docs: https://ganlab.github.io/ganlab/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #18c7d5ee
 from __future__ import annotations
-import os, io, re, sys, glob, json, math, time, errno, random, shutil, socket, secrets, hashlib, functools, tempfile, zipfile, contextlib
+import os, io, re, sys, glob, json, math, time, errno, random, shutil, socket, secrets, hashlib, functools
+import tempfile, zipfile, contextlib
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
+from fastcore.basics import patch
 from tqdm import tqdm
 
 # %% auto #0
@@ -23,16 +25,16 @@ __all__ = ['LOCK_NAME', 'PROGRESS_ENV', 'OFFLINE_ENV', 'GanlabError', 'safe_text
 class GanlabError(Exception):
     "An error about the user's input or environment, shown to them as one clear message"
 
-
-
 # %% ../nbs/00_core.ipynb #9323edd1
 def safe_text(
     s, # a string or a path
 ) -> str:
-    "`s` as text that UTF-8 can hold: file-name bytes that are not UTF-8 as `\\xNN`, other lone surrogates as `\\udNNN`"
+    "`s` as text UTF-8 can hold: file-name bytes that are not UTF-8 as `\\xNN`, other lone surrogates as `\\udNNN`"
     s = str(s)
     if s.isascii(): return s
-    try: s.encode('utf-8'); return s
+    try:
+        s.encode('utf-8')
+        return s
     except UnicodeEncodeError: pass
     try: return os.fsencode(s).decode('utf-8', 'backslashreplace')
     except UnicodeEncodeError: return s.encode('utf-8', 'backslashreplace').decode('utf-8')
@@ -44,18 +46,21 @@ _TORCH_FULL = re.compile(r'unexpected pos \d+ vs \d+|file write failed|PytorchSt
 def disk_full(
     e:BaseException, # what a write raised
 ) -> bool:
-    "Whether `e` says a file could not grow: no space left, a used-up quota or a file-size limit (also as torch's writer says it)"
+    "Whether `e` says a file could not grow: no space left, a used-up quota or a file-size limit (torch's words too)"
     if isinstance(e, OSError): return e.errno in _FULL_ERRNOS
     return isinstance(e, RuntimeError) and bool(_TORCH_FULL.search(str(e)))
 
+# %% ../nbs/00_core.ipynb #a77d5b48
 def human_bytes(
     n:float, # a number of bytes
 ) -> str:
     "`n` bytes as a short text: 512 B, 3.4 MiB, 1.2 GiB"
     for unit in ('B', 'KiB', 'MiB', 'GiB', 'TiB'):
-        if n < 1024 or unit == 'TiB': return f'{n:.0f} {unit}' if unit == 'B' else f'{n:.1f} {unit}'
+        if n < 1024 or unit == 'TiB': break
         n /= 1024
+    return f'{n:.0f} {unit}' if unit == 'B' else f'{n:.1f} {unit}'
 
+# %% ../nbs/00_core.ipynb #0bcff1e9
 def free_space(
     path, # a file or folder (it need not exist: the nearest folder that does is asked)
 ) -> int|None:
@@ -65,6 +70,7 @@ def free_space(
     try: return shutil.disk_usage(p).free
     except OSError: return None
 
+# %% ../nbs/00_core.ipynb #6c9f99df
 def file_size_limit() -> int|None:
     "The largest file this process may write (`ulimit -f`, RLIMIT_FSIZE), or None when there is no limit"
     try: import resource
@@ -72,8 +78,9 @@ def file_size_limit() -> int|None:
     soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
     return None if soft == resource.RLIM_INFINITY else soft
 
+# %% ../nbs/00_core.ipynb #d8a7f2ce
 class DiskFull(GanlabError, OSError):
-    "A file that could not be written for lack of room: a `GanlabError` (one clear line) and an `OSError` (a failed write)"
+    "A file that could not be written for lack of room: a `GanlabError` (one clear line) and an `OSError`"
     def __init__(self,
         message:str, # the whole line for the user
         errno_:int=errno.ENOSPC, # ENOSPC, EDQUOT or EFBIG
@@ -82,14 +89,17 @@ class DiskFull(GanlabError, OSError):
     ):
         OSError.__init__(self, errno_, strerror or message)
         self.message, self.filename = message, filename
+
     def __str__(self): return self.message
+    def __reduce__(self): return (type(self), (self.message, self.errno, self.strerror, self.filename))
+
     def adding(self,
         text:str, # what else the user should know: what was written, what was kept, what to do
     ) -> DiskFull:
         "The same error with `text` after its line"
         return DiskFull(f'{self.message}; {text}', self.errno, self.strerror, self.filename)
-    def __reduce__(self): return (type(self), (self.message, self.errno, self.strerror, self.filename))
 
+# %% ../nbs/00_core.ipynb #de37f282
 def disk_full_error(
     e:BaseException, # what the write raised (`disk_full(e)` holds)
     path, # the file (or folder) being written
@@ -98,28 +108,33 @@ def disk_full_error(
 ) -> DiskFull:
     "One clear error for a write that ran out of room: the file, why it could not grow, the room left on its disk"
     free, limit, no = free_space(path), file_size_limit(), getattr(e, 'errno', None)
-    if no is None: no = errno.EFBIG if limit is not None and (free is None or free > 1 << 20) else errno.ENOSPC  # torch's wording has no errno
-    why = {errno.EDQUOT: 'the disk quota is used up',
-           errno.EFBIG: f'the file reached the size limit of this process ({human_bytes(limit)}: ulimit -f)' if limit is not None
-                        else 'the file is larger than its file system allows'}.get(no, 'no space left on the device')
+    if no is None:  # torch's wording has no errno: a size limit, unless the disk is (nearly) full
+        no = errno.EFBIG if limit is not None and (free is None or free > 1 << 20) else errno.ENOSPC
+    if no == errno.EDQUOT: why = 'the disk quota is used up'
+    elif no == errno.EFBIG and limit is not None:
+        why = f'the file reached the size limit of this process ({human_bytes(limit)}: ulimit -f)'
+    elif no == errno.EFBIG: why = 'the file is larger than its file system allows'
+    else: why = 'no space left on the device'
     strerror = f"{why}; {human_bytes(free) if free is not None else 'an unknown amount'} free on its disk"
-    msg = f"{what + ' ' if what else ''}{safe_text(path)}: cannot be written: {strerror}" + (f'; {after}' if after else '')
-    return DiskFull(msg, no, strerror, str(path))
+    msg = f"{what + ' ' if what else ''}{safe_text(path)}: cannot be written: {strerror}"
+    return DiskFull(msg + (f'; {after}' if after else ''), no, strerror, str(path))
 
 # %% ../nbs/00_core.ipynb #84deb53d
 @functools.cache
 def _file_mode() -> int:
     "The mode `open` gives a new file under this process's umask (0644 under the usual 022)"
-    umask = os.umask(0o022); os.umask(umask)
+    umask = os.umask(0o022)
+    os.umask(umask)
     return 0o666 & ~umask
 
+# %% ../nbs/00_core.ipynb #ea42c1ce
 @contextlib.contextmanager
 def atomic_write(
     path, # destination file; its folder is created when missing
     mode:str='wb', # `open` mode: 'wb' or 'w'
     **kwargs, # passed to `open`, e.g. `newline=''` for CSV
 ):
-    "Open a temporary file beside `path` that replaces `path` only if the block finishes without error (a full disk: `DiskFull`)"
+    "A temporary file beside `path` that replaces `path` only if the block ends without error (full disk: `DiskFull`)"
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -137,7 +152,8 @@ def atomic_write(
     except BaseException as e:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
         if disk_full(e) and not isinstance(e, DiskFull):
-            raise disk_full_error(e, path, after=f'the earlier {safe_text(path.name)} is unchanged' if path.exists() else '') from None
+            kept = f'the earlier {safe_text(path.name)} is unchanged' if path.exists() else ''
+            raise disk_full_error(e, path, after=kept) from None
         raise
 
 # %% ../nbs/00_core.ipynb #43eaedf2
@@ -149,14 +165,16 @@ def check_out_dir(
     p = Path(path).expanduser()
     if p.exists() and not p.is_dir(): raise GanlabError(f'{what}: {safe_text(p)} exists and is not a folder')
     q = p.absolute()
-    while not q.exists() and q.parent != q: q = q.parent  # the nearest folder that exists: the rest is made when written
-    if not q.is_dir(): raise GanlabError(f'{what}: cannot create the folder {safe_text(p)}: {safe_text(q)} is not a folder')
+    while not q.exists() and q.parent != q: q = q.parent  # the nearest folder that exists: the rest is made later
+    if not q.is_dir():
+        raise GanlabError(f'{what}: cannot create the folder {safe_text(p)}: {safe_text(q)} is not a folder')
     try: tempfile.TemporaryFile(dir=q).close()
     except OSError as e:
         where = 'cannot write in' if q == p.absolute() else f'cannot create the folder {safe_text(p)}: cannot write in'
         raise GanlabError(f'{what}: {where} {safe_text(q)} ({e.strerror or e})') from None
     return p
 
+# %% ../nbs/00_core.ipynb #07d05be4
 def check_out_file(
     path, # a file a command writes (replaced when it exists)
     what:str='--out', # what it is, for messages
@@ -168,8 +186,6 @@ def check_out_file(
     return p
 
 # %% ../nbs/00_core.ipynb #ecdfdded
-LOCK_NAME = '.ganlab.lock' # the lock file in a folder a command writes (a file's lock is NAME.lock beside it)
-
 def _proc_stat(pid:int) -> tuple|None:
     "(state, start time in clock ticks after boot) of process `pid` from /proc, or None where that cannot be read"
     try:
@@ -178,6 +194,7 @@ def _proc_stat(pid:int) -> tuple|None:
         return fields[0].decode(), fields[19].decode()
     except (OSError, ValueError, IndexError): return None
 
+# %% ../nbs/00_core.ipynb #5c2c5fba
 def _alive(pid:int, start:str|None) -> bool:
     "Whether process `pid` of this host still runs, and is the one that started at `start` when that is known"
     if os.name != 'posix': return True  # no safe probe here: such a lock is never taken over
@@ -187,6 +204,7 @@ def _alive(pid:int, start:str|None) -> bool:
     st = _proc_stat(pid)
     return st is None or (st[0] not in ('Z', 'X') and not (start and st[1] != start))
 
+# %% ../nbs/00_core.ipynb #13fe7706
 def _command() -> str:
     "This process's command line, short, for the lock file"
     argv = [os.path.basename(sys.argv[0]) or 'python', *sys.argv[1:]] if sys.argv else ['python']
@@ -194,6 +212,8 @@ def _command() -> str:
     return s if len(s) <= 200 else s[:197] + '...'
 
 # %% ../nbs/00_core.ipynb #ad6a0c49
+LOCK_NAME = '.ganlab.lock' # the lock file in a folder a command writes (a file's lock is NAME.lock beside it)
+
 class OutputLock:
     "A lock on an output folder or file, as Git locks its index: created with O_CREAT|O_EXCL, naming its holder"
     def __init__(self,
@@ -203,88 +223,138 @@ class OutputLock:
         inherit:bool=False, # a lock held by this process's parent (the launcher of a multi-process run) counts as held
         quiet:bool=False, # no note when a stale lock is taken over
     ):
-        self.path, self.what, self.folder, self.inherit, self.quiet = Path(path).expanduser(), what, folder, inherit, quiet
+        self.path, self.what, self.folder = Path(path).expanduser(), what, folder
+        self.inherit, self.quiet = inherit, quiet
         self.lock = self.path/LOCK_NAME if folder else self.path.with_name(self.path.name + '.lock')
         self.held, self.note, self._body, self._made = False, None, None, []
 
-    def _read(self, p=None) -> tuple:
-        "(the lock file's bytes, its holder as a dict or {} when unreadable), or (None, None) when it is gone"
-        try: raw = (p or self.lock).read_bytes()
-        except FileNotFoundError: return None, None
-        except OSError: return b'', {}
-        try: h = json.loads(raw)
-        except ValueError: return raw, {}
-        return raw, h if isinstance(h, dict) and type(h.get('pid')) is int and 0 < h['pid'] < 2**31 else {}
-
-    def _holder(self, h:dict) -> str:
-        who = 'this process' if h['pid'] == os.getpid() and h.get('host') == socket.gethostname() else f"process {h['pid']} on {h.get('host', '?')}"
-        return f"{who} (`{h.get('command', '?')}`, since {h.get('since', '?')})"
-
-    def _take_over(self, raw:bytes) -> bool:
-        "Remove the stale lock whose bytes are `raw`, unless another process replaced it meanwhile (then it is put back)"
-        grave = self.lock.with_name(f'{self.lock.name}.{os.getpid()}.stale')
-        try: os.rename(self.lock, grave)
-        except FileNotFoundError: return False
-        if self._read(grave)[0] == raw: os.unlink(grave); return True
-        with contextlib.suppress(FileExistsError): os.link(grave, self.lock)  # a fresh lock taken meanwhile: restored
-        os.unlink(grave); return False
-
-    def acquire(self) -> OutputLock:
-        "Take the lock, or raise a `GanlabError` naming its holder; a lock whose process is gone is taken over with a note"
-        (check_out_dir if self.folder else check_out_file)(self.path, self.what)
-        d = self.lock.parent.absolute()
-        while not d.exists(): self._made.append(d); d = d.parent  # folders made for the lock: removed again if left empty
-        me = dict(pid=os.getpid(), host=socket.gethostname(), start=(_proc_stat(os.getpid()) or (None, None))[1], command=_command(),
-                  since=time.strftime('%Y-%m-%d %H:%M:%S'), token=secrets.token_hex(8))
-        body, young = (json.dumps(me) + '\n').encode(), time.monotonic() + 2.0
-        try:
-            self.lock.parent.mkdir(parents=True, exist_ok=True)
-            for _ in range(50):
-                try: fd = os.open(self.lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-                except FileExistsError: pass
-                else:
-                    try:
-                        with os.fdopen(fd, 'wb') as f: f.write(body); f.flush(); os.fsync(f.fileno())
-                    except BaseException:
-                        with contextlib.suppress(OSError): os.unlink(self.lock)
-                        raise
-                    self.held, self._body = True, body
-                    return self
-                raw, h = self._read()
-                if raw is None: continue  # released meanwhile
-                if not h:  # being written by its creator this instant, or not a lock of ours
-                    if time.monotonic() < young: time.sleep(0.05); continue
-                    raise GanlabError(f'{self.what} {safe_text(self.path)}: locked by {safe_text(self.lock)}, which names no process; '
-                                      'if no ganlab command is writing there, delete that file')
-                here = h.get('host') == socket.gethostname()
-                if self.inherit and here and h['pid'] == os.getppid(): return self  # held for this process by its launcher
-                if not here or _alive(h['pid'], h.get('start')):
-                    check = '' if here and h.get('start') else f'; if that process is gone, delete {safe_text(self.lock)}'
-                    raise GanlabError(f'{self.what} {safe_text(self.path)}: in use by {self._holder(h)}; wait for it to end, or choose another '
-                                      f'{self.what}{check}')
-                if self._take_over(raw):
-                    self.note = f"{self.what} {safe_text(self.path)}: took over the lock of process {h['pid']} (`{h.get('command', '?')}`), which is no longer running"
-                    if not self.quiet: print(f'note: {self.note}', file=sys.stderr)
-            raise GanlabError(f'{self.what} {safe_text(self.path)}: the lock {safe_text(self.lock)} kept changing hands; try again')
-        except OSError as e:
-            self.release()
-            if disk_full(e): raise disk_full_error(e, self.lock, self.what) from None
-            raise GanlabError(f'{self.what} {safe_text(self.path)}: cannot create the lock {safe_text(self.lock)} ({e.strerror or e})') from None
-        except BaseException:
-            self.release(); raise
-
-    def release(self):
-        "Remove the lock (only while it is still this process's), and the folders made for it that stayed empty"
-        if self.held:
-            with contextlib.suppress(OSError):
-                if self.lock.read_bytes() == self._body: os.unlink(self.lock)
-            self.held = False
-        for d in self._made:
-            with contextlib.suppress(OSError): d.rmdir()
-        self._made = []
-
     def __enter__(self): return self.acquire()
     def __exit__(self, *exc): self.release()
+
+# %% ../nbs/00_core.ipynb #fe0ebe99
+@patch
+def _read(self:OutputLock,
+    p=None, # the file to read (default: the lock)
+) -> tuple:
+    "(the lock file's bytes, its holder as a dict or {} when unreadable), or (None, None) when it is gone"
+    try: raw = (p or self.lock).read_bytes()
+    except FileNotFoundError: return None, None
+    except OSError: return b'', {}
+    try: h = json.loads(raw)
+    except ValueError: return raw, {}
+    named = isinstance(h, dict) and type(h.get('pid')) is int and 0 < h['pid'] < 2**31
+    return raw, h if named else {}
+
+# %% ../nbs/00_core.ipynb #e4484643
+@patch
+def _holder(self:OutputLock,
+    h:dict, # the holder, as its lock file names it
+) -> str:
+    "The holder `h` in words, for messages"
+    mine = h['pid'] == os.getpid() and h.get('host') == socket.gethostname()
+    who = 'this process' if mine else f"process {h['pid']} on {h.get('host', '?')}"
+    return f"{who} (`{h.get('command', '?')}`, since {h.get('since', '?')})"
+
+# %% ../nbs/00_core.ipynb #4d403baf
+@patch
+def _take_over(self:OutputLock,
+    raw:bytes, # the stale lock's bytes, as read
+) -> bool:
+    "Remove the stale lock whose bytes are `raw`, unless another process replaced it meanwhile (then it is put back)"
+    grave = self.lock.with_name(f'{self.lock.name}.{os.getpid()}.stale')
+    try: os.rename(self.lock, grave)
+    except FileNotFoundError: return False
+    if self._read(grave)[0] == raw:
+        os.unlink(grave)
+        return True
+    with contextlib.suppress(FileExistsError): os.link(grave, self.lock)  # a fresh lock taken meanwhile: restored
+    os.unlink(grave)
+    return False
+
+# %% ../nbs/00_core.ipynb #b95cfe14
+@patch
+def _create(self:OutputLock,
+    body:bytes, # what the lock file holds: this process as its holder
+) -> bool:
+    "Create the lock file holding `body` and hold it; False when the file exists already"
+    try: fd = os.open(self.lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError: return False
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError): os.unlink(self.lock)
+        raise
+    self.held, self._body = True, body
+    return True
+
+# %% ../nbs/00_core.ipynb #f9fba148
+@patch
+def release(self:OutputLock):
+    "Remove the lock (only while it is still this process's), and the folders made for it that stayed empty"
+    if self.held:
+        with contextlib.suppress(OSError):
+            if self.lock.read_bytes() == self._body: os.unlink(self.lock)
+        self.held = False
+    for d in self._made:
+        with contextlib.suppress(OSError): d.rmdir()
+    self._made = []
+
+# %% ../nbs/00_core.ipynb #433d13ff
+@patch
+def _settle(self:OutputLock,
+    h:dict, # the holder a lock file names
+) -> bool:
+    "True for a lock of this process's launcher (`inherit`), False for a stale one, a `GanlabError` while `h` runs"
+    here = h.get('host') == socket.gethostname()
+    if self.inherit and here and h['pid'] == os.getppid(): return True
+    if not here or _alive(h['pid'], h.get('start')):
+        check = '' if here and h.get('start') else f'; if that process is gone, delete {safe_text(self.lock)}'
+        raise GanlabError(f'{self.what} {safe_text(self.path)}: in use by {self._holder(h)}; wait for it to end, '
+                          f'or choose another {self.what}{check}')
+    return False
+
+# %% ../nbs/00_core.ipynb #a3228e9a
+@patch
+def acquire(self:OutputLock) -> OutputLock:
+    "Take the lock, or raise a `GanlabError` naming its holder; a lock whose process is gone is taken over with a note"
+    (check_out_dir if self.folder else check_out_file)(self.path, self.what)
+    d = self.lock.parent.absolute()
+    while not d.exists():  # folders made for the lock: removed again if left empty
+        self._made.append(d)
+        d = d.parent
+    me = dict(pid=os.getpid(), host=socket.gethostname(), start=(_proc_stat(os.getpid()) or (None, None))[1],
+              command=_command(), since=time.strftime('%Y-%m-%d %H:%M:%S'), token=secrets.token_hex(8))
+    body, young = (json.dumps(me) + '\n').encode(), time.monotonic() + 2.0
+    try:
+        self.lock.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(50):
+            if self._create(body): return self
+            raw, h = self._read()
+            if raw is None: continue  # released meanwhile
+            if not h:  # being written by its creator this instant, or not a lock of ours
+                if time.monotonic() < young:
+                    time.sleep(0.05)
+                    continue
+                raise GanlabError(f'{self.what} {safe_text(self.path)}: locked by {safe_text(self.lock)}, which names '
+                                  'no process; if no ganlab command is writing there, delete that file')
+            if self._settle(h): return self  # held for this process by its launcher
+            if self._take_over(raw):
+                self.note = (f"{self.what} {safe_text(self.path)}: took over the lock of process {h['pid']} "
+                             f"(`{h.get('command', '?')}`), which is no longer running")
+                if not self.quiet: print(f'note: {self.note}', file=sys.stderr)
+        raise GanlabError(f'{self.what} {safe_text(self.path)}: the lock {safe_text(self.lock)} kept changing hands; '
+                          'try again')
+    except OSError as e:
+        self.release()
+        if disk_full(e): raise disk_full_error(e, self.lock, self.what) from None
+        raise GanlabError(f'{self.what} {safe_text(self.path)}: cannot create the lock {safe_text(self.lock)} '
+                          f'({e.strerror or e})') from None
+    except BaseException:
+        self.release()
+        raise
 
 # %% ../nbs/00_core.ipynb #e1309905
 def _has_suffix(p:Path, suffixes): return any(p.name.endswith(s) for s in suffixes)
@@ -296,17 +366,21 @@ def expand_inputs(
     skip=(), # file names a folder or glob does not contribute (they can still be named directly)
 ) -> list[Path]:
     "The files named by `specs`, in the given order, each once"
+    def wanted(q): return q.is_file() and _has_suffix(q, suffixes) and q.name not in skip
     if isinstance(specs, (str, Path)): specs = [specs]
     out, seen = [], set()
     for spec in specs:
         p = Path(spec).expanduser()
-        if p.is_dir(): found = sorted(q for q in p.iterdir() if q.is_file() and _has_suffix(q, suffixes) and q.name not in skip)
+        if p.is_dir(): found = sorted(q for q in p.iterdir() if wanted(q))
         elif p.is_file(): found = [p]
-        elif glob.has_magic(str(spec)): found = sorted(q for q in map(Path, glob.glob(str(p))) if q.is_file() and _has_suffix(q, suffixes) and q.name not in skip)
+        elif glob.has_magic(str(spec)): found = sorted(q for q in map(Path, glob.glob(str(p))) if wanted(q))
         else: raise GanlabError(f'{what}: no such file or folder: {spec}')
-        if not found: raise GanlabError(f"{what}: {spec} {'holds' if p.is_dir() else 'matches'} no {' or '.join(suffixes)} files")
+        if not found:
+            raise GanlabError(f"{what}: {spec} {'holds' if p.is_dir() else 'matches'} no {' or '.join(suffixes)} files")
         for q in found:
-            if q.resolve() not in seen: seen.add(q.resolve()); out.append(q)
+            if q.resolve() not in seen:
+                seen.add(q.resolve())
+                out.append(q)
     return out
 
 # %% ../nbs/00_core.ipynb #040bd58c
@@ -320,17 +394,18 @@ def progress_seconds() -> float:
     if not 0 <= s < math.inf: raise GanlabError(f'${PROGRESS_ENV} must be 0 or more seconds, not {v!r}')
     return s
 
+# %% ../nbs/00_core.ipynb #4d173793
 def on_terminal(
     stream=None, # where the progress goes (default: stderr)
 ) -> bool:
-    "Whether `stream` is a terminal, where a bar redraws itself; elsewhere (a log, a notebook) progress is written as lines"
+    "Whether `stream` is a terminal, where a bar redraws itself; elsewhere (a log, a notebook) progress is lines"
     stream = sys.stderr if stream is None else stream
     try: return stream.isatty()
     except (AttributeError, ValueError): return False
 
 # %% ../nbs/00_core.ipynb #a1f5ece0
 class LineProgress(tqdm):
-    "tqdm for logs and notebooks: a whole line at most every `every` seconds (never a carriage return), and one at the end of a bar that spoke"
+    "tqdm for logs and notebooks: a whole line at most every `every` seconds, and one at the end of a bar that spoke"
     _last = 0.0  # when any line was written: bars that follow one another (one per epoch) share the pace
 
     def __init__(self, *args,
@@ -338,17 +413,21 @@ class LineProgress(tqdm):
                  **kwargs):
         self.every, self._said = progress_seconds() if every is None else every, None
         kwargs.pop('dynamic_ncols', None)
-        size = '{n_fmt}/{total_fmt}{unit}' if kwargs.get('unit_scale') else '{n_fmt}/{total_fmt} {unit}'  # 3.2/11.4MB, 5/12 img
-        kwargs.setdefault('bar_format', '{desc}: ' + size + ' ({percentage:.0f}%) in {elapsed}, {remaining} left, {rate_fmt}{postfix}')
+        size = '{n_fmt}/{total_fmt}{unit}' if kwargs.get('unit_scale') else '{n_fmt}/{total_fmt} {unit}'  # 3.2/11.4MB
+        rest = ' ({percentage:.0f}%) in {elapsed}, {remaining} left, {rate_fmt}{postfix}'
+        kwargs.setdefault('bar_format', '{desc}: ' + size + rest)
         super().__init__(*args, mininterval=min(self.every, 1.0), **kwargs)
 
     def display(self, msg=None, pos=None, force:bool=False):
-        "Write the state as a line when `every` seconds have passed since the last line (`msg=''` asks to clear: nothing to do)"
+        "Write the state as a line when `every` seconds have passed since the last line (`msg=''` asks to clear)"
         now = time.monotonic()
-        if msg == '' or self.n in (self.initial, self._said) or (now - LineProgress._last < self.every and not force): return False
+        if msg == '' or self.n in (self.initial, self._said): return False
+        if now - LineProgress._last < self.every and not force: return False
         LineProgress._last, self._said = now, self.n
-        line = re.sub(r'\s+([\d.,]+)([^\s\d.,]+/s)', r' \1 \2', self.__str__() if msg is None else msg)  # tqdm's ' 9.99img/s'
-        self.fp.write(line + '\n'); self.fp.flush()
+        line = self.__str__() if msg is None else msg
+        line = re.sub(r'\s+([\d.,]+)([^\s\d.,]+/s)', r' \1 \2', line)  # tqdm's ' 9.99img/s' as ' 9.99 img/s'
+        self.fp.write(line + '\n')
+        self.fp.flush()
         return True
 
     def clear(self, nolock=False): pass  # a line once written stays: `tqdm.write` need not wipe it
@@ -366,12 +445,13 @@ def progress(
     total=None, # expected count (or bytes, with `unit='B'`)
     desc:str=None, # label on the left
     unit:str='it', # unit of `total`
-    disable:bool|None=None, # None: a bar on a terminal, a line every `progress_seconds()` elsewhere; True: nothing; False: a bar
+    disable:bool|None=None, # None: a bar on a terminal, a line every `progress_seconds()` elsewhere; True: nothing
     **kwargs, # passed to `tqdm`
 ):
     "A progress bar on a terminal; elsewhere (a notebook, a log file) a line every few seconds"
     if unit == 'B': kwargs = dict(unit_scale=True, unit_divisor=1024, **kwargs)
-    if disable is None and not on_terminal(kwargs.get('file')): return LineProgress(iterable, total=total, desc=desc, unit=unit, **kwargs)
+    if disable is None and not on_terminal(kwargs.get('file')):
+        return LineProgress(iterable, total=total, desc=desc, unit=unit, **kwargs)
     return tqdm(iterable, total=total, desc=desc, unit=unit, disable=bool(disable), dynamic_ncols=True, **kwargs)
 
 # %% ../nbs/00_core.ipynb #2ff6f302
@@ -399,56 +479,69 @@ class NpzWriter:
         fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f'.{self.path.name}.', suffix='.rows')
         self._f = os.fdopen(fd, 'wb')
 
-    def append(self, rows:np.ndarray):
-        "Append a batch of rows (shape `(k, *row_shape)`)"
-        rows = np.ascontiguousarray(rows, dtype=self.dtype)
-        if self.row_shape is None: self.row_shape = rows.shape[1:]
-        elif rows.shape[1:] != self.row_shape: raise ValueError(f'{self.name}: row shape {rows.shape[1:]} != {self.row_shape}')
-        try: self._f.write(rows.tobytes())
-        except OSError as e:
-            if disk_full(e): raise disk_full_error(e, self.path) from None
-            raise
-        self.n += len(rows)
-
-    def close(self,
-        row_shape=(), # the shape of a row, used when no row came
-        keep=None, # a boolean per row appended: only those rows go into the `.npz` (None: all)
-        **arrays, # small arrays to store beside it (deflated)
-    ):
-        "Write the `.npz` with the streamed array and the small `arrays` given here"
-        try: self._f.close()
-        except OSError as e:
-            with contextlib.suppress(OSError): os.unlink(self._tmp)
-            if disk_full(e): raise disk_full_error(e, self.path) from None
-            raise
-        row_shape = self.row_shape if self.row_shape is not None else tuple(row_shape)
-        keep = None if keep is None else np.asarray(keep, bool)
-        if keep is not None and len(keep) != self.n: raise ValueError(f'keep has {len(keep)} entries for {self.n} rows')
-        shape = (self.n if keep is None else int(keep.sum()), *row_shape)
-        header = dict(descr=np.lib.format.dtype_to_descr(self.dtype), fortran_order=False, shape=shape)
-        row, per = int(np.prod(row_shape, dtype=np.int64)) * self.dtype.itemsize, 1 << 20
-        try:
-            with atomic_write(self.path) as f, zipfile.ZipFile(f, 'w', zipfile.ZIP_STORED, allowZip64=True) as zf:
-                for k, v in arrays.items():
-                    npy = io.BytesIO(); np.lib.format.write_array(npy, np.asarray(v))
-                    zf.writestr(zipfile.ZipInfo(f'{k}.npy', (1980, 1, 1, 0, 0, 0)), npy.getbuffer(), zipfile.ZIP_DEFLATED, 1)
-                with zf.open(f'{self.name}.npy', 'w', force_zip64=True) as m, open(self._tmp, 'rb') as rows:
-                    np.lib.format.write_array_header_2_0(m, header)
-                    if keep is None or keep.all():
-                        while block := rows.read(per): m.write(block)
-                    else:
-                        k = max(1, per // max(row, 1))
-                        for i in range(0, self.n, k):
-                            block = np.frombuffer(rows.read(k * row), np.uint8).reshape(-1, row)
-                            m.write(block[keep[i:i + len(block)]].tobytes())
-        finally: os.unlink(self._tmp)
-        return self.path
-
     def __enter__(self): return self
-    def __exit__(self, typ, *_):
-        if typ is not None and not self._f.closed:
-            with contextlib.suppress(OSError): self._f.close()  # its buffer may fail to flush again on a full disk
-            with contextlib.suppress(OSError): os.unlink(self._tmp)
+
+# %% ../nbs/00_core.ipynb #a226948d
+@patch
+def append(self:NpzWriter,
+    rows:np.ndarray, # a batch of rows, shape `(k, *row_shape)`
+):
+    "Append a batch of rows to the temporary file"
+    rows = np.ascontiguousarray(rows, dtype=self.dtype)
+    if self.row_shape is None: self.row_shape = rows.shape[1:]
+    elif rows.shape[1:] != self.row_shape:
+        raise ValueError(f'{self.name}: row shape {rows.shape[1:]} != {self.row_shape}')
+    try: self._f.write(rows.tobytes())
+    except OSError as e:
+        if disk_full(e): raise disk_full_error(e, self.path) from None
+        raise
+    self.n += len(rows)
+
+# %% ../nbs/00_core.ipynb #f35bf208
+@patch
+def close(self:NpzWriter,
+    row_shape=(), # the shape of a row, used when no row came
+    keep=None, # a boolean per row appended: only those rows go into the `.npz` (None: all)
+    **arrays, # small arrays to store beside it (deflated)
+):
+    "Write the `.npz` with the streamed array and the small `arrays` given here"
+    try: self._f.close()
+    except OSError as e:
+        with contextlib.suppress(OSError): os.unlink(self._tmp)
+        if disk_full(e): raise disk_full_error(e, self.path) from None
+        raise
+    row_shape = self.row_shape if self.row_shape is not None else tuple(row_shape)
+    keep = None if keep is None else np.asarray(keep, bool)
+    if keep is not None and len(keep) != self.n: raise ValueError(f'keep has {len(keep)} entries for {self.n} rows')
+    shape = (self.n if keep is None else int(keep.sum()), *row_shape)
+    header = dict(descr=np.lib.format.dtype_to_descr(self.dtype), fortran_order=False, shape=shape)
+    row, per = int(np.prod(row_shape, dtype=np.int64)) * self.dtype.itemsize, 1 << 20
+    try:
+        with atomic_write(self.path) as f, zipfile.ZipFile(f, 'w', zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for k, v in arrays.items():
+                npy = io.BytesIO()
+                np.lib.format.write_array(npy, np.asarray(v))
+                info = zipfile.ZipInfo(f'{k}.npy', (1980, 1, 1, 0, 0, 0))
+                zf.writestr(info, npy.getbuffer(), zipfile.ZIP_DEFLATED, 1)
+            with zf.open(f'{self.name}.npy', 'w', force_zip64=True) as m, open(self._tmp, 'rb') as rows:
+                np.lib.format.write_array_header_2_0(m, header)
+                if keep is None or keep.all():
+                    while block := rows.read(per): m.write(block)
+                else:
+                    k = max(1, per // max(row, 1))
+                    for i in range(0, self.n, k):
+                        block = np.frombuffer(rows.read(k * row), np.uint8).reshape(-1, row)
+                        m.write(block[keep[i:i + len(block)]].tobytes())
+    finally: os.unlink(self._tmp)
+    return self.path
+
+# %% ../nbs/00_core.ipynb #7b57b037
+@patch
+def __exit__(self:NpzWriter, typ, *_):
+    "On an error before `close`, remove the rows written so far"
+    if typ is not None and not self._f.closed:
+        with contextlib.suppress(OSError): self._f.close()  # its buffer may fail to flush again on a full disk
+        with contextlib.suppress(OSError): os.unlink(self._tmp)
 
 # %% ../nbs/00_core.ipynb #eed515c0
 def iter_npz_rows(
@@ -457,10 +550,12 @@ def iter_npz_rows(
     chunk:int=4096, # rows per piece
 ):
     "Yield the array `name` of the `.npz` at `path` in pieces of `chunk` rows"
+    fmt = np.lib.format
     with zipfile.ZipFile(path) as zf, zf.open(f'{name}.npy') as f:
-        version = np.lib.format.read_magic(f)
-        if version not in ((1, 0), (2, 0)): raise GanlabError(f'{path}: {name} is in .npy format {version}, which this reader does not know')
-        shape, fortran, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0)(f)
+        version = fmt.read_magic(f)
+        if version not in ((1, 0), (2, 0)):
+            raise GanlabError(f'{path}: {name} is in .npy format {version}, which this reader does not know')
+        shape, fortran, dtype = (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(f)
         if fortran or dtype.hasobject: raise GanlabError(f'{path}: {name} is not a plain C-ordered array')
         row = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
         for i in range(0, shape[0], chunk):
@@ -488,6 +583,7 @@ class WeightsFile:
     what:str='weights' # what it is, for messages
     aliases:tuple=() # other names the same file is published under
 
+# %% ../nbs/00_core.ipynb #eed71734
 def sha256_file(
     path, # the file to hash
 ) -> str:
@@ -497,6 +593,7 @@ def sha256_file(
         while block := f.read(1 << 20): h.update(block)
     return h.hexdigest()
 
+# %% ../nbs/00_core.ipynb #66c4fcd2
 @functools.lru_cache(maxsize=32)
 def _sha256_cached(path:str, size:int, mtime_ns:int) -> str: return sha256_file(path)
 
@@ -513,12 +610,14 @@ def _kaggle_matches(root:Path, names) -> list[Path]:
     if not root.is_dir(): return []
     return sorted(Path(d)/f for d, _, files in os.walk(root) for f in files if f in names)
 
+# %% ../nbs/00_core.ipynb #1d383837
 OFFLINE_ENV = 'GANLAB_OFFLINE' # set (to anything but '' or '0'): nothing is ever downloaded, whatever a call asks
 
 def offline() -> bool:
     "Whether the user said that nothing may be downloaded (`$GANLAB_OFFLINE`)"
     return os.environ.get(OFFLINE_ENV, '') not in ('', '0')
 
+# %% ../nbs/00_core.ipynb #95379bb1
 def find_weights(
     wf:WeightsFile, # the file wanted
     path=None, # an explicit file: used as is when given
@@ -548,11 +647,10 @@ def find_weights(
             torch.hub.download_url_to_file(wf.url, str(dst), hash_prefix=wf.sha256, progress=not quiet)
             return dst
         except Exception as e: why = f'download from {wf.url} failed: {type(e).__name__}: {e}'
-    msg = (f"{wf.what}: {wf.name} (sha256 {wf.sha256}...) not found; looked in {', '.join(looked)}"
-           + (f"; ignored {', '.join(wrong)} (wrong sha256)" if wrong else '') + f'; {why}. '
-           f'Put the file at {cache/wf.name}, attach it to a Kaggle kernel as a dataset, or pass its path'
-           + (f' (or set {env})' if env else '') + '.')
-    raise GanlabError(msg)
+    msg = f"{wf.what}: {wf.name} (sha256 {wf.sha256}...) not found; looked in {', '.join(looked)}"
+    if wrong: msg += f"; ignored {', '.join(wrong)} (wrong sha256)"
+    msg += f'; {why}. Put the file at {cache/wf.name}, attach it to a Kaggle kernel as a dataset, or pass its path'
+    raise GanlabError(msg + (f' (or set {env})' if env else '') + '.')
 
 # %% ../nbs/00_core.ipynb #6d775516
 def load_state(
@@ -565,7 +663,9 @@ def load_state(
     "Load the state dict in `path` into `net` safely, with one clear error when it does not fit"
     import torch
     try: sd = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e: raise GanlabError(f'{what}: {path} is not a loadable weights file ({type(e).__name__}: {str(e)[:200]})') from None
+    except Exception as e:
+        why = f'{type(e).__name__}: {str(e)[:200]}'
+        raise GanlabError(f'{what}: {path} is not a loadable weights file ({why})') from None
     if isinstance(sd, dict) and 'state_dict' in sd and isinstance(sd['state_dict'], dict): sd = sd['state_dict']
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise GanlabError(f'{what}: {path} does not hold a state dict of tensors')
@@ -573,10 +673,12 @@ def load_state(
     own = net.state_dict()
     missing = [k for k in own if k not in sd and not k.endswith('num_batches_tracked')]
     extra = [k for k in sd if k not in own]
-    shapes = [f'{k} {tuple(sd[k].shape)} != {tuple(own[k].shape)}' for k in own if k in sd and sd[k].shape != own[k].shape]
+    shapes = [f'{k} {tuple(sd[k].shape)} != {tuple(own[k].shape)}'
+              for k in own if k in sd and sd[k].shape != own[k].shape]
     if missing or extra or shapes:
         def few(xs): return ', '.join(xs[:4]) + (f' and {len(xs) - 4} more' if len(xs) > 4 else '')
-        raise GanlabError(f'{what}: {path} does not fit {name}: ' + '; '.join(
-            s for s in (missing and f'missing {few(missing)}', extra and f'unexpected {few(extra)}', shapes and f'wrong shape {few(shapes)}') if s))
+        wrong = (missing and f'missing {few(missing)}', extra and f'unexpected {few(extra)}',
+                 shapes and f'wrong shape {few(shapes)}')
+        raise GanlabError(f'{what}: {path} does not fit {name}: ' + '; '.join(s for s in wrong if s))
     net.load_state_dict(sd, strict=False)
     return net

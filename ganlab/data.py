@@ -56,7 +56,8 @@ def image_as(
     mode:str='RGB', # Pillow mode to convert to ('RGB' or 'L')
 ) -> Image.Image:
     "`im` in `mode`; 16- and 32-bit grey (modes `I;16*`, `I`) scaled to 8 bits as `ganlab.records.to_rgb_alpha` does"
-    if im.mode.startswith('I'): im = Image.fromarray(to_rgb_alpha(im)[0][..., 0])  # Pillow's convert clips them to 255
+    if im.mode.startswith('I'):
+        im = Image.fromarray(to_rgb_alpha(im)[0][..., 0])  # Pillow's convert clips them to 255
     return im if im.mode == mode else im.convert(mode)
 
 def open_image_file(
@@ -85,16 +86,18 @@ MAX_FILE_BYTES = 256 << 20 # largest image file read (no real image in a trainin
 def list_images(
     spec, # a folder of images (searched recursively) or a zip of images
 ) -> tuple:
-    "`(kind, ids, members)` in sorted order: `kind` 'folder' or 'zip', ids (paths inside without the suffix), files or member names"
+    "`(kind, ids, members)`, sorted: `kind` 'folder' or 'zip', ids (paths inside, no suffix), files or member names"
     p = Path(spec).expanduser()
     if p.is_dir():
-        files = sorted((q for q in p.rglob('*') if q.is_file() and is_image_name(q.relative_to(p).as_posix())), key=lambda q: q.relative_to(p).as_posix())
+        files = sorted((q for q in p.rglob('*') if q.is_file() and is_image_name(q.relative_to(p).as_posix())),
+                       key=lambda q: q.relative_to(p).as_posix())
         if not files: raise GanlabError(f'{p}: folder holds no images ({", ".join(IMAGE_SUFFIXES)})')
         return 'folder', [q.relative_to(p).with_suffix('').as_posix() for q in files], files
     if not p.exists(): raise GanlabError(f'{spec}: no such file or folder')
     if zipfile.is_zipfile(p):
         try:
-            with zipfile.ZipFile(p) as zf: names = sorted(n for n in zf.namelist() if not n.endswith('/') and is_image_name(n))
+            with zipfile.ZipFile(p) as zf:
+                names = sorted(n for n in zf.namelist() if not n.endswith('/') and is_image_name(n))
         except zipfile.BadZipFile as e: raise GanlabError(f'{p}: not a readable zip ({e})') from None
         if not names: raise GanlabError(f'{p}: zip holds no images ({", ".join(IMAGE_SUFFIXES)})')
         return 'zip', [n.rsplit('.', 1)[0] for n in names], names
@@ -110,7 +113,8 @@ def image_bytes(
     if kind == 'folder':
         for m in members:
             try:
-                if m.stat().st_size > max_bytes: raise GanlabError(f'{m}: {m.stat().st_size:,} bytes, more than the {max_bytes:,} an image may have')
+                if m.stat().st_size > max_bytes:
+                    raise GanlabError(f'{m}: {m.stat().st_size:,} bytes, more than the {max_bytes:,} an image may have')
                 yield m.read_bytes(), str(m)
             except OSError as e: raise GanlabError(f'{m}: cannot read ({e})') from None
         return
@@ -119,9 +123,12 @@ def image_bytes(
             where = f'{path}:{m}'
             try:
                 info = zf.getinfo(m)
-                if info.file_size > max_bytes: raise GanlabError(f'{where}: {info.file_size:,} bytes, more than the {max_bytes:,} an image may have')
+                if info.file_size > max_bytes:
+                    too_big = f'{info.file_size:,} bytes, more than the {max_bytes:,} an image may have'
+                    raise GanlabError(f'{where}: {too_big}')
                 data = zf.read(info)
-            except (zipfile.BadZipFile, OSError, EOFError, KeyError, NotImplementedError) as e: raise GanlabError(f'{where}: cannot read the member ({e})') from None
+            except (zipfile.BadZipFile, OSError, EOFError, KeyError, NotImplementedError) as e:
+                raise GanlabError(f'{where}: cannot read the member ({e})') from None
             yield data, where
 
 # %% ../nbs/02_data.ipynb #440101ac
@@ -135,12 +142,14 @@ class ImageArrayDataset(torch.utils.data.Dataset):
     ):
         images = np.asarray(images)
         if images.ndim != 4 or images.shape[-1] not in (1, 3) or images.dtype != np.uint8:
-            raise GanlabError(f'images must be an N x H x W x 3 uint8 array (N x H x W x 1 for grayscale), not {images.dtype} {images.shape}')
+            raise GanlabError('images must be an N x H x W x 3 uint8 array (N x H x W x 1 for grayscale), not '
+                              f'{images.dtype} {images.shape}')
         self.images = images
         self.ids = list(ids) if ids is not None else [str(i) for i in range(len(images))]
         if len(self.ids) != len(images): raise GanlabError(f'{len(self.ids)} ids for {len(images)} images')
         self.labels = None if labels is None else np.asarray(labels)
-        if self.labels is not None and len(self.labels) != len(images): raise GanlabError(f'{len(self.labels)} labels for {len(images)} images')
+        if self.labels is not None and len(self.labels) != len(images):
+            raise GanlabError(f'{len(self.labels)} labels for {len(images)} images')
         self.classes = None if classes is None else list(classes)
     def __len__(self): return len(self.images)
     def __getitem__(self, i): return to_tensor(self.images[i])
@@ -173,14 +182,19 @@ class ShardDataset(ImageArrayDataset):
         settings = dict(size=size, background=background, sense=sense, max_pixels=max_pixels)
         source, self.report, self.from_cache = decode_source(paths, **settings), None, False
         if cache is not None and Path(cache).is_file():
-            try: ids, images, old = load_npz(cache)
-            except GanlabError: old = None
-            if old == json.loads(json.dumps(source)): self.from_cache = True
+            try:
+                ids, images, old = load_npz(cache)
+            except GanlabError:
+                old = None
+            if old == json.loads(json.dumps(source)):
+                self.from_cache = True
         if not self.from_cache:
-            dec = decode_shards(paths, size, workers, show_progress=show_progress, **{k: v for k, v in settings.items() if k != 'size'})
+            dec = decode_shards(paths, size, workers, show_progress=show_progress,
+                                **{k: v for k, v in settings.items() if k != 'size'})
             ids, images, self.report = dec.ids, dec.images, dec.report
             if cache is not None:
-                with atomic_write(cache) as f: np.savez(f, ids=np.array(ids, dtype=str), images=images, source=np.array(json.dumps(source)))
+                with atomic_write(cache) as f:
+                    np.savez(f, ids=np.array(ids, dtype=str), images=images, source=np.array(json.dumps(source)))
         super().__init__(images, ids)
 
 # %% ../nbs/02_data.ipynb #e26097e3
@@ -198,7 +212,8 @@ def fit_image(
     "`im` as an S x S image: the region `crop` picks, resampled with Lanczos"
     _check_crop(crop)
     w, h = im.size
-    if crop == 'none': box = (0, 0, w, h)
+    if crop == 'none':
+        box = (0, 0, w, h)
     else:
         s = min(w, h) * (1 if crop == 'center' else crop)
         box = ((w - s) / 2, (h - s) / 2, (w + s) / 2, (h + s) / 2)
@@ -212,13 +227,14 @@ def class_labels(
     "`(classes, labels)` when every image sits in a subfolder (the first level is the class), else `(None, None)`"
     if not ids or not all('/' in i for i in ids): return None, None
     top = [i.split('/', 1)[0] for i in ids]
-    classes = sorted(set(top)); index = {c: k for k, c in enumerate(classes)}
+    classes = sorted(set(top))
+    index = {c: k for k, c in enumerate(classes)}
     return classes, np.array([index[t] for t in top], dtype=np.int64)
 
 def is_split_layout(
     ids:list, # image ids from `list_images`
 ) -> bool:
-    "Whether every image sits below a top-level `train/` or a held-out split (`test/`, `val/`, ...), as in CIFAR-10's JPEG zip"
+    "Whether every image sits below top-level `train/` or a held-out split (`test/`, `val/`...), as in CIFAR-10's zip"
     if not ids or not all('/' in i for i in ids): return False
     tops = {i.split('/', 1)[0] for i in ids}
     return 'train' in tops and bool(tops & {'test', 'val', 'valid', 'validation'})
@@ -227,7 +243,8 @@ def is_split_layout(
 _MODES = {3: 'RGB', 1: 'L'}
 
 def _check_args(size, channels, limit):
-    if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1: raise GanlabError(f'size must be a positive int, not {size!r}')
+    if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1:
+        raise GanlabError(f'size must be a positive int, not {size!r}')
     if channels not in _MODES: raise GanlabError(f'channels must be 3 (RGB) or 1 (grayscale), not {channels!r}')
     if limit is not None and (not isinstance(limit, (int, np.integer)) or isinstance(limit, bool) or limit < 0):
         raise GanlabError(f'limit must be None or an int >= 0, not {limit!r}')
@@ -253,22 +270,27 @@ def load_images(
     interleave:bool=False, # with class subfolders: take the classes in turn, so that `limit` keeps them balanced
 ) -> ImageArrayDataset:
     "The images of a folder or zip as an in-memory S x S dataset; class subfolders give `labels` and `classes`"
-    _check_args(size, channels, limit); _check_crop(crop)
+    _check_args(size, channels, limit)
+    _check_crop(crop)
     p = Path(spec).expanduser()
     kind, ids, members = list_images(p)
-    if split is not None: ids, members = _in_split(p, ids, members, split)
+    if split is not None:
+        ids, members = _in_split(p, ids, members, split)
     classes, labels = class_labels([i.split('/', 1)[1] for i in ids] if split is not None else ids)
     if interleave and labels is not None:  # classes in turn: the k-th image of every class before any (k+1)-th
         rank = np.zeros(len(labels), np.int64)
-        for c in np.unique(labels): rank[labels == c] = np.arange((labels == c).sum())
+        for c in np.unique(labels):
+            rank[labels == c] = np.arange((labels == c).sum())
         o = np.lexsort((labels, rank))
         ids, members, labels = [ids[i] for i in o], [members[i] for i in o], labels[o]
-    if limit is not None: ids, members, labels = ids[:limit], members[:limit], None if labels is None else labels[:limit]
+    if limit is not None:
+        ids, members, labels = ids[:limit], members[:limit], None if labels is None else labels[:limit]
     out, mode = np.empty((len(ids), size, size, channels), np.uint8), _MODES[channels]
     blobs = progress(image_bytes(kind, p, members), total=len(ids), desc=f'loading {p.name}', unit='img',
                      disable=None if show_progress is None else not show_progress)
     for k, (data, where) in enumerate(blobs):
-        out[k] = np.asarray(fit_image(open_image_file(data, where, max_pixels, mode), size, crop)).reshape(size, size, channels)
+        im = fit_image(open_image_file(data, where, max_pixels, mode), size, crop)
+        out[k] = np.asarray(im).reshape(size, size, channels)
     ds = ImageArrayDataset(out, ids, labels, classes)
     ds.source = dict(path=str(p), split=split, size=size, channels=channels, crop=crop)
     return ds
@@ -292,15 +314,19 @@ def download_cifar10(
 ):
     "Fetch `cifar-10-python.tar.gz` into `root` (or take the copy there), check its MD5 and extract it"
     from torchvision.datasets import utils as tvu
-    try: tvu.download_and_extract_archive(CIFAR10_URL, str(root), filename='cifar-10-python.tar.gz', md5=CIFAR10_MD5)
-    except Exception as e: why = f' and could not be downloaded ({type(e).__name__}: {str(e)[:200]})'
+    try:
+        tvu.download_and_extract_archive(CIFAR10_URL, str(root), filename='cifar-10-python.tar.gz', md5=CIFAR10_MD5)
+    except Exception as e:
+        why = f' and could not be downloaded ({type(e).__name__}: {str(e)[:200]})'
     else: return
-    raise GanlabError(f'CIFAR-10 is not in {root}{why}. Download cifar-10-python.tar.gz from {CIFAR10_URL} (md5 {CIFAR10_MD5}) '
-                      f'and put it in {root} (ganlab checks and extracts it), or extract it there so that {Path(root)/"cifar-10-batches-py"} exists')
+    raise GanlabError(f'CIFAR-10 is not in {root}{why}. '
+                      f'Download cifar-10-python.tar.gz from {CIFAR10_URL} (md5 {CIFAR10_MD5}) '
+                      f'and put it in {root} (ganlab checks and extracts it), or extract it there so that '
+                      f'{Path(root)/"cifar-10-batches-py"} exists')
 
 # %% ../nbs/02_data.ipynb #d723543b
 def cifar10(
-    root=None, # torchvision's folder (holding `cifar-10-batches-py`), or a zip/folder of `train/` and `test/` JPEGs; default `data_home('cifar10')`
+    root=None, # torchvision's `cifar-10-batches-py` folder or a zip/folder of `train/`, `test/` JPEGs (None: data_home)
     split:str='train', # 'train' (50,000 images) or 'test' (10,000)
     download:bool=True, # download torchvision's archive into `root` when it holds neither
     limit:int|None=None, # keep the first `limit` images
@@ -310,21 +336,27 @@ def cifar10(
     if split not in ('train', 'test'): raise GanlabError(f"CIFAR-10 split must be 'train' or 'test', not {split!r}")
     _check_args(32, 3, limit)
     root = data_home('cifar10') if root is None else Path(root).expanduser()
-    if root.name == 'cifar-10-batches-py': root = root.parent
+    if root.name == 'cifar-10-batches-py':
+        root = root.parent
     tv_dir = root/'cifar-10-batches-py'
     if root.is_file() or (root.is_dir() and not tv_dir.is_dir() and (root/split).is_dir()):
         return load_images(root, 32, limit=limit, split=split, show_progress=show_progress, interleave=True)
     if root.exists() and not root.is_dir(): raise GanlabError(f'{root}: not a folder or a zip')
     if not tv_dir.is_dir():
         if not download or offline():
-            raise GanlabError(f"CIFAR-10 is not in {root} (no cifar-10-batches-py folder, and {'$GANLAB_OFFLINE is set' if offline() else 'download=False'}): "
+            raise GanlabError(f"CIFAR-10 is not in {root} (no cifar-10-batches-py folder, and "
+                              f"{'$GANLAB_OFFLINE is set' if offline() else 'download=False'}): "
                               f'put cifar-10-python.tar.gz from {CIFAR10_URL} (md5 {CIFAR10_MD5}) there')
         download_cifar10(root)
     import torchvision
-    try: tv = torchvision.datasets.CIFAR10(str(root), train=split == 'train', download=False)
-    except RuntimeError: raise GanlabError(f'{tv_dir}: files missing or corrupted (MD5 check failed); delete the folder and download again') from None
+    try:
+        tv = torchvision.datasets.CIFAR10(str(root), train=split == 'train', download=False)
+    except RuntimeError:
+        raise GanlabError(f'{tv_dir}: files missing or corrupted (MD5 check failed); '
+                          'delete the folder and download again') from None
     images, labels = tv.data[:limit], np.array(tv.targets[:limit], np.int64)
-    ds = ImageArrayDataset(np.ascontiguousarray(images), [f'{split}/{i:05d}' for i in range(len(images))], labels, tv.classes)
+    ds = ImageArrayDataset(np.ascontiguousarray(images), [f'{split}/{i:05d}' for i in range(len(images))], labels,
+                           tv.classes)
     ds.source = dict(path=str(tv_dir), split=split)
     return ds
 
@@ -345,7 +377,8 @@ def celeba(
     return ds
 
 # %% ../nbs/02_data.ipynb #7e44d9f7
-_FONT_NAMES = ('DejaVuSans.ttf', 'DejaVuSans-Bold.ttf', 'DejaVuSans-Oblique.ttf', 'DejaVuSerif.ttf', 'DejaVuSerif-Bold.ttf',
+_FONT_NAMES = ('DejaVuSans.ttf', 'DejaVuSans-Bold.ttf', 'DejaVuSans-Oblique.ttf', 'DejaVuSerif.ttf',
+               'DejaVuSerif-Bold.ttf',
                'DejaVuSerif-Italic.ttf', 'DejaVuSansMono.ttf', 'DejaVuSansMono-Bold.ttf')
 
 @lru_cache(maxsize=None)
@@ -401,51 +434,60 @@ def fit_images(
     if images.shape[-1] == 3 and channels == 1:  # Pillow's ITU-R 601-2 luma, bit for bit
         r, g, b = (images[..., k].astype(np.uint32) for k in range(3))
         images = ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).astype(np.uint8)[..., None]
-    elif images.shape[-1] == 1 and channels == 3: images = np.repeat(images, 3, -1)
+    elif images.shape[-1] == 1 and channels == 3:
+        images = np.repeat(images, 3, -1)
     if images.shape[1:3] == (size, size): return images
     out = np.empty((len(images), size, size, channels), np.uint8)
-    for k, a in enumerate(images): out[k] = np.asarray(fit_image(Image.fromarray(a[..., 0] if channels == 1 else a), size, crop)).reshape(size, size, channels)
+    for k, a in enumerate(images):
+        im = fit_image(Image.fromarray(a[..., 0] if channels == 1 else a), size, crop)
+        out[k] = np.asarray(im).reshape(size, size, channels)
     return out
 
 # %% ../nbs/02_data.ipynb #d7eff038
 SHARD_SUFFIXES = ('.jsonl', '.jsonl.gz')
 
 def _is_shards(p:Path) -> bool:
-    "A shard file, or a folder with shard files and no images at its top level (`truth.jsonl`, `metadata.jsonl` are not shards)"
+    "A shard file, or a folder with shard files and no images at its top level (`truth.jsonl`, `metadata.jsonl` aren't)"
     if p.is_file(): return p.name.lower().endswith(SHARD_SUFFIXES)
     if not p.is_dir(): return False
     files = [q.name for q in p.iterdir() if q.is_file()]
     return (any(n.lower().endswith(SHARD_SUFFIXES) and n not in ('truth.jsonl', 'metadata.jsonl') for n in files)
             and not any(is_image_name(n) for n in files))
 
+# %% ../nbs/02_data.ipynb #b07b2117
 def _finish(ds, size, channels, limit=None):
     "`ds` cut to `limit` images and fitted to S x S x `channels`"
     if limit is not None:
         ds.images, ds.ids = ds.images[:limit], ds.ids[:limit]
-        if ds.labels is not None: ds.labels = ds.labels[:limit]
+        if ds.labels is not None:
+            ds.labels = ds.labels[:limit]
     ds.images = fit_images(ds.images, size, channels)
     return ds
 
 def _options(kw:dict) -> dict:
     "For each loader, the keywords of `kw` it takes; a keyword none takes is an error"
     loaders = {'shards': ShardDataset, 'cifar10': cifar10, 'images': load_images}
-    taken = {n: set(inspect.signature(f).parameters) - {'spec', 'shards', 'root', 'size', 'channels', 'limit', 'split'} for n, f in loaders.items()}
+    taken = {n: set(inspect.signature(f).parameters) - {'spec', 'shards', 'root', 'size', 'channels', 'limit',
+                                                        'split'} for n, f in loaders.items()}
     unknown = set(kw) - set().union(*taken.values())
-    if unknown: raise GanlabError(f"open_dataset: unknown option {', '.join(sorted(unknown))} (known: {', '.join(sorted(set().union(*taken.values())))})")
+    if unknown:
+        raise GanlabError(f"open_dataset: unknown option {', '.join(sorted(unknown))} (known: "
+                          f"{', '.join(sorted(set().union(*taken.values())))})")
     return {n: {k: v for k, v in kw.items() if k in t} for n, t in taken.items()}
 
 def open_dataset(
-    spec, # 'cifar10', shards (files, folder, glob or list), a decoded .npz, CIFAR-10's folder or zip, or a folder/zip of images
+    spec, # 'cifar10'; shards (files, folder, glob or list); a decoded .npz; CIFAR-10's folder/zip; images' folder/zip
     size:int, # output side S
     channels:int=3, # 3 (RGB) or 1 (grayscale)
     limit:int|None=None, # keep the first `limit` images
     split:str='train', # which split of a source with `train/` and `test/`
-    **kw, # options for the loader chosen (others' are ignored): workers, cache, crop, download, show_progress, max_pixels ...
+    **kw, # the chosen loader's options (others' ignored): workers, cache, crop, download, show_progress, max_pixels...
 ) -> ImageArrayDataset:
     "The training images `spec` names, as an S x S x `channels` dataset, whatever kind of source it is"
     _check_args(size, channels, limit)
     opts = _options(kw)
-    if isinstance(spec, str) and spec == 'cifar10': return _finish(cifar10(None, split, limit=limit, **opts['cifar10']), size, channels)
+    if isinstance(spec, str) and spec == 'cifar10':
+        return _finish(cifar10(None, split, limit=limit, **opts['cifar10']), size, channels)
     if isinstance(spec, (list, tuple)) or (isinstance(spec, str) and glob.has_magic(spec)):
         return _finish(ShardDataset(spec, size=size, **opts['shards']), size, channels, limit)
     p = Path(spec).expanduser()
@@ -455,10 +497,13 @@ def open_dataset(
     if p.name == 'cifar-10-batches-py' or (p/'cifar-10-batches-py').is_dir():
         return _finish(cifar10(p, split, limit=limit, **opts['cifar10']), size, channels)
     if p.is_file() and not zipfile.is_zipfile(p):
-        raise GanlabError(f'{p}: not a data set (a folder or zip of images, a decoded .npz, .jsonl shards, or CIFAR-10)')
+        kinds = 'a folder or zip of images, a decoded .npz, .jsonl shards, or CIFAR-10'
+        raise GanlabError(f'{p}: not a data set ({kinds})')
     kind, ids, _ = list_images(p)
-    split_layout = is_split_layout(ids)  # CIFAR-10's train/ and test/: classes in turn, as torchvision's batches mix them
-    return load_images(p, size, channels, limit, split=split if split_layout else None, interleave=split_layout, **opts['images'])
+    # CIFAR-10's train/ and test/: classes in turn, as torchvision's batches mix them
+    split_layout = is_split_layout(ids)
+    return load_images(p, size, channels, limit, split=split if split_layout else None, interleave=split_layout,
+                       **opts['images'])
 
 # %% ../nbs/02_data.ipynb #1f24946a
 def _uniform(x, generator, *shape):
@@ -515,7 +560,8 @@ def rand_cutout(
     return x * (~inside)[:, None].to(x.dtype)
 
 # %% ../nbs/02_data.ipynb #0c65ce5f
-DIFFAUG_POLICIES = {'color': (rand_brightness, rand_saturation, rand_contrast), 'translation': (rand_translation,), 'cutout': (rand_cutout,)}
+DIFFAUG_POLICIES = {'color': (rand_brightness, rand_saturation, rand_contrast), 'translation': (rand_translation,),
+                    'cutout': (rand_cutout,)}
 assert tuple(DIFFAUG_POLICIES) == DIFFAUG, 'ganlab.choices.DIFFAUG names the policies'
 
 def diff_augment(
@@ -526,9 +572,13 @@ def diff_augment(
     "DiffAugment: random colour, translation and cutout, differentiable, a fresh draw per image"
     names = [s.strip() for s in (policy.split(',') if isinstance(policy, str) else policy) if s.strip()]
     bad = [s for s in names if s not in DIFFAUG_POLICIES]
-    if bad: raise GanlabError(f"DiffAugment policy {policy!r}: unknown {', '.join(map(repr, bad))} (valid: {', '.join(DIFFAUG_POLICIES)})")
+    if bad:
+        raise GanlabError(f"DiffAugment policy {policy!r}: unknown {', '.join(map(repr, bad))} (valid: "
+                          f"{', '.join(DIFFAUG_POLICIES)})")
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or not x.is_floating_point():
-        raise GanlabError(f'DiffAugment needs an N x C x H x W float tensor, not {getattr(x, "dtype", type(x).__name__)} {tuple(getattr(x, "shape", ()))}')
+        raise GanlabError('DiffAugment needs an N x C x H x W float tensor, not '
+                          f'{getattr(x, "dtype", type(x).__name__)} {tuple(getattr(x, "shape", ()))}')
     for name in names:
-        for f in DIFFAUG_POLICIES[name]: x = f(x, generator)
+        for f in DIFFAUG_POLICIES[name]:
+            x = f(x, generator)
     return x.contiguous()

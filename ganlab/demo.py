@@ -16,15 +16,18 @@ __all__ = ['DEMO_BUDGET', 'DEMO_RESERVE', 'DEMO_MIN_TRAIN', 'DEMO_EPOCHS', 'DEMO
            'step_seconds', 'demo_threads', 'demo']
 
 # %% ../nbs/10_demo.ipynb #8a87510b
-DEMO_BUDGET = '2m10s' # the whole demo, decoding included: training gets what the steps before it leave (wall time adds Python's start)
-DEMO_RESERVE = 10.0 # seconds kept from training for what follows it: the loss plot, 1,000 digits generated, the last lines
+# the whole demo, decoding included: training gets what the steps before it leave (wall time adds Python's start)
+DEMO_BUDGET = '2m10s'
+# seconds kept from training for what follows it: the loss plot, 1,000 digits generated, the last lines
+DEMO_RESERVE = 10.0
 DEMO_MIN_TRAIN = 20.0 # seconds of training at the least, however long decoding took
 DEMO_EPOCHS = 200 # at most: on a CPU the budget ends training first
 # Batch 16: on this small set, quality follows the number of steps more than the batch (bench/RESULTS.md): in the same
 # time, batch 16 reads as digits more often than batch 64 does. The generator learns at twice the discriminator's rate
 # (4e-4): over four seeds at 1,584 steps 44.5% of the digits read against 40.5% (issue 25 in bench/RESULTS.md). The demo
 # keeps the seeds' DCGAN recipe it was measured with (DCGAN_2015), whatever the family's defaults become.
-DEMO_TRAIN = dict(DCGAN_2015, batch=16, g_width=32, d_width=32, latent=64, ema=0.99, label_smooth=0.1, lr_g=4e-4, sample_every=15,
+DEMO_TRAIN = dict(DCGAN_2015, batch=16, g_width=32, d_width=32, latent=64, ema=0.99, label_smooth=0.1, lr_g=4e-4,
+                  sample_every=15,
                   samples=64, log_every=33, tensorboard=False)
 
 # %% ../nbs/10_demo.ipynb #0156f1bb
@@ -32,10 +35,12 @@ def train_seconds(
     budget:str|None, # the whole demo's time, e.g. '2m' (None, 'none' or '0': no limit)
     spent:float, # seconds the demo has run so far
 ) -> float|None:
-    "Seconds of training that keep the demo within `budget`: what is left after `DEMO_RESERVE`, at least `DEMO_MIN_TRAIN`"
+    "Seconds of training that keep the demo within `budget`: what `DEMO_RESERVE` leaves, at least `DEMO_MIN_TRAIN`"
     if budget is None or str(budget).strip().lower() in ('none', 'off', '0', ''): return None
-    try: total = parse_duration(budget)
-    except ValueError: raise GanlabError(f'demo: budget must be a duration such as 2m, 90s or 1m30s, not {budget!r}') from None
+    try:
+        total = parse_duration(budget)
+    except ValueError:
+        raise GanlabError(f'demo: budget must be a duration such as 2m, 90s or 1m30s, not {budget!r}') from None
     return max(DEMO_MIN_TRAIN, total - spent - DEMO_RESERVE)
 
 # %% ../nbs/10_demo.ipynb #ebc78f33
@@ -47,7 +52,8 @@ def next_steps(
     steps = [(f'ganlab app {q(run)}', 'samples, losses and settings in a browser (pip install "ganlab[app]")'),
              (f'ganlab generate {q(run)} --n 64 --out {q(Path(out)/"more")}', 'more digits from the trained generator'),
              ('ganlab doctor YOUR_SHARDS --out doctor', 'decode your own noisy JSONL shards and see what was lost'),
-             ('ganlab train dcgan --data YOUR_IMAGES --time-budget 12m', 'train on your own images (ganlab train dcgan --help)')]
+             ('ganlab train dcgan --data YOUR_IMAGES --time-budget 12m',
+              'train on your own images (ganlab train dcgan --help)')]
     w = max(len(c) for c, _ in steps)
     return '\n'.join(['next:'] + [f'  {c:<{w}}   # {why}' for c, why in steps])
 
@@ -68,13 +74,15 @@ def step_seconds(
         for i in range(repeat + 1):
             t = time.perf_counter()
             d(g(z)).mean().backward()
-            if i: best = min(best, time.perf_counter() - t)
+            if i:
+                best = min(best, time.perf_counter() - t)
         return best
-    finally: torch.set_num_threads(was)
+    finally:
+        torch.set_num_threads(was)
 
 # %% ../nbs/10_demo.ipynb #8f10dd6f
 def demo_threads() -> tuple[int, str]:
-    "The CPU threads the demo trains with, timed now, and why: tiny convolutions on two threads stall whenever the other core is busy"
+    "The CPU threads the demo trains with, timed now, and why: tiny convolutions on two threads stall on a busy core"
     import torch
     from ganlab.config import get_family, make_config
     n = torch.get_num_threads()
@@ -83,7 +91,9 @@ def demo_threads() -> tuple[int, str]:
     g, d = (get_family('dcgan').build(k, cfg) for k in 'gd')
     z = torch.randn(cfg.batch, cfg.latent, generator=torch.Generator().manual_seed(0))
     many, one = step_seconds(g, d, z, n), step_seconds(g, d, z, 1)
-    if one <= many: return 1, f'1 CPU thread ({n} threads timed {many / one:.1f}x slower per step here: tiny convolutions wait for a busy core)'
+    if one <= many:
+        why = 'tiny convolutions wait for a busy core'
+        return 1, f'1 CPU thread ({n} threads timed {many / one:.1f}x slower per step here: {why})'
     return n, f'{n} CPU threads ({one / many:.1f}x faster per step than one)'
 
 # %% ../nbs/10_demo.ipynb #5ab1b3db
@@ -94,10 +104,10 @@ def demo(
     workers:int|None=None, # decoding processes (default: CPUs, at most 8)
     show_progress:bool|None=None, # progress bars (None: on a terminal; a line every few seconds elsewhere)
     quiet:bool=False, # print nothing
-    budget:str|None=DEMO_BUDGET, # the whole demo's time, e.g. 2m or 90s: training stops in time for it (none: train all the epochs)
+    budget:str|None=DEMO_BUDGET, # the whole demo's time, e.g. 2m or 90s: training stops in time (none: all the epochs)
     epochs:int=DEMO_EPOCHS, # epochs of the small DCGAN trained on the decoded digits, at most (0: no training)
 ):
-    "Run the built-in default job: synthetic digits → noisy shards → doctor → a small DCGAN → 1,000 generated digits (no download)"
+    "Run the built-in job: synthetic digits → noisy shards → doctor → DCGAN → 1,000 generated digits (no download)"
     from ganlab.data import draw_digits
     from ganlab.noisy import write_noisy_shards
     from ganlab.eda import doctor
@@ -111,7 +121,8 @@ def demo(
     w = write_noisy_shards(digits, out/'shards', seed=seed, show_progress=show_progress)
     bad = {k: v for k, v in w['reject'].items() if k not in ('truncated_shard', 'duplicate_id')}
     say(f"wrote {len(w['shards'])} noisy shards of {n:,} digits to {out/'shards'}: {w['ok']:,} decodable records, "
-        f"{sum(bad.values()):,} bad lines ({', '.join(f'{k} {v}' for k, v in bad.items())}), {w['reject'].get('duplicate_id', 0)} duplicate, "
+        f"{sum(bad.values()):,} bad lines ({', '.join(f'{k} {v}' for k, v in bad.items())}), "
+        f"{w['reject'].get('duplicate_id', 0)} duplicate, "
         f"and {w['reject'].get('truncated_shard', 0)} records lost where the last shard is cut")
     res = doctor(out/'shards', out/'doctor', workers=workers, truth=out/'shards', show_progress=show_progress)
     say(res.summary())
@@ -122,16 +133,23 @@ def demo(
         from ganlab.launch import gpu_count
         threads, on = demo_threads() if gpu_count() == 0 else (None, 'the GPU')
         was, secs = torch.get_num_threads(), train_seconds(budget, time.perf_counter() - t0)
-        say(f'training a small DCGAN on the decoded digits ' + (f'for {secs:.0f} s (the demo budget is {budget})' if secs else f'for {epochs} epochs')
-            + f', on {on}')
-        if threads: torch.set_num_threads(threads)
+        how_long = f'for {secs:.0f} s (the demo budget is {budget})' if secs else f'for {epochs} epochs'
+        say(f'training a small DCGAN on the decoded digits {how_long}, on {on}')
+        if threads:
+            torch.set_num_threads(threads)
         try:
-            t = train('dcgan', data=out/'doctor'/'decoded.npz', out=out/'train', overwrite=True, quiet=quiet, seed=seed, progress=show_progress,
+            t = train('dcgan', data=out/'doctor'/'decoded.npz', out=out/'train', overwrite=True, quiet=quiet,
+                      seed=seed, progress=show_progress,
                       **{**DEMO_TRAIN, 'epochs': epochs, 'time_budget': f'{secs:.1f}s' if secs else None})
-            g = generate(out/'train'/'checkpoints'/'last.pt', 1000, seed=seed, out=out/'generated', quiet=quiet or show_progress is False)
-        finally: torch.set_num_threads(was)
-        say(f'trained {t.step:,} steps at {t.step * t.cfg.batch / max(t.seconds, 1e-9):,.0f} images/s; 1,000 generated digits in {g}; '
+            g = generate(out/'train'/'checkpoints'/'last.pt', 1000, seed=seed, out=out/'generated', quiet=quiet
+                         or show_progress is False)
+        finally:
+            torch.set_num_threads(was)
+        rate = t.step * t.cfg.batch / max(t.seconds, 1e-9)
+        say(f'trained {t.step:,} steps at {rate:,.0f} images/s; 1,000 generated digits in {g}; '
             f'samples in {out/"train"/"samples"}, loss curves in {out/"train"/"losses.png"}')
-    say(f'demo finished in {time.perf_counter() - t0:.1f} s; look at {out/"doctor"/"contact_sheet.png"}' + (f' and {out/"train"/"samples"}' if epochs else ''))
-    if epochs: say(next_steps(out))
+    also = f' and {out/"train"/"samples"}' if epochs else ''
+    say(f'demo finished in {time.perf_counter() - t0:.1f} s; look at {out/"doctor"/"contact_sheet.png"}{also}')
+    if epochs:
+        say(next_steps(out))
     return res

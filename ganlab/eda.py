@@ -15,7 +15,8 @@ import numpy as np
 from PIL import Image
 from .core import GanlabError, NpzWriter, OutputLock, atomic_write, check_out_dir, expand_inputs, safe_text
 from .records import REASONS, WHITE, MAX_PIXELS, MAX_LINE, Rejection
-from .shards import INFO_KEYS, DecodeReport, decode_batches, decode_source, load_npz, csv_writer, read_rejected, default_workers
+from .shards import (INFO_KEYS, DecodeReport, decode_batches, decode_source, load_npz, csv_writer, read_rejected,
+                           default_workers)
 if TYPE_CHECKING:  # for readers and type checkers: the functions import them when they draw
     import pandas as pd
     from matplotlib.figure import Figure
@@ -25,6 +26,22 @@ __all__ = ['save_fig', 'image_grid', 'save_image', 'plot_grid', 'channel_histogr
            'plot_reasons', 'mode_table', 'DoctorResult', 'doctor', 'plot_domains', 'image_means', 'plot_mean_intensity']
 
 # %% ../nbs/03_eda.ipynb #be452f1a
+def _figure(
+    w:float, # width in inches
+    h:float, # height in inches
+    left=.7, # left margin, in inches
+    right=.2, # right margin
+    bottom=.5, # bottom margin
+    top=.35, # top margin
+    **kw, # passed to `subplots_adjust`, e.g. `wspace`
+):
+    "A matplotlib `Figure` of w x h inches with fixed margins (constrained layout costs a tenth of a second a figure)"
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(w, h))
+    fig.subplots_adjust(left=left / w, right=1 - right / w, bottom=bottom / h, top=1 - top / h, **kw)
+    return fig
+
+# %% ../nbs/03_eda.ipynb #588c6da0
 def save_fig(
     fig:Figure, # a figure from this module
     path, # where the PNG goes
@@ -34,6 +51,7 @@ def save_fig(
     with atomic_write(path) as f: fig.savefig(f, format='png', dpi=dpi, pil_kwargs=dict(compress_level=1))
     return Path(path)
 
+# %% ../nbs/03_eda.ipynb #80800fb5
 def image_grid(
     images:np.ndarray, # N x H x W x 3 uint8
     ncol:int=16, # images per row
@@ -42,13 +60,15 @@ def image_grid(
 ) -> np.ndarray:
     "The images tiled into one uint8 array, row by row"
     n, h, w, c = images.shape
-    ncol = max(1, min(ncol, n)); nrow = max(1, -(-n // ncol))
+    ncol = max(1, min(ncol, n))
+    nrow = max(1, -(-n // ncol))
     grid = np.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad, c), pad_value, np.uint8)
     for i, im in enumerate(images):
         r, q = divmod(i, ncol)
         grid[pad + r * (h + pad):pad + r * (h + pad) + h, pad + q * (w + pad):pad + q * (w + pad) + w] = im
     return grid
 
+# %% ../nbs/03_eda.ipynb #29ca9df5
 def save_image(
     a:np.ndarray, # H x W x 3 uint8
     path, # where the PNG goes
@@ -59,13 +79,6 @@ def save_image(
     if scale > 1: im = im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
     with atomic_write(path) as f: im.save(f, 'PNG', compress_level=1)
     return Path(path)
-
-def _figure(w:float, h:float, left=.7, right=.2, bottom=.5, top=.35, **kw):
-    "A matplotlib `Figure` of w x h inches with fixed margins in inches (constrained layout costs a tenth of a second a figure)"
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(w, h))
-    fig.subplots_adjust(left=left / w, right=1 - right / w, bottom=bottom / h, top=1 - top / h, **kw)
-    return fig
 
 # %% ../nbs/03_eda.ipynb #caa31a20
 def plot_grid(
@@ -78,8 +91,11 @@ def plot_grid(
     from matplotlib.figure import Figure
     g = image_grid(images, ncol)
     ncol = min(ncol, len(images)) or 1
-    fig = Figure(figsize=(inches_per_image * ncol, inches_per_image * g.shape[0] / g.shape[1] * ncol + (.3 if title else 0)), layout='constrained')
-    ax = fig.subplots(); ax.imshow(g, interpolation='nearest'); ax.set_axis_off()
+    h = inches_per_image * g.shape[0] / g.shape[1] * ncol + (.3 if title else 0)
+    fig = Figure(figsize=(inches_per_image * ncol, h), layout='constrained')
+    ax = fig.subplots()
+    ax.imshow(g, interpolation='nearest')
+    ax.set_axis_off()
     if title: ax.set_title(title, fontsize=10)
     return fig
 
@@ -90,17 +106,19 @@ def channel_histograms(
 ) -> np.ndarray:
     "Counts of each value 0-255 in each channel: a 3 x 256 int64 array"
     h = np.zeros(768, np.int64)
-    for i in range(0, len(images), chunk):  # Pillow counts the three bands in one C pass, 3.5 times faster than np.bincount
+    for i in range(0, len(images), chunk):  # Pillow counts the three bands in one C pass: 3.5 times np.bincount's speed
         b = np.ascontiguousarray(images[i:i + chunk])
         h += Image.fromarray(b.reshape(-1, b.shape[2], 3)).histogram()
     return h.reshape(3, 256)
 
+# %% ../nbs/03_eda.ipynb #133b1f96
 def plot_channels(
     hist:np.ndarray, # 3 x 256 counts from `channel_histograms`
     title:str='Per-channel intensity', # figure title
 ) -> Figure:
     "Per-channel intensity histograms with each channel's mean marked"
-    fig = _figure(7, 3.2, left=.75); ax = fig.subplots()
+    fig = _figure(7, 3.2, left=.75)
+    ax = fig.subplots()
     v = np.arange(256)
     for c, (name, col) in enumerate(zip('RGB', ('tab:red', 'tab:green', 'tab:blue'))):
         tot = hist[c].sum()
@@ -108,71 +126,95 @@ def plot_channels(
         ax.plot(v, hist[c] / max(tot, 1), color=col, lw=1.2, label=f'{name}  mean {mean:.1f}')
         ax.axvline(mean, color=col, ls='--', lw=.8)
     share = hist / np.maximum(hist.sum(1, keepdims=True), 1)
-    top = max(float(share[:, 1:255].max()) * 1.3, 1e-3)  # pure black and white (alpha over white!) may tower above the rest
+    top = max(float(share[:, 1:255].max()) * 1.3, 1e-3)  # pure black and white (alpha over white!) may tower above
     for c, v0 in ((0, 0), (255, 255)):
-        if share[:, c].max() > top: ax.annotate(f'{100 * share[:, c].max():.1f}% at {v0}', (v0, top), ha='right' if v0 else 'left',
-                                                va='top', fontsize=8, xytext=(-4 if v0 else 4, -4), textcoords='offset points')
-    ax.set_ylim(0, top); ax.set_xlim(0, 255); ax.set_xlabel('value'); ax.set_ylabel('share of pixels')
-    ax.set_title(title, fontsize=10); ax.legend(frameon=False, loc='upper center')
+        if share[:, c].max() <= top: continue
+        ax.annotate(f'{100 * share[:, c].max():.1f}% at {v0}', (v0, top), ha='right' if v0 else 'left', va='top',
+                    fontsize=8, xytext=(-4 if v0 else 4, -4), textcoords='offset points')
+    ax.set_ylim(0, top)
+    ax.set_xlim(0, 255)
+    ax.set_xlabel('value')
+    ax.set_ylabel('share of pixels')
+    ax.set_title(title, fontsize=10)
+    ax.legend(frameon=False, loc='upper center')
     return fig
 
 # %% ../nbs/03_eda.ipynb #96a0e8cc
-def _pairs(w, h, n):
+def _pairs(
+    w:np.ndarray, # widths
+    h:np.ndarray, # heights
+    n:np.ndarray, # a count for each
+):
     "The distinct (width, height) pairs and the summed count of each"
     if not len(w): return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
     u, inv = np.unique(np.stack([w, h], 1), axis=0, return_inverse=True)
     return u[:, 0], u[:, 1], np.bincount(inv.ravel(), weights=n)
 
+# %% ../nbs/03_eda.ipynb #9a837add
 def plot_sizes(
-    info, # `width` and `height` of stored images (a DataFrame or a dict of arrays): one row per record, or per size with a count `n`
+    info, # stored `width` and `height` (a DataFrame or dict of arrays): a row per record, or per size with a count `n`
     title:str='Stored image sizes', # figure title
     by:str|None=None, # a column of `info` whose groups (e.g. domains) are drawn as separate series
 ) -> Figure:
     "Histogram of stored widths and heights, and a scatter of the size pairs (per group of `by`, when given)"
+    from matplotlib.ticker import FuncFormatter, NullFormatter
     w, h = np.asarray(info['width'], np.int64), np.asarray(info['height'], np.int64)
     n = np.asarray(info['n'], float) if 'n' in info else np.ones(len(w))
-    fig = _figure(9, 3.2, left=.85, right=.3, wspace=.3); a1, a2 = fig.subplots(1, 2)
+    fig = _figure(9, 3.2, left=.85, right=.3, wspace=.3)
+    a1, a2 = fig.subplots(1, 2)
     hi = int(max(w.max(), h.max(), 1)) if len(w) else 1
     bins = np.arange(0, hi + 2) - .5 if hi <= 128 else 64
     g = np.asarray(info[by]) if by is not None else np.zeros(len(w), np.int8)
     groups = list(dict.fromkeys(g.tolist()))  # in order of first appearance
     cols = ['tab:blue', 'tab:orange', 'tab:green', 'tab:red', 'tab:purple', 'tab:brown']
     for k, grp in enumerate(groups):
-        m, pre = g == grp, f'{grp} ' if by is not None else ''
+        m, pre, col = g == grp, (f'{grp} ' if by is not None else ''), 2 * k % 6
         a1.hist([w[m], h[m]], bins=bins, weights=[n[m], n[m]], label=[pre + 'width', pre + 'height'],
-                color=cols[2 * k % 6:2 * k % 6 + 2], histtype='stepfilled' if by is None else 'step', alpha=.6 if by is None else .9, lw=1.5)
+                color=cols[col:col + 2], histtype='stepfilled' if by is None else 'step',
+                alpha=.6 if by is None else .9, lw=1.5)
         pw, ph, pn = _pairs(w[m], h[m], n[m])
-        a2.scatter(pw, ph, s=8 + 40 * np.sqrt(pn / max(pn.max(initial=0), 1)), alpha=.5, color=cols[2 * k % 6], label=str(grp) if by is not None else None)
+        a2.scatter(pw, ph, s=8 + 40 * np.sqrt(pn / max(pn.max(initial=0), 1)), alpha=.5, color=cols[col],
+                   label=str(grp) if by is not None else None)
     if by is not None: a2.legend(frameon=False, fontsize=8)
-    a1.set_yscale('log'); a1.set_xlabel('pixels'); a1.set_ylabel('records'); a1.legend(frameon=False, fontsize=8)
-    from matplotlib.ticker import FuncFormatter, NullFormatter  # plain numbers: the default $10^{n}$ labels start mathtext's parser (0.15 s)
-    a1.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f'{v:,.0f}' if v >= 1 else f'{v:g}')); a1.yaxis.set_minor_formatter(NullFormatter())
-    a2.set_xlabel('width'); a2.set_ylabel('height'); a2.set_aspect('equal', adjustable='datalim')
+    a1.set_yscale('log')
+    a1.set_xlabel('pixels')
+    a1.set_ylabel('records')
+    a1.legend(frameon=False, fontsize=8)
+    # plain numbers: the default $10^{n}$ labels start mathtext's parser (0.15 s)
+    a1.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f'{v:,.0f}' if v >= 1 else f'{v:g}'))
+    a1.yaxis.set_minor_formatter(NullFormatter())
+    a2.set_xlabel('width')
+    a2.set_ylabel('height')
+    a2.set_aspect('equal', adjustable='datalim')
     fig.suptitle(f'{title}: {int(n.sum()):,} records, {len(_pairs(w, h, n)[0]):,} distinct sizes', fontsize=10)
     return fig
 
+# %% ../nbs/03_eda.ipynb #28ad8e74
 def plot_reasons(
     by_reason:dict, # reason -> count
     records:int|None=None, # all records, for the title
 ) -> Figure:
     "Horizontal bar chart of rejection reasons"
     items = sorted(by_reason.items(), key=lambda kv: kv[1])
-    fig = _figure(7, .35 * max(len(items), 1) + 1, left=1.35, bottom=.45, top=.3); ax = fig.subplots()
+    fig = _figure(7, .35 * max(len(items), 1) + 1, left=1.35, bottom=.45, top=.3)
+    ax = fig.subplots()
     if items:
         ax.barh([k for k, _ in items], [v for _, v in items], color='tab:red', alpha=.75)
         for i, (_, v) in enumerate(items): ax.text(v, i, f' {v:,}', va='center', fontsize=8)
         ax.set_xlim(0, max(v for _, v in items) * 1.15)
     else: ax.text(.5, .5, 'nothing rejected', ha='center', va='center', transform=ax.transAxes)
     n = sum(by_reason.values())
-    ax.set_title(f'{n:,} rejected' + (f' of {records:,} records' if records else ''), fontsize=10); ax.set_xlabel('lines')
+    ax.set_title(f'{n:,} rejected' + (f' of {records:,} records' if records else ''), fontsize=10)
+    ax.set_xlabel('lines')
     return fig
 
+# %% ../nbs/03_eda.ipynb #c01c9297
 def mode_table(
     info:pd.DataFrame, # one row per decoded record (`decoded.csv`)
     images:np.ndarray|None=None, # the decoded images in the same order, for mean intensities
     size:int|None=None, # output side (default: from `images`, else 32)
 ) -> pd.DataFrame:
-    "One row per source mode: how many, in which formats, how often resized, turned, inverted, with alpha, or mislabelled"
+    "One row per source mode: how many, in which formats, how often resized, turned, inverted, with alpha, mislabelled"
     import pandas as pd
     df = info.copy()
     size = size or (images.shape[1] if images is not None else 32)
@@ -183,11 +225,11 @@ def mode_table(
     claimed = df['claimed_mode'].fillna('').astype(str)
     df['mislabelled'] = (claimed != '') & (claimed != df['mode'])
     g = df.groupby('mode')
+    pct = lambda k: (100 * g[k].mean()).round(1)
     t = pd.DataFrame({'records': g.size(), 'share %': (100 * g.size() / len(df)).round(1),
                       'formats': g['format'].agg(lambda s: ', '.join(f'{k} {v}' for k, v in s.value_counts().items())),
-                      'resized %': (100 * g['resized'].mean()).round(1), 'turned %': (100 * g['turned'].mean()).round(1),
-                      'inverted %': (100 * g['inverted'].mean()).round(1), 'alpha %': (100 * g['has_alpha'].mean()).round(1),
-                      'mislabelled %': (100 * g['mislabelled'].mean()).round(1)})
+                      'resized %': pct('resized'), 'turned %': pct('turned'), 'inverted %': pct('inverted'),
+                      'alpha %': pct('has_alpha'), 'mislabelled %': pct('mislabelled')})
     if 'mean' in df: t['mean value'] = g['mean'].mean().round(1)
     return t.sort_values('records', ascending=False)
 
@@ -202,26 +244,45 @@ class DoctorResult:
     files: list # files written
     score: dict|None # the score against `truth`, when given
     seconds: dict|None = None # where the time went: decode, plots, total
+
     def summary(self) -> str:
         "The text `ganlab doctor` prints"
         s = [f'ganlab doctor -> {safe_text(self.out)}', self.report.summary()]
-        if self.score: s.append(f"  score against truth {self.score['score']:.2f}% (ok {self.score['ok'][0]}/{self.score['ok'][1]}, reject {self.score['reject'][0]}/{self.score['reject'][1]})" + (f"  misses: {self.score['misses']}" if self.score['misses'] else ''))
+        if sc := self.score:
+            s.append(f"  score against truth {sc['score']:.2f}% (ok {sc['ok'][0]}/{sc['ok'][1]}, reject "
+                     f"{sc['reject'][0]}/{sc['reject'][1]})" + (f"  misses: {sc['misses']}" if sc['misses'] else ''))
         s.append('  wrote ' + ', '.join(Path(f).name for f in self.files))
         return '\n'.join(s)
 
+# %% ../nbs/03_eda.ipynb #ce3e534e
 class _Sampler:
     "A seeded reservoir sample of `k` images, with the shard each came from"
-    def __init__(self, k:int, seed:int=0): self.k, self.rng, self.seen, self.images, self.shards = k, np.random.default_rng(seed), 0, [], []
-    def add(self, images:np.ndarray, shard:str):
+    def __init__(self,
+        k:int, # images kept
+        seed:int=0, # seeds which ones
+    ):
+        self.k, self.rng, self.seen, self.images, self.shards = k, np.random.default_rng(seed), 0, [], []
+
+    def add(self,
+        images:np.ndarray, # a batch of images
+        shard:str, # the shard they came from
+    ):
         "Offer a batch of images; each is kept with probability k / (images seen so far)"
         fill = max(0, min(len(images), self.k - self.seen))
-        self.images += [a.copy() for a in images[:fill]]; self.shards += [shard] * fill
+        self.images += [a.copy() for a in images[:fill]]
+        self.shards += [shard] * fill
         if len(images) > fill:
             slots = self.rng.integers(0, np.arange(self.seen + fill, self.seen + len(images)) + 1)
-            for t in np.flatnonzero(slots < self.k): self.images[slots[t]], self.shards[slots[t]] = images[fill + t].copy(), shard
+            for t in np.flatnonzero(slots < self.k):
+                self.images[slots[t]], self.shards[slots[t]] = images[fill + t].copy(), shard
         self.seen += len(images)
 
-def _flag_damaged(out:Path, report:DecodeReport, strict:bool):
+# %% ../nbs/03_eda.ipynb #4354a580
+def _flag_damaged(
+    out:Path, # the doctor's folder, with decoded.csv and rejected.csv
+    report:DecodeReport, # the decode's report: `damaged` names the shards that failed their check
+    strict:bool, # move their records to rejected.csv, instead of flagging them
+):
     "Mark the rows of decoded.csv that come from damaged shards, or with `strict` move them to rejected.csv (streamed)"
     n = Counter()
     with contextlib.ExitStack() as st:
@@ -234,53 +295,59 @@ def _flag_damaged(out:Path, report:DecodeReport, strict:bool):
             while block := old.read(1 << 20): new.write(block)
             report.sink = csv_writer(new, header=False)
         for r in rows:
-            if r[1] not in report.damaged: w.writerow(r); continue
-            n[r[1]] += 1
-            if not strict: w.writerow(r[:-1] + ['True']); continue
-            report.decoded -= 1; report.per_shard[r[1]]['decoded'] -= 1
-            report.add_batch(r[1], 0, [Rejection(r[1], int(r[2]), r[0], 'damaged_shard', report.damaged[r[1]][:200])])
+            shard = r[1]
+            if shard not in report.damaged: w.writerow(r)
+            elif not strict: w.writerow(r[:-1] + ['True'])  # flagged
+            else:  # left out, and reported
+                report.decoded -= 1
+                report.per_shard[shard]['decoded'] -= 1
+                why = report.damaged[shard][:200]
+                report.add_batch(shard, 0, [Rejection(shard, int(r[2]), r[0], 'damaged_shard', why)])
+            if shard in report.damaged: n[shard] += 1
     for shard, k in n.items(): report.per_shard[shard]['flagged'] = k
 
-def doctor(
-    shards, # shard files, folders or globs
-    out, # output folder (created)
-    size:int=32, # output side S
-    workers:int|None=None, # decoding processes (default: the CPUs this process may use, at most 8)
-    background=WHITE, # colour behind transparent pixels
-    sense:str='cw', # how to undo `exif_rot`: one of ROTATIONS ('cw', turning clockwise, is the contract's)
-    max_pixels:int=MAX_PIXELS, # largest canvas accepted
-    max_line:int=MAX_LINE, # longest line accepted, in bytes
-    truth=None, # optional truth folder to score against
-    samples:int=128, # images on the contact sheet
-    plots:bool=True, # write the PNG plots
-    strict:bool=False, # leave out the records of a gzip shard that fails its checksum (reported as rejected), instead of flagging them
-    show_progress:bool|None=None, # progress bar (None: on a terminal only)
-) -> DoctorResult:
-    "Decode `shards` into `out`: decoded.npz, decoded.csv, report.json, rejected.csv and plots"
-    t_start = time.perf_counter()
-    paths = expand_inputs(shards, what='shards', skip=('truth.jsonl',))
-    if truth is not None:
-        from ganlab.noisy import truth_files, score
-        truth_files(truth)  # a wrong truth folder is an error now, not after the decode
-    out = check_out_dir(out, 'out')
-    source = decode_source(paths, size=size, background=background, sense=sense, max_pixels=max_pixels)
-    workers = workers or default_workers()
-    with OutputLock(out, 'out'):  # one command per output folder: a second doctor into it is refused at once
-        try: return _doctor(paths, out, source, size, workers, background, sense, max_pixels, max_line, truth, samples, plots, strict, show_progress, t_start)
-        except OSError as e: raise GanlabError(f'out: writing into {safe_text(out)} failed: {e.strerror or e}') from None
+# %% ../nbs/03_eda.ipynb #d032b35f
+def _doctor_plots(
+    out:Path, # the doctor's folder
+    report:DecodeReport, # the decode's report
+    sampler:_Sampler, # a sample of the decoded images
+    sizes:dict, # shard -> Counter of stored (width, height)
+    hist:dict, # shard -> its channel histograms
+    gone:set, # shards whose records strict mode left out
+    size:int, # output side S
+    n:int, # images decoded and kept
+) -> list:
+    "The contact sheet and the three plots of a doctor run"
+    sheet = [a for a, s in zip(sampler.images, sampler.shards) if s not in gone]
+    sheet = sheet or [np.full((size, size, 3), 255, np.uint8)]  # nothing decoded: a blank sheet
+    files = [save_image(image_grid(np.stack(sheet)), out/'contact_sheet.png', scale=max(1, 96 // size))]
+    files.append(save_fig(plot_reasons(report.by_reason, report.records), out/'reasons.png'))
+    h = sum((v for s, v in hist.items() if s not in gone), np.zeros((3, 256), np.int64))
+    files.append(save_fig(plot_channels(h, f'Per-channel intensity of {n:,} decoded images'), out/'channels.png'))
+    wh = sum((c for s, c in sizes.items() if s not in gone), Counter())
+    if wh:
+        (w, h), k = zip(*wh.keys()), list(wh.values())
+        files.append(save_fig(plot_sizes({'width': w, 'height': h, 'n': k}), out/'sizes.png'))
+    return files
 
-def _doctor(paths, out, source, size, workers, background, sense, max_pixels, max_line, truth, samples, plots, strict, show_progress, t_start):
+# %% ../nbs/03_eda.ipynb #b64374fb
+def _doctor(paths, out, source, size, workers, background, sense, max_pixels, max_line, truth, samples, plots, strict,
+            show_progress, t_start):
+    "The work of `doctor`, its arguments checked and its folder locked: decode, flag, score, report, plot"
     ids, per_shard_rows, sizes, hist, sampler = [], Counter(), {}, {}, _Sampler(samples)
     t0 = time.perf_counter()
     # images, per-record facts and rejections all go to disk as they come: memory stays flat
-    with NpzWriter(out/'decoded.npz') as writer, atomic_write(out/'decoded.csv', 'w', newline='', errors='backslashreplace') as finfo, \
+    with NpzWriter(out/'decoded.npz') as writer, \
+         atomic_write(out/'decoded.csv', 'w', newline='', errors='backslashreplace') as finfo, \
          atomic_write(out/'rejected.csv', 'w', newline='', errors='backslashreplace') as frej:
-        info = csv.writer(finfo); info.writerow(_INFO_COLUMNS)
+        info = csv.writer(finfo)
+        info.writerow(_INFO_COLUMNS)
         report = DecodeReport(sink=csv_writer(frej))
         for oc in decode_batches(paths, size, workers, background=background, sense=sense, max_pixels=max_pixels,
                                  max_line=max_line, report=report, show_progress=show_progress):
             if oc.images is None: continue
-            writer.append(oc.images); per_shard_rows[oc.shard] += len(oc.rows)
+            writer.append(oc.images)
+            per_shard_rows[oc.shard] += len(oc.rows)
             info.writerows([rid, oc.shard, line, *v, False] for line, rid, v in oc.rows)
             ids += [rid for _, rid, _ in oc.rows]
             if plots:
@@ -290,7 +357,8 @@ def _doctor(paths, out, source, size, workers, background, sense, max_pixels, ma
         gone = set(report.damaged) if strict else set()  # shards whose records strict mode leaves out
         keep = np.concatenate([np.full(k, s not in gone) for s, k in per_shard_rows.items()]) if gone else None
         if keep is not None: ids = [i for i, k in zip(ids, keep) if k]
-        writer.close(row_shape=(size, size, 3), keep=keep, ids=np.array(ids, dtype=str), source=np.array(json.dumps(source)))
+        writer.close(row_shape=(size, size, 3), keep=keep, ids=np.array(ids, dtype=str),
+                     source=np.array(json.dumps(source)))
     if report.damaged: _flag_damaged(out, report, strict)
     report.seconds = time.perf_counter() - t0
     files = [out/'decoded.npz', out/'decoded.csv', out/'rejected.csv']
@@ -303,20 +371,40 @@ def _doctor(paths, out, source, size, workers, background, sense, max_pixels, ma
     t_plots = time.perf_counter()
     if plots: files += _doctor_plots(out, report, sampler, sizes, hist, gone, size, len(ids))
     t_end = time.perf_counter()
-    return DoctorResult(out, report, files, result, dict(decode=report.seconds, plots=t_end - t_plots, total=t_end - t_start))
+    seconds = dict(decode=report.seconds, plots=t_end - t_plots, total=t_end - t_start)
+    return DoctorResult(out, report, files, result, seconds)
 
-def _doctor_plots(out, report, sampler, sizes, hist, gone, size, n) -> list:
-    "The contact sheet and the three plots of a doctor run"
-    sheet = [a for a, s in zip(sampler.images, sampler.shards) if s not in gone] or [np.full((size, size, 3), 255, np.uint8)]
-    files = [save_image(image_grid(np.stack(sheet)), out/'contact_sheet.png', scale=max(1, 96 // size))]
-    files.append(save_fig(plot_reasons(report.by_reason, report.records), out/'reasons.png'))
-    h = sum((v for s, v in hist.items() if s not in gone), np.zeros((3, 256), np.int64))
-    files.append(save_fig(plot_channels(h, f'Per-channel intensity of {n:,} decoded images'), out/'channels.png'))
-    wh = sum((c for s, c in sizes.items() if s not in gone), Counter())
-    if wh:
-        (w, h), k = zip(*wh.keys()), list(wh.values())
-        files.append(save_fig(plot_sizes({'width': w, 'height': h, 'n': k}), out/'sizes.png'))
-    return files
+# %% ../nbs/03_eda.ipynb #0914e2a8
+def doctor(
+    shards, # shard files, folders or globs
+    out, # output folder (created)
+    size:int=32, # output side S
+    workers:int|None=None, # decoding processes (default: the CPUs this process may use, at most 8)
+    background=WHITE, # colour behind transparent pixels
+    sense:str='cw', # how to undo `exif_rot`: one of ROTATIONS ('cw', turning clockwise, is the contract's)
+    max_pixels:int=MAX_PIXELS, # largest canvas accepted
+    max_line:int=MAX_LINE, # longest line accepted, in bytes
+    truth=None, # optional truth folder to score against
+    samples:int=128, # images on the contact sheet
+    plots:bool=True, # write the PNG plots
+    strict:bool=False, # leave out (as rejected) the records of a gzip shard that fails its checksum, not flag them
+    show_progress:bool|None=None, # progress bar (None: on a terminal only)
+) -> DoctorResult:
+    "Decode `shards` into `out`: decoded.npz, decoded.csv, report.json, rejected.csv and plots"
+    t_start = time.perf_counter()
+    paths = expand_inputs(shards, what='shards', skip=('truth.jsonl',))
+    if truth is not None:
+        from ganlab.noisy import truth_files, score
+        truth_files(truth)  # a wrong truth folder is an error now, not after the decode
+    out = check_out_dir(out, 'out')
+    source = decode_source(paths, size=size, background=background, sense=sense, max_pixels=max_pixels)
+    workers = workers or default_workers()
+    with OutputLock(out, 'out'):  # one command per output folder: a second doctor into it is refused at once
+        try:
+            return _doctor(paths, out, source, size, workers, background, sense, max_pixels, max_line, truth, samples,
+                           plots, strict, show_progress, t_start)
+        except OSError as e:
+            raise GanlabError(f'out: writing into {safe_text(out)} failed: {e.strerror or e}') from None
 
 # %% ../nbs/03_eda.ipynb #79a110d5
 def plot_domains(
@@ -331,7 +419,8 @@ def plot_domains(
     fig = Figure(figsize=(inches_per_image * n, (inches_per_image + .3) * len(domains)), layout='constrained')
     for ax, (name, ims) in zip(np.atleast_1d(fig.subplots(len(domains), 1)), domains.items()):
         pick = np.sort(rng.choice(len(ims), min(n, len(ims)), replace=False))
-        ax.imshow(image_grid(ims[pick], ncol=n), interpolation='antialiased'); ax.set_axis_off()
+        ax.imshow(image_grid(ims[pick], ncol=n), interpolation='antialiased')
+        ax.set_axis_off()
         ax.set_title(f'{name}: {len(pick)} of {len(ims):,} ({ims.shape[2]}x{ims.shape[1]})', fontsize=10)
     return fig
 
@@ -342,8 +431,10 @@ def image_means(
 ) -> np.ndarray:
     "Each image's mean value over all pixels and channels (0-255), as float64"
     flat = images.reshape(len(images), -1)
-    return np.concatenate([flat[i:i + chunk].mean(1, dtype=np.float64) for i in range(0, len(images), chunk)]) if len(images) else np.zeros(0)
+    if not len(images): return np.zeros(0)
+    return np.concatenate([flat[i:i + chunk].mean(1, dtype=np.float64) for i in range(0, len(images), chunk)])
 
+# %% ../nbs/03_eda.ipynb #b619fef7
 def plot_mean_intensity(
     domains:dict, # domain name -> N x H x W x 3 uint8 images
     bins:int=32, # histogram bins over 0-255
@@ -351,13 +442,17 @@ def plot_mean_intensity(
 ) -> Figure:
     "Overlaid histograms (share of each domain's images) of the per-image mean intensity, means marked"
     from matplotlib.figure import Figure
-    fig = Figure(figsize=(7, 3.2), layout='constrained'); ax = fig.subplots()
+    fig = Figure(figsize=(7, 3.2), layout='constrained')
+    ax = fig.subplots()
     edges = np.linspace(0, 255, bins + 1)
     for (name, ims), col in zip(domains.items(), ('tab:blue', 'tab:orange', 'tab:green', 'tab:red')):
         m = image_means(ims)
         ax.hist(m, bins=edges, weights=np.full(len(m), 1 / max(len(m), 1)), color=col, alpha=.45,
                 label=f'{name} (n={len(m):,}): mean {m.mean():.1f}, sd {m.std():.1f}')
         ax.axvline(m.mean(), color=col, ls='--', lw=1)
-    ax.set_xlim(0, 255); ax.set_xlabel('mean pixel value of an image'); ax.set_ylabel('share of images')
-    ax.set_title(title, fontsize=10); ax.legend(frameon=False, fontsize=8)
+    ax.set_xlim(0, 255)
+    ax.set_xlabel('mean pixel value of an image')
+    ax.set_ylabel('share of images')
+    ax.set_title(title, fontsize=10)
+    ax.legend(frameon=False, fontsize=8)
     return fig

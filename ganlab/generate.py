@@ -14,7 +14,7 @@ from PIL import Image
 from .core import GanlabError, DiskFull, OutputLock, atomic_write, disk_full, disk_full_error, progress
 from .data import to_images, to_tensor
 from .checkpoint import find_checkpoint, load_net
-from .runtime import mix_seed, pick_device
+from .runtime import Stream, mix_seed, pick_device
 from .unpaired import iter_domain, load_domain, DomainReport
 
 # %% auto #0
@@ -60,7 +60,7 @@ def latents(
     "Latent vectors of images `start`..`stop-1` (float32, CPU), truncated at `truncation` when it is above 0"
     out = []
     for blk in range(start // BLOCK, (stop - 1) // BLOCK + 1 if stop > start else start // BLOCK):
-        z = torch.randn(BLOCK, latent, generator=torch.Generator().manual_seed(mix_seed(seed, 8, blk)))
+        z = torch.randn(BLOCK, latent, generator=torch.Generator().manual_seed(mix_seed(seed, Stream.GENERATE, blk)))
         lo, hi = max(start, blk * BLOCK) - blk * BLOCK, min(stop, (blk + 1) * BLOCK) - blk * BLOCK
         out.append(z[lo:hi])
     z = torch.cat(out) if out else torch.zeros(0, latent)

@@ -19,8 +19,10 @@ __all__ = ['STEM', 'BLOCKS', 'BN_EPS', 'RESIZES', 'block_branches', 'conv_specs'
 # %% ../nbs/06a_inception.ipynb #415f9f00
 STEM = (('Conv2d_1a_3x3', 32, 3, 2, 0), ('Conv2d_2a_3x3', 32, 3, 1, 0), ('Conv2d_2b_3x3', 64, 3, 1, 1), 'maxpool1',
         ('Conv2d_3b_1x1', 80, 1, 1, 0), ('Conv2d_4a_3x3', 192, 3, 1, 0), 'maxpool2')
-BLOCKS = (('Mixed_5b', 'A', 32), ('Mixed_5c', 'A', 64), ('Mixed_5d', 'A', 64), ('Mixed_6a', 'B', 0), ('Mixed_6b', 'C', 128),
-          ('Mixed_6c', 'C', 160), ('Mixed_6d', 'C', 160), ('Mixed_6e', 'C', 192), ('Mixed_7a', 'D', 0), ('Mixed_7b', 'E', 0),
+BLOCKS = (('Mixed_5b', 'A', 32), ('Mixed_5c', 'A', 64), ('Mixed_5d', 'A', 64), ('Mixed_6a', 'B', 0),
+          ('Mixed_6b', 'C', 128),
+          ('Mixed_6c', 'C', 160), ('Mixed_6d', 'C', 160), ('Mixed_6e', 'C', 192), ('Mixed_7a', 'D', 0),
+          ('Mixed_7b', 'E', 0),
           ('Mixed_7c', 'E', 0))
 BN_EPS = 1e-3 # the batch norms' epsilon (torchvision's `BasicConv2d`)
 
@@ -28,18 +30,28 @@ def block_branches(
     kind:str, # 'A' to 'E'
     p:int=0, # the block's varying width: pool-branch channels (A), 7x7 width (C)
 ) -> tuple:
-    "`(branches, pool)`: convolutions `(name, out, kernel)` in order (a tuple of two splits the branch), pool `(name, out)` or 'max_s2'"
-    if kind == 'A': return ([[('branch1x1', 64, 1)], [('branch5x5_1', 48, 1), ('branch5x5_2', 64, 5)],
-                             [('branch3x3dbl_1', 64, 1), ('branch3x3dbl_2', 96, 3), ('branch3x3dbl_3', 96, 3)]], ('branch_pool', p))
-    if kind == 'B': return ([[('branch3x3', 384, 3)], [('branch3x3dbl_1', 64, 1), ('branch3x3dbl_2', 96, 3), ('branch3x3dbl_3', 96, 3)]], 'max_s2')
-    if kind == 'C': return ([[('branch1x1', 192, 1)], [('branch7x7_1', p, 1), ('branch7x7_2', p, (1, 7)), ('branch7x7_3', 192, (7, 1))],
-                             [('branch7x7dbl_1', p, 1), ('branch7x7dbl_2', p, (7, 1)), ('branch7x7dbl_3', p, (1, 7)),
-                              ('branch7x7dbl_4', p, (7, 1)), ('branch7x7dbl_5', 192, (1, 7))]], ('branch_pool', 192))
-    if kind == 'D': return ([[('branch3x3_1', 192, 1), ('branch3x3_2', 320, 3)],
-                             [('branch7x7x3_1', 192, 1), ('branch7x7x3_2', 192, (1, 7)), ('branch7x7x3_3', 192, (7, 1)), ('branch7x7x3_4', 192, 3)]], 'max_s2')
-    if kind == 'E': return ([[('branch1x1', 320, 1)], [('branch3x3_1', 384, 1), (('branch3x3_2a', 384, (1, 3)), ('branch3x3_2b', 384, (3, 1)))],
-                             [('branch3x3dbl_1', 448, 1), ('branch3x3dbl_2', 384, 3), (('branch3x3dbl_3a', 384, (1, 3)), ('branch3x3dbl_3b', 384, (3, 1)))]],
-                            ('branch_pool', 192))
+    "`(branches, pool)`: convolutions `(name, out, kernel)` in order (a pair splits a branch); `(name, out)`/'max_s2'"
+    if kind == 'A':
+        return ([[('branch1x1', 64, 1)], [('branch5x5_1', 48, 1), ('branch5x5_2', 64, 5)],
+                 [('branch3x3dbl_1', 64, 1), ('branch3x3dbl_2', 96, 3), ('branch3x3dbl_3', 96, 3)]], ('branch_pool', p))
+    if kind == 'B':
+        return ([[('branch3x3', 384, 3)],
+                 [('branch3x3dbl_1', 64, 1), ('branch3x3dbl_2', 96, 3), ('branch3x3dbl_3', 96, 3)]], 'max_s2')
+    if kind == 'C':
+        return ([[('branch1x1', 192, 1)],
+                 [('branch7x7_1', p, 1), ('branch7x7_2', p, (1, 7)), ('branch7x7_3', 192, (7, 1))],
+                 [('branch7x7dbl_1', p, 1), ('branch7x7dbl_2', p, (7, 1)), ('branch7x7dbl_3', p, (1, 7)),
+                  ('branch7x7dbl_4', p, (7, 1)), ('branch7x7dbl_5', 192, (1, 7))]], ('branch_pool', 192))
+    if kind == 'D':
+        return ([[('branch3x3_1', 192, 1), ('branch3x3_2', 320, 3)],
+                 [('branch7x7x3_1', 192, 1), ('branch7x7x3_2', 192, (1, 7)), ('branch7x7x3_3', 192, (7, 1)),
+                  ('branch7x7x3_4', 192, 3)]], 'max_s2')
+    if kind == 'E':
+        return ([[('branch1x1', 320, 1)],
+                 [('branch3x3_1', 384, 1), (('branch3x3_2a', 384, (1, 3)), ('branch3x3_2b', 384, (3, 1)))],
+                 [('branch3x3dbl_1', 448, 1), ('branch3x3dbl_2', 384, 3),
+                  (('branch3x3dbl_3a', 384, (1, 3)), ('branch3x3dbl_3b', 384, (3, 1)))]],
+                ('branch_pool', 192))
     raise ValueError(f'no Inception block {kind!r}')
 
 # %% ../nbs/06a_inception.ipynb #5711c86d
@@ -51,7 +63,8 @@ def conv_specs() -> list:
     for s in STEM:
         if isinstance(s, str): continue
         name, o, k, st, pad = s
-        out.append((name, c, o, _pair(k), st, _pair(pad))); c = o
+        out.append((name, c, o, _pair(k), st, _pair(pad)))
+        c = o
     for bname, kind, p in BLOCKS:
         branches, pool = block_branches(kind, p)
         cout = 0 if pool != 'max_s2' else c  # the stride-2 max pool passes its input channels through
@@ -60,12 +73,14 @@ def conv_specs() -> list:
             for i, step in enumerate(br):
                 last = i == len(br) - 1
                 for name, o, k in (step if isinstance(step[0], tuple) else (step,)):
-                    k = _pair(k); st = 2 if pool == 'max_s2' and last else 1
+                    k = _pair(k)
+                    st = 2 if pool == 'max_s2' and last else 1
                     out.append((f'{bname}.{name}', ci, o, k, st, (0, 0) if st == 2 else (k[0] // 2, k[1] // 2)))
                 ci = sum(x[1] for x in step) if isinstance(step[0], tuple) else step[1]
             cout += ci
         if pool != 'max_s2':
-            out.append((f'{bname}.{pool[0]}', c, pool[1], (1, 1), 1, (0, 0))); cout += pool[1]
+            out.append((f'{bname}.{pool[0]}', c, pool[1], (1, 1), 1, (0, 0)))
+            cout += pool[1]
         c = cout
     return out
 
@@ -76,7 +91,8 @@ def inception_layout(
     sd = {}
     for name, ci, co, k, _, _ in conv_specs():
         sd[f'{name}.conv.weight'] = (co, ci, *k)
-        for t in ('bn.weight', 'bn.bias', 'bn.running_mean', 'bn.running_var'): sd[f'{name}.{t}'] = (co,)
+        for t in ('bn.weight', 'bn.bias', 'bn.running_mean', 'bn.running_var'):
+            sd[f'{name}.{t}'] = (co,)
         sd[f'{name}.bn.num_batches_tracked'] = ()
     sd['fc.weight'], sd['fc.bias'] = (classes, 2048), (classes,)
     return sd
@@ -85,7 +101,8 @@ def inception_layout(
 def _pool(block, x):
     "The pooling in front of `block`'s pool branch: average (with or without the padding counted) or max"
     if getattr(block, 'pool', 'avg') == 'max': return F.max_pool2d(x, 3, 1, 1)
-    return F.avg_pool2d(x, 3, 1, 1, count_include_pad=getattr(block, 'count_include_pad', True))  # torchvision's blocks count it
+    # torchvision's blocks count it
+    return F.avg_pool2d(x, 3, 1, 1, count_include_pad=getattr(block, 'count_include_pad', True))
 
 @functools.cache
 def fid_blocks() -> dict:
@@ -103,7 +120,9 @@ def fid_blocks() -> dict:
         def _forward(self, x):
             b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
             d = x
-            for m in (self.branch7x7dbl_1, self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4, self.branch7x7dbl_5): d = m(d)
+            for m in (self.branch7x7dbl_1, self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4,
+                      self.branch7x7dbl_5):
+                d = m(d)
             return [self.branch1x1(x), b7, d, self.branch_pool(_pool(self, x))]
     class FIDInceptionE(tvi.InceptionE):
         "torchvision's InceptionE with TensorFlow's average pool (padding not counted)"
@@ -123,7 +142,8 @@ def fid_inception() -> nn.Module:
     from torchvision.models import inception as tvi
     b = fid_blocks()
     net = tvi.Inception3(num_classes=1008, aux_logits=False, transform_input=False, init_weights=False,
-                         inception_blocks=[tvi.BasicConv2d, b['A'], tvi.InceptionB, b['C'], tvi.InceptionD, b['E'], tvi.InceptionAux])
+                         inception_blocks=[tvi.BasicConv2d, b['A'], tvi.InceptionB, b['C'], tvi.InceptionD, b['E'],
+                                           tvi.InceptionAux])
     net.Mixed_7c = b['E2'](2048)
     return net.eval().requires_grad_(False)
 
@@ -141,7 +161,8 @@ def plain_features(
     x:torch.Tensor, # a prepared float batch, N x 3 x 299 x 299
 ) -> tuple:
     "`(pool3 features, unbiased logits)` from torchvision's modules, unfused: the reference for `FusedInception`"
-    for n in _STEM + _MIXED: x = getattr(net, n)(x)
+    for n in _STEM + _MIXED:
+        x = getattr(net, n)(x)
     f = torch.flatten(net.avgpool(x), 1)
     return f, f @ net.fc.weight.T
 
@@ -155,29 +176,41 @@ def random_fid_weights(
     def u(shape, lo, hi): return torch.rand(shape, generator=g) * (hi - lo) + lo
     sd = {}
     for k, shape in inception_layout().items():
-        if k.endswith('num_batches_tracked'): sd[k] = torch.zeros(shape, dtype=torch.long)
-        elif k.endswith('running_var'): sd[k] = u(shape, 0.5, 1.5)
-        elif k.endswith('running_mean'): sd[k] = torch.randn(shape, generator=g) * 0.1
-        elif k.endswith('bn.weight'): sd[k] = u(shape, 0.7, 1.3)
-        elif k.endswith('bias'): sd[k] = torch.randn(shape, generator=g) * 0.1
-        else: sd[k] = torch.randn(shape, generator=g) * (2 / torch.Size(shape[1:]).numel()) ** 0.5
+        if k.endswith('num_batches_tracked'):
+            sd[k] = torch.zeros(shape, dtype=torch.long)
+        elif k.endswith('running_var'):
+            sd[k] = u(shape, 0.5, 1.5)
+        elif k.endswith('running_mean'):
+            sd[k] = torch.randn(shape, generator=g) * 0.1
+        elif k.endswith('bn.weight'):
+            sd[k] = u(shape, 0.7, 1.3)
+        elif k.endswith('bias'):
+            sd[k] = torch.randn(shape, generator=g) * 0.1
+        else:
+            sd[k] = torch.randn(shape, generator=g) * (2 / torch.Size(shape[1:]).numel()) ** 0.5
     if path is not None:
-        with atomic_write(path) as f: torch.save(sd, f)
+        with atomic_write(path) as f:
+            torch.save(sd, f)
     return sd
 
 # %% ../nbs/06a_inception.ipynb #70f24c2b
 class _Layout:
     "Stands in for a network in `load_state`: its keys and shapes, without building it"
-    def __init__(self, shapes:dict): self.shapes, self.sd = shapes, None
+    def __init__(self, shapes:dict):
+        self.shapes, self.sd = shapes, None
     def state_dict(self): return {k: torch.empty(s, device='meta') for k, s in self.shapes.items()}
-    def load_state_dict(self, sd, strict=True): self.sd = sd
+    def load_state_dict(self, sd, strict=True):
+        self.sd = sd
 
 @contextlib.contextmanager
 def single_threaded():
     "This thread's PyTorch operations on one core for the duration (many small operations; see below)"
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    try: yield
-    finally: torch.set_num_threads(n)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 def load_inception_state(
     path, # the weights file
@@ -187,8 +220,11 @@ def load_inception_state(
     "The state dict in `path`, checked against the Inception-V3 layout, without building a network"
     lay = _Layout(inception_layout(1008 if kind == 'fid' else 1000))
     load_state(lay, path, what, f'the {kind} Inception-V3', ignore=('AuxLogits.',))
-    with single_threaded(): bad = [k for k, v in lay.sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad: raise GanlabError(f"{what}: {path} holds non-finite values (NaN or infinity) in {', '.join(bad[:3])}{' and more' if len(bad) > 3 else ''}")
+    with single_threaded():
+        bad = [k for k, v in lay.sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise GanlabError(f"{what}: {path} holds non-finite values (NaN or infinity) in "
+                          f"{', '.join(bad[:3])}{' and more' if len(bad) > 3 else ''}")
     return lay.sd
 
 def load_weights(
@@ -197,7 +233,8 @@ def load_weights(
     what:str='weights', # what it is, for messages
 ) -> nn.Module:
     "Load the state dict at `path` into `net` safely, with a clear error when it does not fit"
-    return load_state(net, path, what, ignore=('AuxLogits.',) if not hasattr(net, 'AuxLogits') or net.AuxLogits is None else ())
+    return load_state(net, path, what, ignore=('AuxLogits.',) if not hasattr(net, 'AuxLogits')
+                      or net.AuxLogits is None else ())
 
 # %% ../nbs/06a_inception.ipynb #7afb3da2
 def _conv(w:torch.Tensor, b:torch.Tensor, stride=1, padding=(0, 0)) -> nn.Conv2d:
@@ -215,7 +252,8 @@ def folded_conv(
     w, g, b = sd[f'{name}.conv.weight'], sd[f'{name}.bn.weight'], sd[f'{name}.bn.bias']
     m, v = sd[f'{name}.bn.running_mean'], sd[f'{name}.bn.running_var']
     r = torch.rsqrt(v + BN_EPS)
-    fw = torch.mul(w, (g * r).reshape(-1, 1, 1, 1), out=torch.empty_like(w, memory_format=torch.channels_last))  # written channels-last once
+    # written channels-last once
+    fw = torch.mul(w, (g * r).reshape(-1, 1, 1, 1), out=torch.empty_like(w, memory_format=torch.channels_last))
     return _conv(fw, (torch.zeros_like(m) - m) * r * g + b, stride, padding)
 
 def _merged(convs:list) -> nn.Conv2d:
@@ -224,28 +262,34 @@ def _merged(convs:list) -> nn.Conv2d:
 
 # %% ../nbs/06a_inception.ipynb #8fc29e39
 def _agrees(op, atol:float) -> bool:
-    "Whether `op(x, w, b)` (a 3x3 convolution, padding 1) computes `F.conv2d` on a tiny input, on one thread; False if it fails"
+    "Whether `op(x, w, b)` (3x3 convolution, padding 1) matches `F.conv2d` on a tiny input, 1 thread; False on failure"
     try:
         with torch.inference_mode(), single_threaded():
-            x, w = torch.linspace(-1, 1, 2 * 3 * 6 * 6).reshape(2, 3, 6, 6), torch.linspace(1, -1, 4 * 3 * 9).reshape(4, 3, 3, 3)
+            x = torch.linspace(-1, 1, 2 * 3 * 6 * 6).reshape(2, 3, 6, 6)
+            w = torch.linspace(1, -1, 4 * 3 * 9).reshape(4, 3, 3, 3)
             b = torch.tensor([0.1, -0.2, 0.3, 0.0])
             return torch.allclose(op(x, w, b), F.relu(F.conv2d(x, w, b, 1, 1)), atol=atol)
-    except Exception: return False  # any failure (a missing operator, another signature, no oneDNN) means the public path
+    except Exception:
+        return False  # any failure (a missing operator, another signature, no oneDNN) means the public path
 
 @functools.cache
 def _pointwise():
     "oneDNN's convolution with a fused ReLU, or None where this PyTorch has none (or one that differs: tried once)"
     op = getattr(getattr(torch.ops, 'mkldnn', None), '_convolution_pointwise', None)
-    return op.default if op is not None and _agrees(lambda x, w, b: op.default(x, w, b, [1, 1], [1, 1], [1, 1], 1, 'relu', [], ''), 1e-6) else None
+    if op is None:
+        return None
+    fused = lambda x, w, b: op.default(x, w, b, [1, 1], [1, 1], [1, 1], 1, 'relu', [], '')
+    return op.default if _agrees(fused, 1e-6) else None
 
 @functools.cache
 def _nnpack() -> bool:
     "Whether NNPACK's convolution works here (tried once); its thread pool is made with one thread (see above)"
-    return bool(getattr(torch, '_nnpack_available', lambda: False)()) and \
-        _agrees(lambda x, w, b: torch._nnpack_spatial_convolution(x, w, b, [1, 1], [1, 1]).relu(), 1e-5)
+    if not getattr(torch, '_nnpack_available', lambda: False)():
+        return False
+    return _agrees(lambda x, w, b: torch._nnpack_spatial_convolution(x, w, b, [1, 1], [1, 1]).relu(), 1e-5)
 
 def _fast_transform(c:nn.Conv2d, x:torch.Tensor) -> bool:
-    "Whether NNPACK's Winograd or FFT convolution beats oneDNN's direct one for `c` on `x` (measured for Inception-V3's layers)"
+    "Whether NNPACK's Winograd or FFT convolution beats oneDNN's direct one for `c` on `x` (measured on Inception-V3)"
     return (c.kernel_size in ((3, 3), (5, 5)) and c.stride == (1, 1) and c.dilation == (1, 1) and c.groups == 1
             and c.in_channels >= 48 and x.shape[-1] >= 35 and _nnpack())
 
@@ -254,10 +298,12 @@ def conv_relu(
     x:torch.Tensor, # its input
 ) -> torch.Tensor:
     "`relu(c(x))`: on the CPU in one oneDNN call, or by NNPACK's transforms where they are faster"
-    cpu = x.device.type == 'cpu' and x.dtype == torch.float32 and not (torch.is_grad_enabled() and (x.requires_grad or c.weight.requires_grad))
+    grad = torch.is_grad_enabled() and (x.requires_grad or c.weight.requires_grad)
+    cpu = x.device.type == 'cpu' and x.dtype == torch.float32 and not grad
     if cpu and _fast_transform(c, x):
         y = torch._nnpack_spatial_convolution(x.contiguous(), c.weight.contiguous(), c.bias, list(c.padding), [1, 1])
-        return y.relu_().contiguous(memory_format=torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format)
+        last = x.is_contiguous(memory_format=torch.channels_last)
+        return y.relu_().contiguous(memory_format=torch.channels_last if last else torch.contiguous_format)
     op = _pointwise() if cpu and torch.backends.mkldnn.is_available() else None
     if op is None or c.groups != 1: return F.relu(c(x))
     return op(x, c.weight, c.bias, list(c.padding), list(c.stride), list(c.dilation), 1, 'relu', [], '')
@@ -269,25 +315,29 @@ class FusedBlock(nn.Module):
         sd:dict, # the state dict
         name:str, # the block, e.g. 'Mixed_5b'
         kind:str, p:int, # its type and width (see `BLOCKS`)
-        pool:str='avg', # the pool branch's pooling: 'avg' or 'max' (the last FID block); B and D blocks max-pool by stride 2
-        count_include_pad:bool=False, # whether the average pool counts the padding (torchvision's does, TensorFlow's not)
+        pool:str='avg', # the pool branch's pooling: 'avg' or 'max' (the last FID block); B, D blocks max-pool, stride 2
+        count_include_pad:bool=False, # whether the average pool counts the padding (torchvision's does, TF's not)
     ):
         super().__init__()
         geo = {s[0]: (s[4], s[5]) for s in conv_specs() if s[0].startswith(name + '.')}
         def conv(n): return folded_conv(sd, f'{name}.{n}', *geo[f'{name}.{n}'])
         branches, bpool = block_branches(kind, p)
-        def is_1x1(step): return not isinstance(step[0], tuple) and _pair(step[2]) == (1, 1) and geo[f'{name}.{step[0]}'][0] == 1
+        def is_1x1(step):
+            return not isinstance(step[0], tuple) and _pair(step[2]) == (1, 1) and geo[f'{name}.{step[0]}'][0] == 1
         self.heads = [is_1x1(br[0]) for br in branches]  # branches whose first conv joins the merged head
         first = [conv(br[0][0]) for br, h in zip(branches, self.heads) if h]
         self.pool = 'max_s2' if bpool == 'max_s2' else pool
         self.count_include_pad, self.pool_bias = count_include_pad, None
         if self.pool == 'avg':  # the pool branch's 1x1 joins the head without its bias, which is added after pooling
-            pc = conv(bpool[0]); first.append(pc)
+            pc = conv(bpool[0])
+            first.append(pc)
             self.pool_bias = nn.Parameter(pc.bias.data.clone().view(1, -1, 1, 1), requires_grad=False)
-        elif self.pool == 'max': self.pool_conv = conv(bpool[0])
+        elif self.pool == 'max':
+            self.pool_conv = conv(bpool[0])
         self.sizes = [c.out_channels for c in first]
         self.head = _merged(first)
-        if self.pool == 'avg': self.head.bias.data[-self.sizes[-1]:] = 0
+        if self.pool == 'avg':
+            self.head.bias.data[-self.sizes[-1]:] = 0
         self.tails = nn.ModuleList(nn.ModuleList(
             nn.ModuleList([conv(s[0]) for s in step]) if isinstance(step[0], tuple) else conv(step[0])
             for step in (br[1:] if h else br)) for br, h in zip(branches, self.heads))
@@ -296,48 +346,63 @@ class FusedBlock(nn.Module):
         h = self.head(x)
         parts = list(h.split(self.sizes, 1))
         pooled = parts.pop() if self.pool == 'avg' else None
-        parts = iter(parts); outs = []
+        parts = iter(parts)
+        outs = []
         for head, tail in zip(self.heads, self.tails):
             y = F.relu(next(parts)) if head else x
             for step in tail:
-                if isinstance(step, nn.ModuleList): y = [conv_relu(m, y) for m in step]
-                else: y = conv_relu(step, y)
+                if isinstance(step, nn.ModuleList):
+                    y = [conv_relu(m, y) for m in step]
+                else:
+                    y = conv_relu(step, y)
             outs.extend(y if isinstance(y, list) else [y])
-        if self.pool == 'avg': outs.append(F.relu(F.avg_pool2d(pooled, 3, 1, 1, count_include_pad=self.count_include_pad) + self.pool_bias))
-        elif self.pool == 'max': outs.append(conv_relu(self.pool_conv, F.max_pool2d(x, 3, 1, 1)))
-        else: outs.append(F.max_pool2d(x, 3, 2))
+        if self.pool == 'avg':
+            outs.append(F.relu(F.avg_pool2d(pooled, 3, 1, 1,
+                                            count_include_pad=self.count_include_pad) + self.pool_bias))
+        elif self.pool == 'max':
+            outs.append(conv_relu(self.pool_conv, F.max_pool2d(x, 3, 1, 1)))
+        else:
+            outs.append(F.max_pool2d(x, 3, 2))
         return torch.cat(outs, 1)
 
 # %% ../nbs/06a_inception.ipynb #7af3e1e2
 class _ConvReLU(nn.Module):
-    def __init__(self, conv): super().__init__(); self.conv = conv
+    def __init__(self, conv):
+        super().__init__()
+        self.conv = conv
     def forward(self, x): return conv_relu(self.conv, x)
 
 def _transform_input(x):
     "torchvision's `Inception3._transform_input` (ImageNet normalisation back to [-1, 1]), the same arithmetic"
-    return torch.cat([x[:, i:i + 1] * (s / 0.5) + (m - 0.5) / 0.5 for i, (m, s) in enumerate(((0.485, 0.229), (0.456, 0.224), (0.406, 0.225)))], 1)
+    mean_std = ((0.485, 0.229), (0.456, 0.224), (0.406, 0.225))
+    return torch.cat([x[:, i:i + 1] * (s / 0.5) + (m - 0.5) / 0.5 for i, (m, s) in enumerate(mean_std)], 1)
 
 class FusedInception(nn.Module):
-    "Inception-V3 (FID or torchvision) built for fast inference from a state dict: `(pool3 features, unbiased logits)` of a prepared batch"
+    "Inception-V3 (FID or torchvision), fast, from a state dict: prepared batch to `(pool3 features, unbiased logits)`"
     def __init__(self,
         sd:dict, # the state dict (`load_inception_state`)
         kind:str='fid', # 'fid': TensorFlow's pooling; 'torchvision': torchvision's, and its `transform_input`
     ):
         super().__init__()
-        with single_threaded(): self._build(sd, kind)
+        with single_threaded():
+            self._build(sd, kind)
         _pointwise(), _nnpack()  # the CPU fast paths are tried once, here, before worker threads race to it
         self.eval()
 
     def _build(self, sd, kind):
         fid = kind == 'fid'
         geo = {s[0]: (s[4], s[5]) for s in conv_specs()}
-        self.stem = nn.Sequential(*[nn.MaxPool2d(3, 2) if isinstance(s, str) else _ConvReLU(folded_conv(sd, s[0], *geo[s[0]])) for s in STEM])
-        self.blocks = nn.Sequential(*[FusedBlock(sd, n, k, p, 'max' if fid and n == 'Mixed_7c' else 'avg', not fid) for n, k, p in BLOCKS])
+        self.stem = nn.Sequential(*[nn.MaxPool2d(3, 2)
+                                    if isinstance(s, str) else _ConvReLU(folded_conv(sd, s[0], *geo[s[0]]))
+                                    for s in STEM])
+        self.blocks = nn.Sequential(*[FusedBlock(sd, n, k, p, 'max' if fid and n == 'Mixed_7c' else 'avg', not fid)
+                                      for n, k, p in BLOCKS])
         self.fc_weight = nn.Parameter(sd['fc.weight'].clone(), requires_grad=False)
         self.transform_input = not fid
 
     def forward(self, x):
-        if self.transform_input: x = _transform_input(x)
+        if self.transform_input:
+            x = _transform_input(x)
         x = self.blocks(self.stem(x))
         f = x.mean((2, 3))
         return f, f @ self.fc_weight.T
@@ -348,7 +413,8 @@ RESIZES = ('tf1', 'torch', 'imagenet')
 def _tf1_grid(n_in:int, n_out:int, device=None) -> tuple:
     "TensorFlow 1's bilinear sampling along one axis: `(lo, hi, weight of hi)`"
     src = torch.arange(n_out, dtype=torch.float32) * torch.tensor(n_in / n_out, dtype=torch.float32)
-    lo = src.long(); hi = (lo + 1).clamp_max(n_in - 1)
+    lo = src.long()
+    hi = (lo + 1).clamp_max(n_in - 1)
     return lo.to(device), hi.to(device), (src - lo.float()).to(device)
 
 def tf1_resize_matrix(
@@ -387,13 +453,17 @@ def prepare(
         if resize == 'tf1': return tf1_resize(t, size) if t.shape[-2:] != (size, size) else t.float()
         t = t.float() / 255
         if resize == 'torch': return F.interpolate(t, size=(size, size), mode='bilinear', align_corners=False)
-        return t if t.shape[-2:] == (size, size) else F.interpolate(t, size=(size, size), mode='bilinear', align_corners=False, antialias=True)
-    if resize == 'tf1' or x.shape[-2] * x.shape[-1] <= 4 * size * size: y = resized(x)
+        return t if t.shape[-2:] == (size, size) else F.interpolate(t, size=(size, size), mode='bilinear',
+                                                                    align_corners=False, antialias=True)
+    if resize == 'tf1' or x.shape[-2] * x.shape[-1] <= 4 * size * size:
+        y = resized(x)
     else:  # large images, 'torch' or 'imagenet': one channel at a time, so a whole image is never in floats
         y = torch.empty(*x.shape[:2], size, size, device=x.device)
         for i in range(len(x)):
-            for c in range(x.shape[1]): y[i, c] = resized(x[i:i + 1, c:c + 1])[0, 0]
+            for c in range(x.shape[1]):
+                y[i, c] = resized(x[i:i + 1, c:c + 1])[0, 0]
     if resize == 'tf1': return (y - 128) / 128
     if resize == 'torch': return 2 * y - 1
-    mean, std = (torch.tensor(v, device=y.device).view(-1, 1, 1) for v in ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
+    mean, std = (torch.tensor(v, device=y.device).view(-1, 1, 1)
+                 for v in ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
     return (y - mean) / std

@@ -106,19 +106,20 @@ def cpu_procs() -> int:
 
 # %% ../nbs/08_kaggle.ipynb #adace0b6
 def kaggle_defaults(
-    family:str='dcgan', # the model family that will be trained
+    family:str|None=None, # the model family that will be trained (None: none named; no batch unless `batch` is given)
     batch:int|None=None, # the batch the run would use (default: the family's); raised to a multiple of the GPUs
     gpu_list:list|None=None, # the GPUs (default: `gpus()`)
 ) -> dict:
     "Settings for `train(family, ...)` on this machine: `nprocs`, `amp`, `progress` and, when needed, `batch`"
     from ganlab.config import get_family
-    default_batch = get_family(family).config.batch
+    default_batch = get_family(family).config.batch if family is not None else None
     g = gpus() if gpu_list is None else list(gpu_list)
     n = len(g) or cpu_procs()
     out = dict(nprocs=n)
     if g: out['amp'] = 'bf16' if all(x.bf16 for x in g) else 'fp16'
     if on_kaggle(): out['progress'] = False
     b = batch if batch is not None else default_batch
+    if b is None: return out
     if b % n: out['batch'] = b + n - b % n
     elif batch is not None: out['batch'] = b
     return out
@@ -132,12 +133,14 @@ class KaggleEnv:
     run_type:str|None # KAGGLE_KERNEL_RUN_TYPE
     output:Path # where results go
     gpus:list # `GPU`s
-    defaults:dict # `kaggle_defaults('cyclegan')`
+    defaults:dict # `kaggle_defaults(family)`: the machine's settings, and the batch of the family if one is named
     inputs:list # the folders attached under input/ (Kaggle only)
     def __str__(self):
         g = ', '.join(f"{x.name} (sm {x.capability}, {'bf16' if x.bf16 else 'no bf16'})" for x in self.gpus) or 'none'
-        lines = [f"{'Kaggle kernel' if self.kaggle else 'not Kaggle'}" + (f' (run type {self.run_type})' if self.run_type else '') +
-                 (f', root {self.root}' if self.kaggle else ''),
+        head = 'Kaggle kernel' if self.kaggle else 'not Kaggle'
+        head += f' (run type {self.run_type})' if self.run_type else ''
+        head += f', root {self.root}' if self.kaggle else ''
+        lines = [head,
                  f'output folder: {self.output.resolve() if not self.kaggle else self.output}',
                  f'GPUs: {g}',
                  f"training defaults: {', '.join(f'{k}={v}' for k, v in self.defaults.items())}"]
@@ -147,13 +150,17 @@ class KaggleEnv:
 def kaggle_env(
     root=None, # the Kaggle root
     gpu_list:list|None=None, # the GPUs (default: `gpus()`)
-    output=None, # the folder the kernel will write to (default: `output_dir()`: /kaggle/working on Kaggle, the current folder elsewhere)
+    output=None, # the folder the kernel will write to (default: `output_dir()`: /kaggle/working on Kaggle, else here)
+    family:str|None=None, # a family whose batch the training defaults include (None: the machine's settings alone)
 ) -> KaggleEnv:
     "Describe where this process runs"
     k, r = on_kaggle(root), kaggle_root(root)
     g = gpus() if gpu_list is None else list(gpu_list)
-    inputs = sorted(str(p.relative_to(r/'input')) for p in (r/'input').glob('*/') if p.is_dir()) if k and (r/'input').is_dir() else []
-    return KaggleEnv(k, r, os.environ.get('KAGGLE_KERNEL_RUN_TYPE'), Path(output) if output else output_dir(root=root), g, kaggle_defaults('cyclegan', gpu_list=g), inputs)
+    base = r/'input'
+    inputs = sorted(str(p.relative_to(base)) for p in base.glob('*/') if p.is_dir()) if k and base.is_dir() else []
+    out = Path(output) if output else output_dir(root=root)
+    run_type = os.environ.get('KAGGLE_KERNEL_RUN_TYPE')
+    return KaggleEnv(k, r, run_type, out, g, kaggle_defaults(family, gpu_list=g), inputs)
 
 # %% ../nbs/08_kaggle.ipynb #f9f2be49
 MONET_COMPETITION = 'gan-getting-started'
@@ -279,66 +286,99 @@ def network_installs(
     return out
 
 # %% ../nbs/08_kaggle.ipynb #b73f843e
-_SLUG = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$')
-_VERSIONED = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_-]*/[A-Za-z0-9][A-Za-z0-9_.-]*(/[0-9]+)?$')
-_COMPETITION = re.compile(r'^[a-z0-9][a-z0-9-]*$')
+_SLUG = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$') # 'owner/slug'
+_VERSIONED = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_-]*/[A-Za-z0-9][A-Za-z0-9_.-]*(/[0-9]+)?$') # 'owner/slug[/version]'
+_COMPETITION = re.compile(r'^[a-z0-9][a-z0-9-]*$') # a competition's slug
 
+# %% ../nbs/08_kaggle.ipynb #e7c09641
+def _meta_problems(
+    meta:dict, # the parsed kernel-metadata.json (an object)
+) -> list[str]:
+    "Missing fields, fields of the wrong type, and a malformed id, title, language, kernel type or source"
+    bad = []
+    if missing := [k for k in KERNEL_FIELDS if k not in meta]: bad.append(f"missing fields: {', '.join(missing)}")
+    types = dict(id=str, title=str, code_file=str, language=str, kernel_type=str, is_private=bool, enable_gpu=bool,
+                 enable_internet=bool, machine_shape=str, dataset_sources=list, competition_sources=list,
+                 kernel_sources=list, enable_tpu=bool)
+    for k, t in types.items():
+        if k in meta and not isinstance(meta[k], t):
+            want = 'true or false' if t is bool else 'a list' if t is list else 'a string'
+            bad.append(f'{k} must be {want}, not {json.dumps(meta[k])}')
+    ok = lambda k, t: isinstance(meta.get(k), t)
+    if ok('id', str) and not _SLUG.match(meta['id']): bad.append(f"id must be 'owner/kernel-slug', not {meta['id']!r}")
+    if ok('title', str):
+        title, slug = meta['title'], slugify(meta['title'])
+        if len(title) < 5: bad.append(f"title must be at least 5 characters, not {title!r}")
+        elif ok('id', str) and _SLUG.match(meta['id']) and meta['id'].split('/')[1].lower() != slug:
+            bad.append(f"id slug {meta['id'].split('/')[1]!r} does not match the title's slug {slug!r} "
+                       "(Kaggle would make another kernel)")
+    if ok('language', str) and meta['language'] != 'python':
+        bad.append(f"language must be 'python' for ganlab's notebooks, not {meta['language']!r}")
+    if ok('kernel_type', str) and meta['kernel_type'] not in ('notebook', 'script'):
+        bad.append(f"kernel_type must be 'notebook' or 'script', not {meta['kernel_type']!r}")
+    for k, rx, form in (('dataset_sources', _VERSIONED, "'owner/dataset-slug'"),
+                        ('kernel_sources', _VERSIONED, "'owner/kernel-slug'"),
+                        ('competition_sources', _COMPETITION, "a competition slug like 'gan-getting-started'")):
+        for s in meta[k] if ok(k, list) else []:
+            if not isinstance(s, str) or not rx.match(s): bad.append(f'{k}: {s!r} is not {form}')
+    return bad
+
+# %% ../nbs/08_kaggle.ipynb #cf7a0167
+def _machine_problems(
+    meta:dict, # the parsed kernel-metadata.json (an object)
+    need_gpu:bool|None=None, # True: the kernel must have a GPU; None: no requirement
+) -> list[str]:
+    "An accelerator that is unknown or contradicts `enable_gpu`/`enable_tpu`, and no GPU where one is needed"
+    bad = []
+    shape = meta.get('machine_shape') if isinstance(meta.get('machine_shape'), str) else None
+    if shape and shape not in MACHINE_SHAPES:
+        bad.append(f"machine_shape {shape!r} is not one of {', '.join(MACHINE_SHAPES)}")
+    elif shape:
+        kind, gpu, tpu = MACHINE_SHAPES[shape][0], meta.get('enable_gpu'), meta.get('enable_tpu')
+        if kind == 'gpu' and gpu is not True: bad.append(f'machine_shape {shape} is a GPU, but enable_gpu is not true')
+        if kind == 'tpu' and tpu is not True: bad.append(f'machine_shape {shape} is a TPU, but enable_tpu is not true')
+        if kind == 'gpu' and tpu is True: bad.append(f'machine_shape {shape} is a GPU, but enable_tpu is true')
+    elif meta.get('enable_gpu') is True:
+        bad.append(f"enable_gpu is true but machine_shape is empty: Kaggle then gives a P100; use {T4X2!r} for T4x2")
+    if need_gpu and meta.get('enable_gpu') is not True:
+        bad.append('this kernel trains on GPUs: enable_gpu must be true')
+    return bad
+
+# %% ../nbs/08_kaggle.ipynb #a462706e
+def _code_problems(
+    meta:dict, # the parsed kernel-metadata.json (an object)
+    folder=None, # its folder (where `code_file` is looked for); None: only the path itself is checked
+) -> list[str]:
+    "A code file outside the kernel's folder, missing, not a notebook, or installing from the network with it off"
+    code = meta.get('code_file') if isinstance(meta.get('code_file'), str) else None
+    if not code: return []
+    if Path(code).is_absolute() or '..' in Path(code).parts or '\\' in code:
+        return [f"code_file {code} must be a file inside the kernel's folder (a plain relative path)"]
+    if folder is None: return []
+    p = Path(folder)/code
+    if not p.resolve().is_relative_to(Path(folder).resolve()):
+        return [f"code_file {code} leads outside the kernel's folder"]
+    if not p.is_file(): return [f'code_file {code} does not exist (looked for {p})']
+    if meta.get('kernel_type') != 'notebook': return []
+    if p.suffix != '.ipynb': return [f'code_file {code} must be an .ipynb notebook for kernel_type notebook']
+    try: net = network_installs(p)
+    except GanlabError as e: return [str(e)]
+    if net and meta.get('enable_internet') is False:
+        return [f"enable_internet is false, but {code} installs from the network: {'; '.join(net)} "
+                "(install wheels from an attached dataset with --no-index)"]
+    return []
+
+# %% ../nbs/08_kaggle.ipynb #8b221c65
 def kernel_problems(
     meta:dict, # the parsed kernel-metadata.json
     folder=None, # its folder (where `code_file` is looked for); None: the code file is not checked
     need_gpu:bool|None=None, # True: the kernel must have a GPU; None: no requirement
 ) -> list[str]:
     "Every problem of a kernel's metadata, as readable lines (empty: it is fine)"
-    bad = []
     if not isinstance(meta, dict): return [f'the metadata must be a JSON object, not {type(meta).__name__}']
-    missing = [k for k in KERNEL_FIELDS if k not in meta]
-    if missing: bad.append(f"missing fields: {', '.join(missing)}")
-    types = dict(id=str, title=str, code_file=str, language=str, kernel_type=str, is_private=bool, enable_gpu=bool, enable_internet=bool,
-                 machine_shape=str, dataset_sources=list, competition_sources=list, kernel_sources=list, enable_tpu=bool)
-    for k, t in types.items():
-        if k in meta and not isinstance(meta[k], t):
-            bad.append(f'{k} must be {"true or false" if t is bool else "a list" if t is list else "a string"}, not {json.dumps(meta[k])}')
-    ok = lambda k, t: isinstance(meta.get(k), t)
-    if ok('id', str) and not _SLUG.match(meta['id']): bad.append(f"id must be 'owner/kernel-slug', not {meta['id']!r}")
-    if ok('title', str):
-        if len(meta['title']) < 5: bad.append(f"title must be at least 5 characters, not {meta['title']!r}")
-        elif ok('id', str) and _SLUG.match(meta['id']) and meta['id'].split('/')[1].lower() != slugify(meta['title']):
-            bad.append(f"id slug {meta['id'].split('/')[1]!r} does not match the title's slug {slugify(meta['title'])!r} (Kaggle would make another kernel)")
-    if ok('language', str) and meta['language'] != 'python': bad.append(f"language must be 'python' for ganlab's notebooks, not {meta['language']!r}")
-    if ok('kernel_type', str) and meta['kernel_type'] not in ('notebook', 'script'): bad.append(f"kernel_type must be 'notebook' or 'script', not {meta['kernel_type']!r}")
-    for k, rx, form in (('dataset_sources', _VERSIONED, "'owner/dataset-slug'"), ('kernel_sources', _VERSIONED, "'owner/kernel-slug'"),
-                        ('competition_sources', _COMPETITION, "a competition slug like 'gan-getting-started'")):
-        for s in meta.get(k, []) if ok(k, list) else []:
-            if not isinstance(s, str) or not rx.match(s): bad.append(f'{k}: {s!r} is not {form}')
-    shape = meta.get('machine_shape') if ok('machine_shape', str) else None
-    if shape:
-        if shape not in MACHINE_SHAPES: bad.append(f"machine_shape {shape!r} is not one of {', '.join(MACHINE_SHAPES)}")
-        else:
-            kind = MACHINE_SHAPES[shape][0]
-            if kind == 'gpu' and meta.get('enable_gpu') is not True: bad.append(f'machine_shape {shape} is a GPU, but enable_gpu is not true')
-            if kind == 'tpu' and meta.get('enable_tpu') is not True: bad.append(f'machine_shape {shape} is a TPU, but enable_tpu is not true')
-            if kind == 'gpu' and meta.get('enable_tpu') is True: bad.append(f'machine_shape {shape} is a GPU, but enable_tpu is true')
-    elif meta.get('enable_gpu') is True:
-        bad.append(f"enable_gpu is true but machine_shape is empty: Kaggle then gives a P100; use {T4X2!r} for T4x2")
-    if need_gpu and meta.get('enable_gpu') is not True: bad.append('this kernel trains on GPUs: enable_gpu must be true')
-    code = meta.get('code_file') if ok('code_file', str) else None
-    if code and (Path(code).is_absolute() or '..' in Path(code).parts or '\\' in code):
-        bad.append(f'code_file {code} must be a file inside the kernel\'s folder (a plain relative path)'); code = None
-    if folder is not None and code:
-        p = Path(folder)/code
-        if not p.resolve().is_relative_to(Path(folder).resolve()): bad.append(f'code_file {code} leads outside the kernel\'s folder')
-        elif not p.is_file(): bad.append(f'code_file {code} does not exist (looked for {p})')
-        elif meta.get('kernel_type') == 'notebook':
-            if p.suffix != '.ipynb': bad.append(f'code_file {code} must be an .ipynb notebook for kernel_type notebook')
-            else:
-                try:
-                    net = network_installs(p)
-                    if net and meta.get('enable_internet') is False:
-                        bad.append(f"enable_internet is false, but {code} installs from the network: {'; '.join(net)} "
-                                   "(install wheels from an attached dataset with --no-index)")
-                except GanlabError as e: bad.append(str(e))
-    return bad
+    return _meta_problems(meta) + _machine_problems(meta, need_gpu) + _code_problems(meta, folder)
 
+# %% ../nbs/08_kaggle.ipynb #3cf6c742
 def read_kernel_metadata(
     folder, # a folder holding kernel-metadata.json, or the file itself
 ) -> tuple[dict, Path]:
@@ -349,13 +389,16 @@ def read_kernel_metadata(
     try: return json.loads(p.read_text(encoding='utf-8')), p.parent
     except ValueError as e: raise GanlabError(f'{p}: not valid JSON ({e})') from None
 
+# %% ../nbs/08_kaggle.ipynb #9631f658
 def check_kernel(
     folder, # a folder holding kernel-metadata.json, or the file itself
     need_gpu:bool|None=None, # True: the kernel must have a GPU
 ) -> dict:
     "The kernel's metadata when it is fine; else one `GanlabError` listing every problem"
     meta, d = read_kernel_metadata(folder)
-    if bad := kernel_problems(meta, d, need_gpu): raise GanlabError(f"{d/'kernel-metadata.json'}: {len(bad)} problem{'s' if len(bad) > 1 else ''}:\n  " + '\n  '.join(bad))
+    if bad := kernel_problems(meta, d, need_gpu):
+        head = f"{d/'kernel-metadata.json'}: {len(bad)} problem{'s' if len(bad) > 1 else ''}:"
+        raise GanlabError(head + ''.join(f'\n  {b}' for b in bad))
     return meta
 
 # %% ../nbs/08_kaggle.ipynb #f3f6d48a
@@ -507,6 +550,7 @@ def kernel_folders(
     repo = Path(repo)
     return [d for d in (repo, repo/'nbs'/'kaggle') if (d/'kernel-metadata.json').is_file()]
 
+# %% ../nbs/08_kaggle.ipynb #91fb757e
 def find_kernel(
     notebook, # a notebook (e.g. nbs/kaggle/monet.ipynb), or a folder with kernel-metadata.json
     repo=None, # where to look for the metadata (default: the source tree)
@@ -521,8 +565,10 @@ def find_kernel(
         with contextlib.suppress(GanlabError):
             meta, _ = read_kernel_metadata(d)
             if isinstance(meta.get('code_file'), str) and (d/meta['code_file']).resolve() == p.resolve(): return d
-    raise GanlabError(f"{notebook}: no kernel-metadata.json names it as code_file (looked in {', '.join(map(str, kernel_folders(repo))) or 'no kernel folders'})")
+    looked = ', '.join(map(str, kernel_folders(repo))) or 'no kernel folders'
+    raise GanlabError(f"{notebook}: no kernel-metadata.json names it as code_file (looked in {looked})")
 
+# %% ../nbs/08_kaggle.ipynb #50084078
 def with_owner(
     meta:dict, # checked kernel metadata
     owner:str, # a Kaggle user name
@@ -531,44 +577,53 @@ def with_owner(
     if not _SLUG.match(f'{owner}/x'): raise GanlabError(f'owner {owner!r} is not a Kaggle user name')
     old = meta['id'].split('/')[0]
     move = lambda s: f"{owner}/{s.split('/', 1)[1]}" if s.split('/')[0] == old else s
-    return dict(meta, id=move(meta['id']), **{k: [move(s) for s in meta.get(k) or []] for k in ('dataset_sources', 'kernel_sources') if k in meta})
+    moved = {k: [move(s) for s in meta.get(k) or []] for k in ('dataset_sources', 'kernel_sources') if k in meta}
+    return dict(meta, id=move(meta['id']), **moved)
 
+# %% ../nbs/08_kaggle.ipynb #72506d20
 def push_folder(
     notebook, # a notebook of nbs/kaggle, or a folder with kernel-metadata.json
     out, # the folder to assemble (created; emptied of an earlier kernel-metadata.json and notebook)
     repo=None, # where to look for the metadata
     owner:str|None=None, # push as this Kaggle user: the kernel's id and the datasets owned by its owner move to `owner`
 ) -> Path:
-    "Check the kernel, then write OUT/kernel-metadata.json and the notebook beside it, ready for `kaggle kernels push -p OUT`"
+    "Check the kernel, then write OUT/kernel-metadata.json and the notebook beside it, for `kaggle kernels push -p OUT`"
     d = find_kernel(notebook, repo)
     meta = check_kernel(d)
     if owner: meta = with_owner(meta, owner)
     src = d/meta['code_file']
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     nb = read_notebook(src)
     for c in nb.get('cells', []):
         if c.get('cell_type') == 'code': c['outputs'], c['execution_count'] = [], None
     shape = meta.get('machine_shape') or ''
-    nb.setdefault('metadata', {})['kaggle'] = dict(accelerator=shape[:1].lower() + shape[1:] if shape else 'none', isGpuEnabled=meta['enable_gpu'],
-                                                   isInternetEnabled=meta['enable_internet'], language='python', sourceType='notebook')
+    accel = shape[:1].lower() + shape[1:] if shape else 'none'
+    nb.setdefault('metadata', {})['kaggle'] = dict(accelerator=accel, isGpuEnabled=meta['enable_gpu'],
+                                                   isInternetEnabled=meta['enable_internet'], language='python',
+                                                   sourceType='notebook')
     with atomic_write(out/src.name, 'w', encoding='utf-8') as f: json.dump(nb, f, indent=1)
     with atomic_write(out/'kernel-metadata.json', 'w') as f: json.dump(dict(meta, code_file=src.name), f, indent=2)
     return out
 
+# %% ../nbs/08_kaggle.ipynb #41a9e27a
 def kaggle_command() -> list[str]:
     "How to run the kaggle client: its script, else `python -m kaggle`"
     exe = shutil.which('kaggle')
     if exe: return [exe]
     import importlib.util
-    if importlib.util.find_spec('kaggle') is None: raise GanlabError('the kaggle client is not installed: pip install kaggle')
+    if importlib.util.find_spec('kaggle') is None:
+        raise GanlabError('the kaggle client is not installed: pip install kaggle')
     return [sys.executable, '-m', 'kaggle']
 
+# %% ../nbs/08_kaggle.ipynb #ce4d34a2
 def _push_failed(
     out:str, # the client's standard output
 ) -> bool:
     "Whether the client's standard output reports an error (its `VERBOSE=1` dumps of JSON and bytes aside)"
     return any('error' in l.lower() for l in out.splitlines() if not l.lstrip().startswith(('{', '[', "b'", 'b"')))
 
+# %% ../nbs/08_kaggle.ipynb #946a8292
 def push(
     notebook='nbs/kaggle/monet.ipynb', # a notebook of nbs/kaggle, or a folder with kernel-metadata.json
     repo=None, # where to look for the metadata
@@ -577,9 +632,9 @@ def push(
     dry_run:bool=False, # assemble and check only; do not call the client (the folder is kept for a look)
     env:dict|None=None, # environment for the client (default: this process's)
     quiet:bool=False, # do not echo the client's output
-    owner:str|None=None, # push as this user (see `with_owner`; default: the client's user when one is configured, else the metadata's)
+    owner:str|None=None, # push as this user (see `with_owner`; default: the client's user if set, else the metadata's)
 ) -> dict:
-    "Check a kernel and push it with `kaggle kernels push`; return the folder, the command, the kernel id and the client's output (redacted)"
+    "Check a kernel and push it with `kaggle kernels push`; its folder, command, id and the client's output (redacted)"
     if accelerator is not None and accelerator not in MACHINE_SHAPES:
         raise GanlabError(f"accelerator {accelerator!r} is not one of {', '.join(MACHINE_SHAPES)}")
     if owner is None:
@@ -587,9 +642,12 @@ def push(
     secrets = client_secrets(env)
     tmp = Path(tempfile.mkdtemp(prefix='ganlab-push-'))
     try: folder = push_folder(notebook, tmp, repo, owner)
-    except BaseException: shutil.rmtree(tmp, ignore_errors=True); raise
-    cmd = kaggle_command() + ['kernels', 'push', '-p', str(folder)] + (['--accelerator', accelerator] if accelerator else []) + \
-          (['--timeout', str(int(timeout))] if timeout else [])
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    cmd = kaggle_command() + ['kernels', 'push', '-p', str(folder)]
+    cmd += ['--accelerator', accelerator] if accelerator else []
+    cmd += ['--timeout', str(int(timeout))] if timeout else []
     res = dict(folder=folder, command=cmd, output='', id=json.loads((folder/'kernel-metadata.json').read_text())['id'])
     if dry_run: return res
     try: r = subprocess.run(cmd, capture_output=True, text=True, env=env)

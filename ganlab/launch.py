@@ -20,12 +20,16 @@ __all__ = ['gpu_count', 'fork_poisoned', 'stop_requested', 'pick_start_method', 
 def gpu_count() -> int:
     "The GPUs this process may use, counted without initialising CUDA in it (NVML, else a throwaway process)"
     if not torch.backends.cuda.is_built(): return 0
-    nvml = getattr(torch.cuda, '_device_count_nvml', None)  # private, present since torch 1.13; honours CUDA_VISIBLE_DEVICES
+    # private, present since torch 1.13; honours CUDA_VISIBLE_DEVICES
+    nvml = getattr(torch.cuda, '_device_count_nvml', None)
     n = nvml() if nvml is not None else -1
     if n >= 0: return n
-    if sys.platform.startswith('linux') and not any(os.path.exists(p) for p in ('/proc/driver/nvidia', '/dev/nvidiactl')): return 0
+    drivers = ('/proc/driver/nvidia', '/dev/nvidiactl')
+    if sys.platform.startswith('linux') and not any(os.path.exists(p) for p in drivers):
+        return 0
     try:
-        r = subprocess.run([sys.executable, '-c', 'import torch; print(torch.cuda.device_count())'], capture_output=True, text=True, timeout=300)
+        r = subprocess.run([sys.executable, '-c', 'import torch; print(torch.cuda.device_count())'],
+                           capture_output=True, text=True, timeout=300)
         return int(r.stdout.split()[-1])
     except (OSError, subprocess.SubprocessError, ValueError, IndexError): return 0
 
@@ -35,16 +39,20 @@ def fork_poisoned() -> bool:
     if not torch.backends.cuda.is_built() or not hasattr(os, 'fork'): return False
     if torch.cuda.is_initialized(): return True
     r, w = os.pipe()
-    with warnings.catch_warnings():  # Python 3.12 warns about forking a process with threads; this child only reads a flag
+    # Python 3.12 warns about forking a process with threads; this child only reads a flag
+    with warnings.catch_warnings():
         warnings.simplefilter('ignore', DeprecationWarning)
         pid = os.fork()
     if pid == 0:
-        try: os.write(w, b'1' if torch.cuda._is_in_bad_fork() else b'0')
-        finally: os._exit(0)
+        try:
+            os.write(w, b'1' if torch.cuda._is_in_bad_fork() else b'0')
+        finally:
+            os._exit(0)
     os.close(w)
     try: return os.read(r, 1) == b'1'
     finally:
-        os.close(r); os.waitpid(pid, 0)
+        os.close(r)
+        os.waitpid(pid, 0)
 
 # %% ../nbs/05ba_launch.ipynb #dd3029a1
 _LAUNCHER = None # in a launched process: its connection to the launcher (reports go up; a stop request comes down)
@@ -54,24 +62,29 @@ def stop_requested() -> bool:
     "Whether the launcher of this process asked it to stop after the current step (its Ctrl-C), or is gone"
     global _STOPPING
     if not _STOPPING and _LAUNCHER is not None:
-        try: _STOPPING = _LAUNCHER.poll()  # a message, or the launcher's end closed: either way, stop
-        except (OSError, EOFError): _STOPPING = True
+        try:
+            _STOPPING = _LAUNCHER.poll()  # a message, or the launcher's end closed: either way, stop
+        except (OSError, EOFError):
+            _STOPPING = True
     return _STOPPING
 
 def _watch_launcher(ppid:int, grace:float=120.0):
-    "In a launched process: once the launcher is gone, stop at the next step, and leave after `grace` seconds in any case"
+    "In a launched process: once the launcher is gone, stop at the next step, and leave after `grace` seconds anyway"
     global _STOPPING
-    while os.getppid() == ppid: time.sleep(1.0)
+    while os.getppid() == ppid:
+        time.sleep(1.0)
     _STOPPING = True  # also where a forked sibling still holds the pipe open, so that it never reads as closed
     time.sleep(grace)
     os._exit(1)
 
 def _report(conn, msg:tuple):
     "Send `msg` to the launcher (a result that does not pickle is reported as an error)"
-    try: conn.send(msg)
+    try:
+        conn.send(msg)
     except (OSError, EOFError): pass  # the launcher is gone
     except Exception as e:
-        conn.send(('error', dict(type=type(e).__name__, ganlab=True, message=f'its result could not be sent back ({e})', traceback='')))
+        why = f'its result could not be sent back ({e})'
+        conn.send(('error', dict(type=type(e).__name__, ganlab=True, message=why, traceback='')))
 
 # %% ../nbs/05ba_launch.ipynb #a1e94de8
 def _child(
@@ -88,41 +101,55 @@ def _child(
     "What each launched process runs: join the group through the environment, run `fn`, report to the launcher"
     global _LAUNCHER
     _LAUNCHER = conn
-    if threads: torch.set_num_threads(threads)
+    if threads:
+        torch.set_num_threads(threads)
     from tqdm import tqdm
-    tqdm.set_lock(threading.RLock())  # not tqdm's default multiprocessing lock: a killed process would leave its semaphore behind, with a warning
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    # not tqdm's default multiprocessing lock: a killed process would leave its semaphore behind, with a warning
+    tqdm.set_lock(threading.RLock())
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR='127.0.0.1',
+                      MASTER_PORT=str(port))
     threading.Thread(target=_watch_launcher, args=(os.getppid(),), daemon=True, name='ganlab-launcher-watch').start()
-    try: out = fn(*args, **kwargs)
+    try:
+        out = fn(*args, **kwargs)
     except KeyboardInterrupt:
-        _report(conn, ('interrupted', None)); return
+        _report(conn, ('interrupted', None))
+        return
     except BaseException as e:
-        _report(conn, ('error', dict(type=type(e).__name__, ganlab=isinstance(e, GanlabError), message=str(e), traceback=traceback.format_exc())))
+        err = dict(type=type(e).__name__, ganlab=isinstance(e, GanlabError), message=str(e),
+                   traceback=traceback.format_exc())
+        _report(conn, ('error', err))
         for f in (sys.stdout, sys.stderr):
-            try: f.flush()
+            try:
+                f.flush()
             except Exception: pass
         os._exit(1)  # no clean-up: another process may be waiting for this one inside a collective
     _report(conn, ('ok', out if returns and rank == 0 else None))
-    if dist.is_initialized(): dist.destroy_process_group()
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 # %% ../nbs/05ba_launch.ipynb #094fa87c
 def _importable(fn) -> bool:
     "Whether a spawned process can find `fn` by its module and name"
-    return getattr(fn, '__module__', None) not in (None, '__main__') and '<locals>' not in getattr(fn, '__qualname__', '<locals>')
+    named = getattr(fn, '__module__', None) not in (None, '__main__')
+    return named and '<locals>' not in getattr(fn, '__qualname__', '<locals>')
 
 def pick_start_method(
     fn, # the function to run in each process
-    method:str|None=None, # 'fork', 'spawn' or 'forkserver' to force one; None: spawn when `fn` can be imported, else fork
+    method:str|None=None, # 'fork', 'spawn' or 'forkserver' to force one; None: spawn if `fn` can be imported, else fork
 ) -> str:
     "How `launch` starts the processes that run `fn`"
     if method not in (None, *mp.get_all_start_methods()):
-        raise GanlabError(f"launch: start_method must be one of {', '.join(mp.get_all_start_methods())}, not {method!r}")
+        known = ', '.join(mp.get_all_start_methods())
+        raise GanlabError(f"launch: start_method must be one of {known}, not {method!r}")
     if method not in (None, 'fork'): return method
     if method is None and (_importable(fn) or 'fork' not in mp.get_all_start_methods()): return 'spawn'
     if not fork_poisoned() or gpu_count() == 0: return 'fork'  # without a GPU, a poisoned fork breaks nothing
-    raise GanlabError(f"launch: this process has already initialised CUDA (torch.cuda.is_available(), a model or tensor on the GPU, ...), "
-                      f"so forked processes could not use the GPU, and {getattr(fn, '__qualname__', fn)!r} cannot be spawned because it is "
-                      'defined in the notebook. Import it from a module, or restart the kernel and launch before anything touches the GPU '
+    name = getattr(fn, '__qualname__', fn)
+    raise GanlabError("launch: this process has already initialised CUDA "
+                      "(torch.cuda.is_available(), a model or tensor on the GPU, ...), "
+                      f"so forked processes could not use the GPU, and {name!r} cannot be spawned because it is "
+                      'defined in the notebook. Import it from a module, or restart the kernel and launch before '
+                      'anything touches the GPU '
                       '(set PYTORCH_NVML_BASED_CUDA_CHECK=1 first if something must ask torch.cuda.is_available()).')
 
 # %% ../nbs/05ba_launch.ipynb #fe48db58
@@ -151,14 +178,19 @@ def _failure(i:int, n:int, report, code:int|None) -> Exception:
 def _end(procs:list, grace:float=3.0):
     "Stop every process still running: SIGTERM, then SIGKILL after `grace` seconds"
     for p in procs:
-        if p.exitcode is None: p.terminate()
+        if p.exitcode is None:
+            p.terminate()
     t = time.monotonic() + grace
-    for p in procs: p.join(max(0.0, t - time.monotonic()))
     for p in procs:
-        if p.exitcode is None: p.kill(); p.join()
+        p.join(max(0.0, t - time.monotonic()))
+    for p in procs:
+        if p.exitcode is None:
+            p.kill()
+            p.join()
 
 # %% ../nbs/05ba_launch.ipynb #dde43ed6
-_COLLATERAL = ('Connection closed by peer', 'Connection reset by peer', 'Broken pipe', 'NCCL', 'DistNetworkError', 'DistBackendError')
+_COLLATERAL = ('Connection closed by peer', 'Connection reset by peer', 'Broken pipe', 'NCCL', 'DistNetworkError',
+               'DistBackendError')
 
 def _collateral(report) -> bool:
     "Whether an error looks like the consequence of another process's failure (its peer vanished mid-collective)"
@@ -170,17 +202,23 @@ def _poll(procs:list, open_:dict, reports:dict, timeout:float):
     waiting = list(open_.values()) + [p.sentinel for p in procs if p.exitcode is None]
     ready = set(wait_any(waiting, timeout=timeout)) if waiting else set()
     for p in procs:
-        if p.sentinel in ready: p.join()
+        if p.sentinel in ready:
+            p.join()
     for i, c in list(open_.items()):
         if c in ready or (procs[i].exitcode is not None and c.poll()):  # an exited process's last words
-            try: reports[i] = c.recv()
-            except (EOFError, OSError): reports.setdefault(i, None)
+            try:
+                reports[i] = c.recv()
+            except (EOFError, OSError):
+                reports.setdefault(i, None)
             del open_[i]
-        elif procs[i].exitcode is not None: reports.setdefault(i, None); del open_[i]
+        elif procs[i].exitcode is not None:
+            reports.setdefault(i, None)
+            del open_[i]
 
 def _failed(procs:list, reports:dict) -> list:
     "The ranks that reported an error or died without a report"
-    return [i for i, p in enumerate(procs) if (reports.get(i) or ('',))[0] == 'error' or (p.exitcode not in (None, 0) and reports.get(i) is None)]
+    return [i for i, p in enumerate(procs) if (reports.get(i) or ('',))[0] == 'error'
+            or (p.exitcode not in (None, 0) and reports.get(i) is None)]
 
 # %% ../nbs/05ba_launch.ipynb #3de86c42
 def _supervise(
@@ -188,7 +226,7 @@ def _supervise(
     conns:list, # the launcher's ends of their pipes
     linger:float=60.0, # once one process has stopped on request, how long the others may take before they are killed
 ):
-    "Wait for the processes; return rank 0's report, raise the first failure, or raise KeyboardInterrupt after a requested stop"
+    "Wait for the processes: return rank 0's report, raise the first failure, or KeyboardInterrupt on a requested stop"
     n, reports, open_, asked, failed_at, stopped_at, order = len(procs), {}, dict(enumerate(conns)), 0, None, None, []
     interrupted = lambda: any(r is not None and r[0] == 'interrupted' for r in reports.values())
     while open_ or any(p.exitcode is None for p in procs):
@@ -202,15 +240,21 @@ def _supervise(
             elif interrupted():
                 stopped_at = stopped_at or now
                 if now - stopped_at > linger:
-                    print(f'the processes that had not stopped {linger:.0f} s after the first were killed', file=sys.stderr)
-                    _end(procs); raise KeyboardInterrupt
+                    print(f'the processes that had not stopped {linger:.0f} s after the first were killed',
+                          file=sys.stderr)
+                    _end(procs)
+                    raise KeyboardInterrupt
         except KeyboardInterrupt:
             asked += 1
-            if asked > 1 or stopped_at is not None: _end(procs); raise
+            if asked > 1 or stopped_at is not None:
+                _end(procs)
+                raise
             for c in conns:
-                try: c.send('stop')
+                try:
+                    c.send('stop')
                 except (OSError, ValueError): pass  # that process has gone
-            print('\nstopping every training process after its current step, with a checkpoint (interrupt again to kill them)', file=sys.stderr)
+            print('\nstopping every training process after its current step, with a checkpoint (interrupt again to '
+                  'kill them)', file=sys.stderr)
     if order:
         _end(procs)
         i = min(order, key=lambda j: (_collateral(reports.get(j)), order.index(j)))
@@ -223,7 +267,7 @@ def launch(
     fn, # the function each process runs, e.g. `ganlab.train.train`
     *args, # its arguments
     nprocs:int|None=None, # processes (default: the GPUs here, at least 1)
-    start_method:str|None=None, # 'fork' or 'spawn' to force one (default: fork unless this process has initialised CUDA)
+    start_method:str|None=None, # 'fork' or 'spawn' to force one (default: fork unless this process initialised CUDA)
     isolate:bool=False, # run even a single process in a child, so this process never touches the GPU
     returns:bool=False, # return rank 0's result (it must pickle); otherwise None
     **kwargs, # its keyword arguments
@@ -235,18 +279,25 @@ def launch(
     ctx = mp.get_context(method)
     # a forked process computes on one thread (OpenMP's pool does not survive fork); spawned ones share the cores
     # between them (torchrun sets OMP_NUM_THREADS=1 for the same reason) unless OMP_NUM_THREADS says otherwise
-    threads = 1 if method == 'fork' else 0 if os.environ.get('OMP_NUM_THREADS') else max(1, (os.cpu_count() or 1) // nprocs)
+    shared = max(1, (os.cpu_count() or 1) // nprocs)
+    threads = 1 if method == 'fork' else 0 if os.environ.get('OMP_NUM_THREADS') else shared
     port, procs, conns = free_port(), [], []
-    child = importlib.import_module('ganlab.launch')._child  # by its module's name, which a spawned process can import (also when this runs in a notebook)
+    # by its module's name, which a spawned process can import (also when this runs in a notebook)
+    child = importlib.import_module('ganlab.launch')._child
     try:
         for r in range(nprocs):
             rx, tx = ctx.Pipe()
-            p = ctx.Process(target=child, args=(r, nprocs, port, fn, args, kwargs, tx, returns, threads), name=f'ganlab-rank{r}')
+            p = ctx.Process(target=child, args=(r, nprocs, port, fn, args, kwargs, tx, returns, threads),
+                            name=f'ganlab-rank{r}')
             with warnings.catch_warnings():
-                warnings.simplefilter('ignore', DeprecationWarning)  # Python 3.12's note on forking a process with threads
+                # Python 3.12's note on forking a process with threads
+                warnings.simplefilter('ignore', DeprecationWarning)
                 p.start()
-            tx.close(); procs.append(p); conns.append(rx)
+            tx.close()
+            procs.append(p)
+            conns.append(rx)
     except BaseException:
-        _end(procs); raise
+        _end(procs)
+        raise
     report = _supervise(procs, conns)
     return report[1] if report is not None else None

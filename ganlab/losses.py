@@ -81,12 +81,15 @@ def patch_nce_loss(
     tau:float=0.07, # temperature
 ) -> torch.Tensor:
     "PatchNCE: cross-entropy of each query against its own place's key among the P keys of its image (Park et al. 2020)"
-    if q.ndim != 3 or q.shape != k.shape: raise GanlabError(f'patch_nce_loss needs queries and keys of one shape N x P x C, not {tuple(q.shape)} and {tuple(k.shape)}')
+    if q.ndim != 3 or q.shape != k.shape:
+        shapes = f'{tuple(q.shape)} and {tuple(k.shape)}'
+        raise GanlabError(f'patch_nce_loss needs queries and keys of one shape N x P x C, not {shapes}')
     if not tau > 0: raise GanlabError(f'patch_nce_loss: tau must be positive, not {tau}')
     with torch.autocast(q.device.type, enabled=False):  # float32 throughout: autocast would run q @ kᵀ in float16
         q, k = q.float(), k.detach().float()
         n, p, _ = q.shape
         pos = (q * k).sum(-1, keepdim=True)  # N x P x 1
-        neg = (q @ k.transpose(1, 2)).masked_fill(torch.eye(p, dtype=torch.bool, device=q.device), -10.0)  # N x P x P, self out
+        # N x P x P, self out
+        neg = (q @ k.transpose(1, 2)).masked_fill(torch.eye(p, dtype=torch.bool, device=q.device), -10.0)
         logits = torch.cat([pos, neg], -1).flatten(0, 1) / tau
         return F.cross_entropy(logits, torch.zeros(n * p, dtype=torch.long, device=q.device))

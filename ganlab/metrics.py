@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
+from fastcore.basics import patch
 import torch
 from .core import GanlabError, WeightsFile, find_weights, progress, atomic_write, iter_npz_rows
 from .records import MAX_PIXELS
@@ -19,10 +20,11 @@ from .data import IMAGE_SUFFIXES, decode_image_bytes, image_bytes, list_images
 from .config import resolve
 from .inception import (RESIZES, FusedInception, fid_inception, torchvision_inception, load_inception_state, load_weights,
                               plain_features, prepare, random_fid_weights, tf1_resize_matrix)
-from .scores import FeatureStats, frechet_distance, kid, memorization_distance, mifid, inception_score
+from .scores import FeatureStats, evaluate, metric_lines, needed
+from .scores import frechet_distance, kid, memorization_distance, mifid, inception_score  # noqa: F401 (ganlab.metrics offers them too)
 
 # %% auto #0
-__all__ = ['FID_WEIGHTS', 'TORCHVISION_WEIGHTS', 'WEIGHTS_ENV', 'EXTRACTORS', 'MAX_STATS_DIMS', 'MAX_FEATURES_BYTES', 'METRICS',
+__all__ = ['FID_WEIGHTS', 'TORCHVISION_WEIGHTS', 'WEIGHTS_ENV', 'EXTRACTORS', 'MAX_STATS_DIMS', 'MAX_FEATURES_BYTES',
            'WeightsNotFound', 'default_device', 'Extractor', 'register_extractor', 'extractor_class', 'ordered_map',
            'ImageSource', 'npz_array', 'image_source', 'prefetch', 'check_output', 'save_stats', 'Stats', 'load_stats',
            'measure', 'compare', 'write_features_csv', 'write_stats', 'format_metrics', 'write_metrics_json']
@@ -56,6 +58,7 @@ def _single_threaded(barrier:threading.Barrier):
     torch.set_num_threads(1)
     barrier.wait()  # every worker is its own thread
 
+# %% ../nbs/07_metrics.ipynb #53dbfaca
 class Extractor:
     "Inception pool3 features and unbiased logits of uint8 image batches"
     def __init__(self,
@@ -97,41 +100,48 @@ class Extractor:
 
     def __repr__(self): return f'Extractor({self.kind!r}, resize={self.resize!r}, device={str(self.device)!r}, batch={self.batch}, weights={str(self.weights)!r})'
 
-    def _executor(self) -> ThreadPoolExecutor:
-        "The CPU worker threads, made on first use"
-        if self._pool is None:
-            n = torch.get_num_threads()
-            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix='ganlab-extractor')
-            b = threading.Barrier(self.workers)
-            for f in [self._pool.submit(_single_threaded, b) for _ in range(self.workers)]: f.result()
-            torch.set_num_threads(n)  # the workers keep their one thread; this thread and later ones get the process's count back
-        return self._pool
+# %% ../nbs/07_metrics.ipynb #d59f264b
+@patch
+def _executor(self:Extractor) -> ThreadPoolExecutor:
+    "The CPU worker threads, made on first use"
+    if self._pool is None:
+        n = torch.get_num_threads()
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix='ganlab-extractor')
+        b = threading.Barrier(self.workers)
+        for f in [self._pool.submit(_single_threaded, b) for _ in range(self.workers)]: f.result()
+        torch.set_num_threads(n)  # the workers keep their one thread; this thread and later ones get the process's count back
+    return self._pool
 
-    def _features(self, x:torch.Tensor) -> tuple:
-        "`(features, logits)` of uint8 images or prepared floats, on the device, in this thread, `chunk` images at a time"
-        if self.chunk and len(x) > self.chunk:
-            parts = [self._features(c) for c in x.tensor_split(-(-len(x) // self.chunk))]  # equal chunks of at most `chunk`
-            return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-        with torch.inference_mode():
-            xb = prepare(x, self.resize, self.size) if x.dtype == torch.uint8 else x.float()
-            if not self.fused: xb = self.net._transform_input(xb)
-            xb = xb.contiguous(memory_format=torch.channels_last)
-            with torch.autocast('cuda', torch.float16, enabled=self.amp):
-                f, l = self.model(xb) if self.fused else plain_features(self.model, xb)
-            return f.float(), l.float()
+@patch
+def _features(self:Extractor, x:torch.Tensor) -> tuple:
+    "`(features, logits)` of uint8 images or prepared floats, on the device, in this thread, `chunk` images at a time"
+    if self.chunk and len(x) > self.chunk:
+        parts = [self._features(c) for c in x.tensor_split(-(-len(x) // self.chunk))]  # equal chunks of at most `chunk`
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    with torch.inference_mode():
+        xb = prepare(x, self.resize, self.size) if x.dtype == torch.uint8 else x.float()
+        if not self.fused: xb = self.net._transform_input(xb)
+        xb = xb.contiguous(memory_format=torch.channels_last)
+        with torch.autocast('cuda', torch.float16, enabled=self.amp):
+            f, l = self.model(xb) if self.fused else plain_features(self.model, xb)
+        return f.float(), l.float()
 
-    def fit(self,
-        a:np.ndarray, # one decoded image, H x W x 3 uint8
-    ):
-        "`a` as it is when it is no larger than the network's input, else its prepared 3 x 299 x 299 floats (on the CPU)"
-        if a.shape[0] * a.shape[1] <= self.size * self.size: return a
-        with torch.inference_mode(): return prepare(torch.from_numpy(np.require(a, requirements=['C', 'W'])).permute(2, 0, 1)[None], self.resize, self.size)[0]
+# %% ../nbs/07_metrics.ipynb #30b5a49c
+@patch
+def fit(self:Extractor,
+    a:np.ndarray, # one decoded image, H x W x 3 uint8
+):
+    "`a` as it is when it is no larger than the network's input, else its prepared 3 x 299 x 299 floats (on the CPU)"
+    if a.shape[0] * a.shape[1] <= self.size * self.size: return a
+    with torch.inference_mode(): return prepare(torch.from_numpy(np.require(a, requirements=['C', 'W'])).permute(2, 0, 1)[None], self.resize, self.size)[0]
 
-    @torch.inference_mode()
-    def __call__(self,
-        images, # uint8 images: N x H x W x 3 (NumPy) or N x 3 x H x W (tensor); or prepared floats N x 3 x 299 x 299 (tensor)
-    ) -> tuple:
-        "`(features, logits)`: float32 N x 2048 and N x classes, on the extractor's device"
+# %% ../nbs/07_metrics.ipynb #93ee77c7
+@patch
+def __call__(self:Extractor,
+    images, # uint8 images: N x H x W x 3 (NumPy) or N x 3 x H x W (tensor); or prepared floats N x 3 x 299 x 299 (tensor)
+) -> tuple:
+    "`(features, logits)`: float32 N x 2048 and N x classes, on the extractor's device"
+    with torch.inference_mode():
         if isinstance(images, np.ndarray):
             if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3: raise GanlabError(f'images must be uint8 N x H x W x 3, not {images.dtype} {images.shape}')
             x = torch.from_numpy(np.require(images, requirements=['C', 'W'])).permute(0, 3, 1, 2)
@@ -151,8 +161,6 @@ class Extractor:
         return torch.cat(fs), torch.cat(ls)
 
 # %% ../nbs/07_metrics.ipynb #fc3b9c9b
-from fastcore.basics import patch
-
 EXTRACTORS = {} # kind (before any ':') -> its `Extractor` class, or 'module:Class' imported when first asked for
 
 def register_extractor(
@@ -468,8 +476,6 @@ def measure(
                  {'extractor': extractor.kind, 'resize': extractor.resize, 'source': str(src.path)}, got if ids else None)
 
 # %% ../nbs/07_metrics.ipynb #b8ea4b20
-METRICS = ('fid', 'kid', 'mifid', 'is')
-
 def compare(
     a, # generated images: a folder, zip, decoded `.npz` or statistics `.npz` (the side MiFID and IS judge)
     b, # real images: the same kinds
@@ -481,7 +487,7 @@ def compare(
     batch:int=50, # images per forward pass of a new extractor
     amp:bool=False, # float16 autocast on CUDA for a new extractor (faster, no longer reference-exact)
     download:bool=True, # a new extractor may download its weights when no copy is found
-    metrics=('fid',), # any of 'fid', 'kid', 'mifid' (these two need features: images, or statistics saved with them), 'is'
+    metrics=('fid',), # registered metrics by name (`ganlab.scores.METRICS`): 'fid', 'kid', 'mifid', 'is', ...
     method:str='eigh', # matrix-root method of FID
     kid_subsets:int=100, # KID: number of subsets
     kid_subset_size:int=1000, # KID: images per subset
@@ -489,29 +495,18 @@ def compare(
     quiet:bool=False, # no progress bars
 ) -> dict:
     "Every metric in `metrics` between image sets `a` and `b`, as a flat dict"
-    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
-    bad = [m for m in metrics if m not in METRICS]
-    if bad: raise GanlabError(f"unknown metric {', '.join(bad)}; valid: {', '.join(METRICS)}")
+    ms = needed(metrics)  # an unknown name fails before anything is read
     sa, sb = (s if isinstance(s, ImageSource) else image_source(s) for s in (a, b))  # bad inputs fail before the weights are sought
     ex = extractor or Extractor(kind, weights, device, resize, batch, amp, download=download, quiet=quiet)
-    need, isc = 'kid' in metrics or 'mifid' in metrics, 'is' in metrics
-    if isc and sa.kind == sb.kind == 'stats': raise GanlabError('IS needs images on at least one side, not two statistics files')
-    ma = measure(sa, ex, features=need, logits=isc and sa.kind != 'stats', quiet=quiet)
+    feats, logits = (any(w in m.needs for m in ms) for w in ('features', 'logits'))
+    if logits and sa.kind == sb.kind == 'stats':
+        raise GanlabError(f"{', '.join(m.name.upper() for m in ms if 'logits' in m.needs)} needs images on at least one side, not two statistics files")
+    ma = measure(sa, ex, features=feats, logits=logits and sa.kind != 'stats', quiet=quiet)
     same = sa.path.resolve() == sb.path.resolve()
-    mb = ma if same else measure(sb, ex, features=need, logits=isc and sb.kind != 'stats', quiet=quiet)
+    mb = ma if same else measure(sb, ex, features=feats, logits=logits and sb.kind != 'stats', quiet=quiet)
     out = {'n_a': ma.n, 'n_b': mb.n, 'extractor': ex.kind, 'resize': ex.resize}
-    d = frechet_distance(ma.mu, ma.sigma, mb.mu, mb.sigma, method) if 'fid' in metrics or 'mifid' in metrics else None
-    if 'fid' in metrics: out[getattr(ex, 'fd_key', 'fid')] = d  # 'fd_classifier' in a classifier's features: not FID
-    if 'kid' in metrics: out.update(kid(ma.features, mb.features, kid_subsets, kid_subset_size))
-    if 'mifid' in metrics:
-        dist = memorization_distance(ma.features, mb.features)
-        out.update(mifid=mifid(d, dist), memorization_distance=dist)
-    if isc:
-        for side, m in (('a', ma), ('b', mb)):
-            if m.logits is not None:
-                sc = inception_score(m.logits, is_splits)
-                out.update({f'is_{side}': sc['is'], f'is_{side}_std': sc['is_std']})
-    return out
+    return {**out, **evaluate([m.name for m in ms], ma, mb, getattr(ex, 'fd_key', 'fid'), method=method,
+                              kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, is_splits=is_splits)}
 
 # %% ../nbs/07_metrics.ipynb #4ac96de4
 def write_features_csv(
@@ -559,17 +554,10 @@ def write_stats(
 def format_metrics(
     res:dict, # what `compare` returned
 ) -> str:
-    "The metrics of `compare` as a few readable lines"
-    lines = []
-    if 'fid' in res: lines.append(f"FID    {res['fid']:.4f}")
-    if 'fd_classifier' in res: lines.append(f"FD     {res['fd_classifier']:.4f}  (Fréchet distance in a trained classifier's features: not FID; compare it only with numbers from the same classifier)")
-    if 'kid' in res: lines.append(f"KID    {res['kid']:.6f} ± {res['kid_std']:.6f}  (subsets of {res['kid_subset_size']})")
-    if 'mifid' in res: lines.append(f"MiFID  {res['mifid']:.4f}  (memorization distance {res['memorization_distance']:.4f})")
-    for side in 'ab':
-        if f'is_{side}' in res: lines.append(f"IS {side.upper()}   {res[f'is_{side}']:.4f} ± {res[f'is_{side}_std']:.4f}")
+    "The metrics of `compare` as a few readable lines: each registered metric's own (`ganlab.scores.metric_lines`), then the counts"
     def count(n): return 'an unknown number of' if n is None else f'{n:,}'  # pytorch-fid's statistics files do not say
-    lines.append(f"({count(res['n_a'])} vs {count(res['n_b'])} images; extractor {res['extractor']}, resize {res['resize']})")
-    return '\n'.join(lines)
+    return '\n'.join(metric_lines(res) + [f"({count(res['n_a'])} vs {count(res['n_b'])} images; "
+                                          f"extractor {res['extractor']}, resize {res['resize']})"])
 
 # %% ../nbs/07_metrics.ipynb #6d17b966
 def write_metrics_json(

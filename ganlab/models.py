@@ -11,7 +11,8 @@ import torch, torch.nn as nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm, _SpectralNorm
 from .core import GanlabError, WeightsFile, find_weights, load_state
-from .choices import SIZES, G_NORMS, D_NORMS, UPSAMPLINGS, PROJECTIONS, HEADS, ACTIVATIONS, CYCLEGAN_NORMS, CYCLEGAN_GENERATORS
+from .choices import (SIZES, G_NORMS, D_NORMS, UPSAMPLINGS, PROJECTIONS, HEADS, ACTIVATIONS, CYCLEGAN_NORMS,
+                            CYCLEGAN_GENERATORS)
 
 # %% auto #0
 __all__ = ['GOOGLENET_WEIGHTS', 'GOOGLENET_ENV', 'trainable_weight', 'dcgan_init', 'Float32SpectralNorm', 'spectral_norm32',
@@ -33,12 +34,14 @@ def _choose(
 
 def _positive(what:str, value) -> int:
     "`value` when it is a positive int, else a `GanlabError` naming it"
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1: raise GanlabError(f'{what}: {value!r} is not a positive integer')
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise GanlabError(f'{what}: {value!r} is not a positive integer')
     return value
 
 def _probability(what:str, value) -> float:
     "`value` as a float when it is in [0, 1), else a `GanlabError` naming it"
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1: raise GanlabError(f'{what}: {value!r} is not in [0, 1)')
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+        raise GanlabError(f'{what}: {value!r} is not in [0, 1)')
     return float(value)
 
 # %% ../nbs/04_models.ipynb #9c43702e
@@ -60,13 +63,16 @@ def dcgan_init(
     if isinstance(m, _WEIGHTED):
         w = trainable_weight(m)
         nn.init.normal_(w, 0., std)
-        if m.bias is not None: nn.init.zeros_(m.bias)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
         if parametrize.is_parametrized(m, 'weight'):
             for p in m.parametrizations.weight:  # refit spectral norm's u, v to the new weight
-                if hasattr(p, '_power_method') and w.ndim > 1: p._power_method(p._reshape_weight_to_matrix(w), 15)
+                if hasattr(p, '_power_method') and w.ndim > 1:
+                    p._power_method(p._reshape_weight_to_matrix(w), 15)
     elif isinstance(m, _NORMS) and getattr(m, 'weight', None) is not None:
         nn.init.normal_(m.weight, 1., std)
-        if m.bias is not None: nn.init.zeros_(m.bias)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
 
 # %% ../nbs/04_models.ipynb #a499fe62
 class Float32SpectralNorm(_SpectralNorm):
@@ -78,9 +84,9 @@ class Float32SpectralNorm(_SpectralNorm):
         with torch.autocast(weight.device.type, enabled=False): return super().forward(weight)
 
 def spectral_norm32(
-    m:nn.Module, # a layer with a weight of 2 or more dimensions (convolution, transposed convolution, linear, embedding)
+    m:nn.Module, # a layer with a weight of 2 or more dimensions (convolution, transposed convolution, linear...)
 ) -> nn.Module:
-    "`m` under `Float32SpectralNorm`, as torch's `spectral_norm` puts it: the same state-dict keys and the same draws of u, v"
+    "`m` under `Float32SpectralNorm`, as torch's `spectral_norm` puts it: the same state-dict keys and draws of u, v"
     dim = 1 if isinstance(m, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)) else 0  # output channels
     parametrize.register_parametrization(m, 'weight', Float32SpectralNorm(m.weight, dim=dim))
     return m
@@ -97,7 +103,8 @@ def _act(kind:str) -> nn.Module:
 def _up(kind:str, cin:int, cout:int, bias:bool, spectral:bool) -> nn.Module:
     "One 2x upsampling: a 4x4 stride-2 transposed convolution, or nearest-neighbour 2x and a 3x3 convolution"
     if kind == 'convt': return _sn(nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=bias), spectral)
-    return nn.Sequential(nn.Upsample(scale_factor=2, mode='nearest'), _sn(nn.Conv2d(cin, cout, 3, 1, 1, bias=bias), spectral))
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode='nearest'),
+                         _sn(nn.Conv2d(cin, cout, 3, 1, 1, bias=bias), spectral))
 
 def _steps(size:int) -> int:
     "The number of 2x steps between 4x4 and `size`"
@@ -113,7 +120,8 @@ class CondBatchNorm2d(nn.Module):
         super().__init__()
         self.bn = nn.BatchNorm2d(channels, affine=False)
         self.gamma, self.beta = nn.Embedding(classes, channels), nn.Embedding(classes, channels)
-        nn.init.ones_(self.gamma.weight); nn.init.zeros_(self.beta.weight)
+        nn.init.ones_(self.gamma.weight)
+        nn.init.zeros_(self.beta.weight)
 
     def forward(self, x:torch.Tensor, y:torch.Tensor) -> torch.Tensor:
         return self.bn(x) * self.gamma(y)[:, :, None, None] + self.beta(y)[:, :, None, None]
@@ -126,7 +134,8 @@ def check_images(
 ) -> torch.Tensor:
     "`x` when it is a batch N x channels x size x size, else a clear error"
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1:] != (channels, size, size):
-        raise GanlabError(f'{what}: images of shape {tuple(getattr(x, "shape", ()))}; expected (N, {channels}, {size}, {size})')
+        shape = tuple(getattr(x, "shape", ()))
+        raise GanlabError(f'{what}: images of shape {shape}; expected (N, {channels}, {size}, {size})')
     return x
 
 def check_labels(
@@ -137,12 +146,13 @@ def check_labels(
 ) -> torch.Tensor:
     "`y` when it is a LongTensor of `n` labels in [0, classes), else a clear error"
     if not isinstance(y, torch.Tensor) or y.shape != (n,) or y.dtype != torch.long:
-        raise GanlabError(f'{what}: a class-conditional network needs labels, a LongTensor of shape ({n},); got {getattr(y, "dtype", type(y).__name__)} {tuple(getattr(y, "shape", ()))}')
+        raise GanlabError(f'{what}: a class-conditional network needs labels, a LongTensor of shape ({n},); got '
+                          f'{getattr(y, "dtype", type(y).__name__)} {tuple(getattr(y, "shape", ()))}')
     return y
 
 # %% ../nbs/04_models.ipynb #8f0507a8
 class Generator(nn.Module):
-    "DCGAN generator: latent vectors (N x latent, or N x latent x 1 x 1) to images N x channels x size x size in [-1, 1]"
+    "DCGAN generator: latent vectors (N x latent or N x latent x 1 x 1) to images N x channels x size x size in [-1, 1]"
     def __init__(self,
         size:int=32, # image side: 16, 32, 64 or 128
         latent:int=100, # length of the latent vectors
@@ -156,17 +166,25 @@ class Generator(nn.Module):
         classes:int=0, # class-conditional batch norms for this many classes (0: unconditional)
     ):
         super().__init__()
-        self.size, self.latent, self.width, self.channels = _choose('Generator size', size, SIZES), _positive('Generator latent', latent), \
-            _positive('Generator width', width), _positive('Generator channels', channels)
+        self.size, self.latent = _choose('Generator size', size, SIZES), _positive('Generator latent', latent)
+        self.width, self.channels = _positive('Generator width', width), _positive('Generator channels', channels)
         self.classes = 0 if not classes else _positive('Generator classes', classes)
-        if self.classes and norm != 'batch': raise GanlabError("Generator: a class-conditional generator conditions through its batch norms; norm must be 'batch'")
-        self.norm, self.up, self.project, self.act = _choose('Generator norm', norm, G_NORMS), _choose('Generator up', up, UPSAMPLINGS), \
-            _choose('Generator project', project, PROJECTIONS), _choose('Generator act', act, ACTIVATIONS)
+        if self.classes and norm != 'batch':
+            why = 'a class-conditional generator conditions through its batch norms'
+            raise GanlabError(f"Generator: {why}; norm must be 'batch'")
+        self.norm, self.up = _choose('Generator norm', norm, G_NORMS), _choose('Generator up', up, UPSAMPLINGS)
+        self.project = _choose('Generator project', project, PROJECTIONS)
+        self.act = _choose('Generator act', act, ACTIVATIONS)
         self.spectral, bn = bool(spectral), norm == 'batch'
-        def post(c): return ([CondBatchNorm2d(c, classes) if classes else nn.BatchNorm2d(c)] if bn else []) + [_act(act)]
-        k = _steps(size); c = width * 2 ** (k - 1)
-        if project == 'conv': layers = [nn.Unflatten(1, (latent, 1, 1)), _sn(nn.ConvTranspose2d(latent, c, 4, 1, 0, bias=not bn), spectral)]
-        else: layers = [_sn(nn.Linear(latent, c * 16, bias=not bn), spectral), nn.Unflatten(1, (c, 4, 4))]
+        def post(c):
+            return ([CondBatchNorm2d(c, classes) if classes else nn.BatchNorm2d(c)] if bn else []) + [_act(act)]
+        k = _steps(size)
+        c = width * 2 ** (k - 1)
+        if project == 'conv':
+            layers = [nn.Unflatten(1, (latent, 1, 1)),
+                      _sn(nn.ConvTranspose2d(latent, c, 4, 1, 0, bias=not bn), spectral)]
+        else:
+            layers = [_sn(nn.Linear(latent, c * 16, bias=not bn), spectral), nn.Unflatten(1, (c, 4, 4))]
         layers += post(c)
         for _ in range(k - 1):
             layers += [_up(up, c, c // 2, not bn, spectral), *post(c // 2)]
@@ -180,12 +198,15 @@ class Generator(nn.Module):
         y:torch.Tensor|None=None, # class labels, N (a conditional generator only)
     ) -> torch.Tensor:
         "Images N x channels x size x size in [-1, 1]"
-        if z.ndim == 4 and z.shape[2:] == (1, 1): z = z.flatten(1)
+        if z.ndim == 4 and z.shape[2:] == (1, 1):
+            z = z.flatten(1)
         if z.ndim != 2 or z.shape[1] != self.latent:
-            raise GanlabError(f'Generator: latent batch of shape {tuple(z.shape)}; expected (N, {self.latent}) or (N, {self.latent}, 1, 1)')
+            expected = f'(N, {self.latent}) or (N, {self.latent}, 1, 1)'
+            raise GanlabError(f'Generator: latent batch of shape {tuple(z.shape)}; expected {expected}')
         if not self.classes: return self.net(z)
         y = check_labels('Generator', y, len(z), self.classes)
-        for m in self.net: z = m(z, y) if isinstance(m, CondBatchNorm2d) else m(z)
+        for m in self.net:
+            z = m(z, y) if isinstance(m, CondBatchNorm2d) else m(z)
         return z
 
 # %% ../nbs/04_models.ipynb #7cf3e301
@@ -208,8 +229,8 @@ class Discriminator(nn.Module):
         classes:int=0, # a projection term for this many classes (0: unconditional)
     ):
         super().__init__()
-        self.size, self.width, self.channels = _choose('Discriminator size', size, SIZES), _positive('Discriminator width', width), \
-            _positive('Discriminator channels', channels)
+        self.size, self.width = _choose('Discriminator size', size, SIZES), _positive('Discriminator width', width)
+        self.channels = _positive('Discriminator channels', channels)
         self.norm = _choose('Discriminator norm', norm, D_NORMS)
         _choose('Discriminator head', head, HEADS)
         dropout = _probability('Discriminator dropout', dropout)
@@ -221,12 +242,16 @@ class Discriminator(nn.Module):
             c = width * 2 ** i
             layers += ([_norm2d(norm, c)] if normed else []) + [nn.LeakyReLU(0.2, inplace=True)]
         self.features = nn.Sequential(*layers)
-        if head == 'conv': self.head = nn.Sequential(nn.Dropout(dropout), _sn(nn.Conv2d(c, 1, 4, 1, 0), spectral), nn.Flatten())
-        else: self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), _sn(nn.Linear(c * 16, 1), spectral))
+        if head == 'conv':
+            self.head = nn.Sequential(nn.Dropout(dropout), _sn(nn.Conv2d(c, 1, 4, 1, 0), spectral), nn.Flatten())
+        else:
+            self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), _sn(nn.Linear(c * 16, 1), spectral))
         self.classes = 0 if not classes else _positive('Discriminator classes', classes)
-        if self.classes: self.embed = _sn(nn.Embedding(self.classes, c), spectral)
+        if self.classes:
+            self.embed = _sn(nn.Embedding(self.classes, c), spectral)
         self.apply(dcgan_init)
-        if self.classes: nn.init.normal_(trainable_weight(self.embed), 0., 0.02)
+        if self.classes:
+            nn.init.normal_(trainable_weight(self.embed), 0., 0.02)
 
     def forward(self,
         x:torch.Tensor, # images N x channels x size x size in [-1, 1]
@@ -246,7 +271,7 @@ GOOGLENET_ENV = 'GANLAB_GOOGLENET_WEIGHTS' # environment variable that may name 
 _GOOGLENET_IGNORED = ('aux1.', 'aux2.', 'fc.') # keys of torchvision's file the backbone has no use for
 
 def googlenet_backbone(
-    init:bool=True, # torchvision's initialisation (truncated normal); False keeps PyTorch's default (faster, for loading weights)
+    init:bool=True, # torchvision's initialisation (truncated normal); False: PyTorch's default (faster, to load into)
 ) -> nn.Module:
     "torchvision's GoogLeNet without auxiliary classifiers, dropout and final layer: images to 1024 pooled features"
     from torchvision.models import GoogLeNet
@@ -258,7 +283,7 @@ def load_googlenet(
     net:nn.Module, # a backbone from `googlenet_backbone`
     path, # a state-dict file of torchvision's GoogLeNet
 ) -> nn.Module:
-    "Load torchvision's GoogLeNet weights at `path` into `net` (auxiliary and `fc` keys ignored), with a clear error when they do not fit"
+    "Load torchvision's GoogLeNet weights at `path` into `net` (auxiliary, `fc` keys ignored), clear about a misfit"
     return load_state(net, path, GOOGLENET_WEIGHTS.what, 'GoogLeNet', _GOOGLENET_IGNORED)
 
 # %% ../nbs/04_models.ipynb #2b21c7db
@@ -275,21 +300,26 @@ class GoogLeNetDiscriminator(nn.Module):
         dropout:float=0., # dropout on the 1024 features, before the head
     ):
         super().__init__()
-        if isinstance(size, bool) or not isinstance(size, int) or size < 32: raise GanlabError(f'GoogLeNetDiscriminator size: {size!r} is not an integer of at least 32')
+        if isinstance(size, bool) or not isinstance(size, int) or size < 32:
+            raise GanlabError(f'GoogLeNetDiscriminator size: {size!r} is not an integer of at least 32')
         dropout = _probability('GoogLeNetDiscriminator dropout', dropout)
         self.size, self.channels, self.freeze_backbone = size, 3, bool(freeze_backbone)
-        self.pretrained, self.spectral, self.dropout = bool(pretrained or weights is not None), bool(spectral), float(dropout)
+        self.pretrained = bool(pretrained or weights is not None)
+        self.spectral, self.dropout = bool(spectral), float(dropout)
         self.backbone = googlenet_backbone(init=not self.pretrained)
         if self.pretrained:
-            load_googlenet(self.backbone, find_weights(GOOGLENET_WEIGHTS, path=weights, env=GOOGLENET_ENV, download=download, quiet=quiet))
+            path = find_weights(GOOGLENET_WEIGHTS, path=weights, env=GOOGLENET_ENV, download=download, quiet=quiet)
+            load_googlenet(self.backbone, path)
         self.head = nn.Sequential(nn.Dropout(dropout), _sn(nn.Linear(1024, 1), spectral))
         self.head.apply(dcgan_init)
-        if self.freeze_backbone: self.backbone.requires_grad_(False).eval()
+        if self.freeze_backbone:
+            self.backbone.requires_grad_(False).eval()
 
     def train(self, mode:bool=True):
         "Set train or eval mode; a frozen backbone stays in eval mode"
         super().train(mode)
-        if self.freeze_backbone: self.backbone.eval()
+        if self.freeze_backbone:
+            self.backbone.eval()
         return self
 
     def forward(self, x:torch.Tensor) -> torch.Tensor:
@@ -299,7 +329,7 @@ class GoogLeNetDiscriminator(nn.Module):
 
 # %% ../nbs/04_models.ipynb #faec2b18
 class MLPGenerator(nn.Module):
-    "Vanilla GAN generator: latent vectors (N x latent, or N x latent x 1 x 1) to images N x channels x size x size in [-1, 1]"
+    "Vanilla GAN generator: latent vectors (N x latent, or N x latent x 1 x 1) to N x channels x size x size in [-1, 1]"
     def __init__(self,
         latent:int=100, # length of the latent vectors
         size:int=28, # image side
@@ -307,17 +337,21 @@ class MLPGenerator(nn.Module):
         hidden=(256, 512, 1024), # widths of the hidden layers
     ):
         super().__init__()
-        self.latent, self.size, self.channels = _positive('MLPGenerator latent', latent), _positive('MLPGenerator size', size), \
-            _positive('MLPGenerator channels', channels)
+        self.latent, self.size = _positive('MLPGenerator latent', latent), _positive('MLPGenerator size', size)
+        self.channels = _positive('MLPGenerator channels', channels)
         self.hidden, dims, layers = tuple(_positive('MLPGenerator hidden', h) for h in hidden), (latent, *hidden), []
-        for a, b in zip(dims, dims[1:]): layers += [nn.Linear(a, b), nn.LeakyReLU(0.2, inplace=True)]
-        self.net = nn.Sequential(*layers, nn.Linear(dims[-1], channels * size * size), nn.Tanh(), nn.Unflatten(1, (channels, size, size)))
+        for a, b in zip(dims, dims[1:]):
+            layers += [nn.Linear(a, b), nn.LeakyReLU(0.2, inplace=True)]
+        self.net = nn.Sequential(*layers, nn.Linear(dims[-1], channels * size * size), nn.Tanh(),
+                                 nn.Unflatten(1, (channels, size, size)))
 
     def forward(self, z:torch.Tensor) -> torch.Tensor:
         "Images N x channels x size x size in [-1, 1] from latent vectors"
-        if z.ndim == 4 and z.shape[2:] == (1, 1): z = z.flatten(1)
+        if z.ndim == 4 and z.shape[2:] == (1, 1):
+            z = z.flatten(1)
         if z.ndim != 2 or z.shape[1] != self.latent:
-            raise GanlabError(f'MLPGenerator: latent batch of shape {tuple(z.shape)}; expected (N, {self.latent}) or (N, {self.latent}, 1, 1)')
+            raise GanlabError(f'MLPGenerator: latent batch of shape {tuple(z.shape)}; expected (N, {self.latent}) or '
+                              f'(N, {self.latent}, 1, 1)')
         return self.net(z)
 
 class MLPDiscriminator(nn.Module):
@@ -329,11 +363,13 @@ class MLPDiscriminator(nn.Module):
         dropout:float=0.3, # dropout after each hidden layer
     ):
         super().__init__()
-        self.size, self.channels = _positive('MLPDiscriminator size', size), _positive('MLPDiscriminator channels', channels)
+        self.size = _positive('MLPDiscriminator size', size)
+        self.channels = _positive('MLPDiscriminator channels', channels)
         dropout = _probability('MLPDiscriminator dropout', dropout)
         self.hidden, self.dropout = tuple(_positive('MLPDiscriminator hidden', h) for h in hidden), float(dropout)
         dims, layers = (channels * size * size, *hidden), [nn.Flatten()]
-        for a, b in zip(dims, dims[1:]): layers += [nn.Linear(a, b), nn.LeakyReLU(0.2, inplace=True), nn.Dropout(dropout)]
+        for a, b in zip(dims, dims[1:]):
+            layers += [nn.Linear(a, b), nn.LeakyReLU(0.2, inplace=True), nn.Dropout(dropout)]
         self.net = nn.Sequential(*layers, nn.Linear(dims[-1], 1))
 
     def forward(self, x:torch.Tensor) -> torch.Tensor:
@@ -360,7 +396,8 @@ def cyclegan_init(
     gain:float=0.02, # standard deviation of the weights and of the batch-norm scales
 ) -> None:
     "CycleGAN's 'normal' initialisation: conv and linear weights N(0, gain), normalisation scales N(1, gain), biases 0"
-    if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not gain > 0: raise GanlabError(f'cyclegan_init gain: {gain!r} is not a positive number')
+    if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not gain > 0:
+        raise GanlabError(f'cyclegan_init gain: {gain!r} is not a positive number')
     dcgan_init(m, std=gain)
 
 # %% ../nbs/04_models.ipynb #eba6b936
@@ -369,8 +406,10 @@ class _ResnetBlock(nn.Module):
     def __init__(self, c:int, norm:str, dropout:float):
         super().__init__()
         bias = norm != 'batch'
-        self.body = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(c, c, 3, bias=bias), *_cyclegan_norm(norm, c), nn.ReLU(inplace=True),
-            *([nn.Dropout(dropout)] if dropout else []), nn.ReflectionPad2d(1), nn.Conv2d(c, c, 3, bias=bias), *_cyclegan_norm(norm, c))
+        self.body = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(c, c, 3, bias=bias), *_cyclegan_norm(norm, c),
+                                  nn.ReLU(inplace=True),
+            *([nn.Dropout(dropout)] if dropout else []), nn.ReflectionPad2d(1), nn.Conv2d(c, c, 3, bias=bias),
+                                  *_cyclegan_norm(norm, c))
 
     def forward(self, x:torch.Tensor) -> torch.Tensor: return x + self.body(x)
 
@@ -378,10 +417,11 @@ def _check_images(what:str, x:torch.Tensor, channels:int, multiple:int, least:in
     "A `GanlabError` unless `x` is N x channels x H x W with H and W multiples of `multiple`, at least `least`"
     if x.ndim != 4 or x.shape[1] != channels or any(s % multiple or s < least for s in x.shape[2:]):
         sides = ', '.join(([f'multiples of {multiple}'] if multiple > 1 else []) + [f'at least {least}'])
-        raise GanlabError(f'{what}: images of shape {tuple(x.shape)}; expected (N, {channels}, H, W) with H and W {sides}')
+        raise GanlabError(f'{what}: images of shape {tuple(x.shape)}; '
+                          f'expected (N, {channels}, H, W) with H and W {sides}')
 
 class ResnetGenerator(nn.Module):
-    "CycleGAN's ResNet generator: images N x channels x H x W in [-1, 1] to images of the same shape (H, W multiples of 4)"
+    "CycleGAN's ResNet generator: images N x channels x H x W in [-1, 1] to the same shape (H, W multiples of 4)"
     def __init__(self,
         channels:int=3, # image channels, in and out
         ngf:int=64, # channels of the first stage; the downsamplings double them twice, the residual blocks have 4 * ngf
@@ -390,15 +430,18 @@ class ResnetGenerator(nn.Module):
         dropout:float=0., # dropout between the two convolutions of each residual block
     ):
         super().__init__()
-        self.channels, self.ngf, self.blocks = _positive('ResnetGenerator channels', channels), _positive('ResnetGenerator ngf', ngf), \
-            _positive('ResnetGenerator blocks', blocks)
-        self.norm, self.dropout = _choose('ResnetGenerator norm', norm, CYCLEGAN_NORMS), _probability('ResnetGenerator dropout', dropout)
+        self.channels, self.ngf = _positive('ResnetGenerator channels', channels), _positive('ResnetGenerator ngf', ngf)
+        self.blocks = _positive('ResnetGenerator blocks', blocks)
+        self.norm = _choose('ResnetGenerator norm', norm, CYCLEGAN_NORMS)
+        self.dropout = _probability('ResnetGenerator dropout', dropout)
         bias = norm != 'batch'
         def stage(conv, c): return [conv, *_cyclegan_norm(norm, c), nn.ReLU(inplace=True)]
         layers = [nn.ReflectionPad2d(3), *stage(nn.Conv2d(channels, ngf, 7, bias=bias), ngf)]
-        for c in (ngf, ngf * 2): layers += stage(nn.Conv2d(c, c * 2, 3, 2, 1, bias=bias), c * 2)
+        for c in (ngf, ngf * 2):
+            layers += stage(nn.Conv2d(c, c * 2, 3, 2, 1, bias=bias), c * 2)
         layers += [_ResnetBlock(ngf * 4, norm, self.dropout) for _ in range(blocks)]
-        for c in (ngf * 4, ngf * 2): layers += stage(nn.ConvTranspose2d(c, c // 2, 3, 2, 1, output_padding=1, bias=bias), c // 2)
+        for c in (ngf * 4, ngf * 2):
+            layers += stage(nn.ConvTranspose2d(c, c // 2, 3, 2, 1, output_padding=1, bias=bias), c // 2)
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, channels, 7), nn.Tanh()]
         self.net = nn.Sequential(*layers)
         self.apply(cyclegan_init)
@@ -420,7 +463,7 @@ class _UnetLevel(nn.Module):
         return torch.cat([x, y], 1) if self.skip else y
 
 class UnetGenerator(nn.Module):
-    "pix2pix's U-Net generator: images N x channels x H x W in [-1, 1] to images of the same shape (H, W multiples of `size`)"
+    "pix2pix's U-Net generator: images N x channels x H x W in [-1, 1] to the same shape (H, W multiples of `size`)"
     def __init__(self,
         size:int=256, # image side, a power of two of at least 16: the U-Net halves it log2(size) times, down to 1x1
         channels:int=3, # image channels, in and out
@@ -431,8 +474,10 @@ class UnetGenerator(nn.Module):
         super().__init__()
         if isinstance(size, bool) or not isinstance(size, int) or size < 16 or size & (size - 1):
             raise GanlabError(f'UnetGenerator size: {size!r} is not a power of two of at least 16')
-        self.size, self.channels, self.ngf = size, _positive('UnetGenerator channels', channels), _positive('UnetGenerator ngf', ngf)
-        self.norm, self.dropout = _choose('UnetGenerator norm', norm, CYCLEGAN_NORMS), _probability('UnetGenerator dropout', dropout)
+        self.size, self.channels = size, _positive('UnetGenerator channels', channels)
+        self.ngf = _positive('UnetGenerator ngf', ngf)
+        self.norm = _choose('UnetGenerator norm', norm, CYCLEGAN_NORMS)
+        self.dropout = _probability('UnetGenerator dropout', dropout)
         self.depth, bias = size.bit_length() - 1, norm != 'batch'
         widths = [ngf * min(2 ** i, 8) for i in range(self.depth)]
         level = nn.Identity()
@@ -442,10 +487,12 @@ class UnetGenerator(nn.Module):
                 down = nn.Conv2d(channels, c, 4, 2, 1)
                 up = nn.Sequential(nn.ReLU(inplace=True), nn.ConvTranspose2d(2 * c, channels, 4, 2, 1), nn.Tanh())
             else:
-                down = nn.Sequential(nn.LeakyReLU(0.2, inplace=True), nn.Conv2d(widths[i - 1], c, 4, 2, 1, bias=bias or innermost),
+                down = nn.Sequential(nn.LeakyReLU(0.2, inplace=True),
+                                     nn.Conv2d(widths[i - 1], c, 4, 2, 1, bias=bias or innermost),
                                      *([] if innermost else _cyclegan_norm(norm, c)))
                 drop = [nn.Dropout(self.dropout)] if self.dropout and i >= self.depth - 3 else []
-                up = nn.Sequential(nn.ReLU(inplace=True), nn.ConvTranspose2d(c if innermost else 2 * c, widths[i - 1], 4, 2, 1, bias=bias),
+                up = nn.Sequential(nn.ReLU(inplace=True),
+                                   nn.ConvTranspose2d(c if innermost else 2 * c, widths[i - 1], 4, 2, 1, bias=bias),
                                    *_cyclegan_norm(norm, widths[i - 1]), *drop)
             level = _UnetLevel(down, level, up, skip=i > 0)
         self.net = level
@@ -462,12 +509,13 @@ def receptive_field(
 ) -> int:
     "The side of the image patch one logit of a `PatchDiscriminator` sees: 70 for 3 layers"
     r = 1
-    for stride in [1, 1] + [2] * _positive('receptive_field layers', layers): r = (r - 1) * stride + 4  # from the logit back to the image
+    for stride in [1, 1] + [2] * _positive('receptive_field layers', layers):
+        r = (r - 1) * stride + 4  # from the logit back to the image
     return r
 
 # %% ../nbs/04_models.ipynb #303e4ef2
 class PatchDiscriminator(nn.Module):
-    "PatchGAN discriminator: images N x channels x H x W to logits N x 1 x h x w, one per overlapping patch (30x30 for 256x256)"
+    "PatchGAN discriminator: N x C x H x W images to N x 1 x h x w logits, one per overlapping patch (30x30 at 256x256)"
     def __init__(self,
         channels:int=3, # image channels
         ndf:int=64, # channels of the first convolution; they double at each later one, up to 8 * ndf
@@ -476,14 +524,15 @@ class PatchDiscriminator(nn.Module):
         spectral:bool=False, # spectral norm on every convolution
     ):
         super().__init__()
-        self.channels, self.ndf, self.layers = _positive('PatchDiscriminator channels', channels), _positive('PatchDiscriminator ndf', ndf), \
-            _positive('PatchDiscriminator layers', layers)
+        self.channels = _positive('PatchDiscriminator channels', channels)
+        self.ndf, self.layers = _positive('PatchDiscriminator ndf', ndf), _positive('PatchDiscriminator layers', layers)
         self.norm, self.spectral = _choose('PatchDiscriminator norm', norm, CYCLEGAN_NORMS), bool(spectral)
         self.receptive_field, self.min_size, bias = receptive_field(layers), 3 * 2 ** layers, norm != 'batch'
         net, c = [_sn(nn.Conv2d(channels, ndf, 4, 2, 1), spectral), nn.LeakyReLU(0.2, inplace=True)], ndf
         for i in range(1, layers + 1):  # layers - 1 more at stride 2, then one at stride 1
             out = ndf * min(2 ** i, 8)
-            net += [_sn(nn.Conv2d(c, out, 4, 2 if i < layers else 1, 1, bias=bias), spectral), *_cyclegan_norm(norm, out), nn.LeakyReLU(0.2, inplace=True)]
+            net += [_sn(nn.Conv2d(c, out, 4, 2 if i < layers else 1, 1, bias=bias), spectral),
+                    *_cyclegan_norm(norm, out), nn.LeakyReLU(0.2, inplace=True)]
             c = out
         self.net = nn.Sequential(*net, _sn(nn.Conv2d(c, 1, 4, 1, 1), spectral))
         self.apply(cyclegan_init)
@@ -505,13 +554,15 @@ def cyclegan_generator(
     "A CycleGAN generator by name"
     _choose('cyclegan_generator arch', arch, CYCLEGAN_GENERATORS)
     if arch == 'unet': return UnetGenerator(size, channels, ngf, norm, 0.5 if dropout is None else dropout)
-    if isinstance(size, bool) or not isinstance(size, int) or size < 8 or size % 4: raise GanlabError(f'cyclegan_generator size: {size!r} is not a multiple of 4 of at least 8')
+    if isinstance(size, bool) or not isinstance(size, int) or size < 8 or size % 4:
+        raise GanlabError(f'cyclegan_generator size: {size!r} is not a multiple of 4 of at least 8')
     return ResnetGenerator(channels, ngf, 9 if arch == 'resnet9' else 6, norm, 0. if dropout is None else dropout)
 
 # %% ../nbs/04_models.ipynb #e3d01c7a
 def googlenet_discriminator(cfg) -> GoogLeNetDiscriminator:
-    "The GoogLeNet discriminator a config describes (`pretrained`, `weights`, `spectral`, `freeze_backbone`, `size`, `d_dropout`)"
-    return GoogLeNetDiscriminator(pretrained=cfg.pretrained, weights=cfg.weights, spectral=cfg.spectral, freeze_backbone=cfg.freeze_backbone,
+    "The GoogLeNet discriminator a config describes: `pretrained`, `weights`, `spectral`, `freeze_backbone`, `size`..."
+    return GoogLeNetDiscriminator(pretrained=cfg.pretrained, weights=cfg.weights, spectral=cfg.spectral,
+                                  freeze_backbone=cfg.freeze_backbone,
                                   size=cfg.size, dropout=cfg.d_dropout)
 
 def mlp_generator(cfg) -> MLPGenerator:
@@ -524,7 +575,8 @@ def mlp_discriminator(cfg) -> MLPDiscriminator:
 
 def translator(cfg) -> nn.Module:
     "The image-to-image generator a config describes (`g_arch`, `ngf`, `size`, `norm`, `g_dropout`)"
-    return cyclegan_generator(cfg.g_arch, ngf=cfg.ngf, channels=3, size=cfg.size, norm=cfg.norm, dropout=cfg.g_dropout or None)
+    return cyclegan_generator(cfg.g_arch, ngf=cfg.ngf, channels=3, size=cfg.size, norm=cfg.norm,
+                              dropout=cfg.g_dropout or None)
 
 def patch_discriminator(cfg) -> PatchDiscriminator:
     "The PatchGAN discriminator a config describes (`ndf`, `d_layers`, `norm`, `spectral`)"

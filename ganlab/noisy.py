@@ -24,8 +24,11 @@ def encode(
     **kwargs, # passed to `Image.save` (quality, transparency, exif, lossless...)
 ) -> bytes:
     "`im` encoded as `fmt`"
-    b = io.BytesIO(); im.save(b, fmt, **kwargs); return b.getvalue()
+    b = io.BytesIO()
+    im.save(b, fmt, **kwargs)
+    return b.getvalue()
 
+# %% ../nbs/01a_noisy.ipynb #7b7d24dd
 def b64_variant(
     data:bytes, # bytes to encode
     style:str='plain', # 'plain', 'data_uri', 'wrapped' (76 columns, \n or \r\n), 'unpadded' or 'urlsafe'
@@ -35,7 +38,9 @@ def b64_variant(
     if style == 'urlsafe': return base64.urlsafe_b64encode(data).decode().rstrip('=')
     s = base64.b64encode(data).decode()
     if style == 'data_uri': return 'data:image/png;base64,' + s
-    if style == 'wrapped': return ('\r\n' if rng is not None and rng.random() < .5 else '\n').join(s[i:i+76] for i in range(0, len(s), 76))
+    if style == 'wrapped':
+        eol = '\r\n' if rng is not None and rng.random() < .5 else '\n'
+        return eol.join(s[i:i+76] for i in range(0, len(s), 76))
     if style == 'unpadded': return s.rstrip('=')
     return s
 
@@ -49,9 +54,17 @@ def over_white(
     num = rgb.astype(np.int64) * alpha[..., None] + 255 * (255 - alpha[..., None].astype(np.int64))
     return np.floor(num / 255 + 0.5).astype(np.uint8)
 
-def rgb3(g:np.ndarray) -> np.ndarray:
+# %% ../nbs/01a_noisy.ipynb #ad15e504
+def rgb3(
+    g:np.ndarray, # H x W grey values
+) -> np.ndarray:
     "A grey H x W array as H x W x 3"
     return np.repeat(g[..., None], 3, axis=2)
+
+# %% ../nbs/01a_noisy.ipynb #727db118
+GOOD_KINDS = ('png_rgb', 'png_l', 'png_i16', 'tiff_i16b', 'tiff_i32', 'png_p', 'png_rgba', 'png_la', 'tiff_cmyk',
+              'jpeg_cmyk', 'png_1', 'png_mask', 'jpeg_rgb', 'jpeg_exif', 'webp', 'bmp', 'tiff_rgb', 'gif', 'resized')
+LOSSY_KINDS = {'jpeg_cmyk', 'jpeg_rgb', 'jpeg_exif', 'resized'}
 
 # %% ../nbs/01a_noisy.ipynb #2abff586
 def _alpha(rng, h, w):
@@ -62,6 +75,7 @@ def _alpha(rng, h, w):
 
 def _luma(rgb): return np.asarray(Image.fromarray(rgb).convert('L'))
 
+# %% ../nbs/01a_noisy.ipynb #25de8146
 def kind_content(
     kind:str, # one of `GOOD_KINDS`
     img:np.ndarray, # upright 32x32x3 uint8
@@ -71,16 +85,19 @@ def kind_content(
     h, w = img.shape[:2]
     if kind in ('png_l', 'png_i16', 'tiff_i16b', 'tiff_i32'):
         g = _luma(img)
-        p = dict(g16=np.clip(g.astype(np.int64) * 257 + rng.integers(-128, 129, g.shape), 0, 65535))  # round(v/257) == g
-        return p, rgb3(g), None
+        noise = rng.integers(-128, 129, g.shape)
+        return dict(g16=np.clip(g.astype(np.int64) * 257 + noise, 0, 65535)), rgb3(g), None  # round(v/257) == g
     if kind == 'png_la':
-        g, a = _luma(img), _alpha(rng, h, w); return dict(g=g, a=a), rgb3(g), a
+        g, a = _luma(img), _alpha(rng, h, w)
+        return dict(g=g, a=a), rgb3(g), a
     if kind == 'png_rgba' or kind == 'png_mask':
-        a = _alpha(rng, h, w); return dict(a=a), img, a
+        a = _alpha(rng, h, w)
+        return dict(a=a), img, a
     if kind in ('png_p', 'gif'):
         q = Image.fromarray(img).quantize(int(rng.integers(16, 64)))
         pal = np.asarray(q.getpalette(), np.uint8).reshape(-1, 3)
-        idx = np.asarray(q); col = pal[idx]
+        idx = np.asarray(q)
+        col = pal[idx]
         if kind == 'gif': return dict(idx=idx, pal=pal), col, None
         t = int(idx[int(rng.integers(h)), int(rng.integers(w))])  # one colour becomes transparent
         return dict(idx=idx, pal=pal, t=t), col, np.where(idx == t, 0, 255).astype(np.uint8)
@@ -89,15 +106,7 @@ def kind_content(
         return dict(b=b), rgb3(b), None
     return {}, img, None
 
-GOOD_KINDS = ('png_rgb', 'png_l', 'png_i16', 'tiff_i16b', 'tiff_i32', 'png_p', 'png_rgba', 'png_la', 'tiff_cmyk',
-              'jpeg_cmyk', 'png_1', 'png_mask', 'jpeg_rgb', 'jpeg_exif', 'webp', 'bmp', 'tiff_rgb', 'gif', 'resized')
-LOSSY_KINDS = {'jpeg_cmyk', 'jpeg_rgb', 'jpeg_exif', 'resized'}
-
 # %% ../nbs/01a_noisy.ipynb #ac6f4116
-_EXIF_STORE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-               5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE,
-               8: Image.Transpose.ROTATE_270} # how to store an upright image so that viewers applying Orientation n show it upright
-
 def kind_store(
     kind:str, # one of `GOOD_KINDS`
     p:dict, # parameters from `kind_content`
@@ -111,13 +120,17 @@ def kind_store(
     c = turn(inv(col))
     if kind in ('png_i16', 'tiff_i16b', 'tiff_i32'):
         v = turn(65535 - p['g16'] if inverted else p['g16'])
-        dt, fmt, mode = {'png_i16': ('<u2', 'PNG', 'I;16'), 'tiff_i16b': ('>u2', 'TIFF', 'I;16B'), 'tiff_i32': ('<i4', 'TIFF', 'I')}[kind]
+        dt, fmt, mode = {'png_i16': ('<u2', 'PNG', 'I;16'), 'tiff_i16b': ('>u2', 'TIFF', 'I;16B'),
+                         'tiff_i32': ('<i4', 'TIFF', 'I')}[kind]
         return encode(Image.fromarray(np.ascontiguousarray(v).astype(dt)), fmt), mode, {}
     if kind == 'png_l': return encode(Image.fromarray(np.ascontiguousarray(c[..., 0]))), 'L', {}
-    if kind == 'png_la': return encode(Image.fromarray(np.ascontiguousarray(np.dstack([c[..., 0], turn(p['a'])])), 'LA')), 'LA', {}
-    if kind == 'png_rgba': return encode(Image.fromarray(np.ascontiguousarray(np.dstack([c, turn(p['a'])])), 'RGBA')), 'RGBA', {}
+    if kind == 'png_la':
+        return encode(Image.fromarray(np.ascontiguousarray(np.dstack([c[..., 0], turn(p['a'])])), 'LA')), 'LA', {}
+    if kind == 'png_rgba':
+        return encode(Image.fromarray(np.ascontiguousarray(np.dstack([c, turn(p['a'])])), 'RGBA')), 'RGBA', {}
     if kind == 'png_mask':
-        return encode(Image.fromarray(np.ascontiguousarray(c))), 'RGB', dict(alpha_b64=base64.b64encode(encode(Image.fromarray(np.ascontiguousarray(turn(p['a']))))).decode())
+        mask = encode(Image.fromarray(np.ascontiguousarray(turn(p['a']))))
+        return encode(Image.fromarray(np.ascontiguousarray(c))), 'RGB', dict(alpha_b64=base64.b64encode(mask).decode())
     if kind in ('png_p', 'gif'):
         q = Image.fromarray(np.ascontiguousarray(turn(p['idx'])).astype(np.uint8), 'P')
         q.putpalette(inv(p['pal']).tobytes())
@@ -136,6 +149,11 @@ def kind_store(
     return encode(im), 'RGB', {}
 
 # %% ../nbs/01a_noisy.ipynb #d5e00526
+# how to store an upright image so that a viewer applying Orientation n shows it upright
+_EXIF_STORE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+               5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE,
+               8: Image.Transpose.ROTATE_270}
+
 def exif_jpeg(
     col:np.ndarray, # upright colours (already inverted when the record says so)
     orientation:int, # EXIF Orientation 1-8
@@ -143,7 +161,8 @@ def exif_jpeg(
     "A JPEG whose EXIF Orientation shows `col` upright"
     im = Image.fromarray(np.ascontiguousarray(col))
     if orientation in _EXIF_STORE: im = im.transpose(_EXIF_STORE[orientation])
-    ex = Image.Exif(); ex[0x0112] = orientation
+    ex = Image.Exif()
+    ex[0x0112] = orientation
     return encode(im, 'JPEG', quality=95, exif=ex.tobytes())
 
 # %% ../nbs/01a_noisy.ipynb #6a704493
@@ -155,7 +174,8 @@ def bomb_png(
     "A valid PNG of `w` x `h` black pixels, compressed row by row"
     chunk = lambda t, d: len(d).to_bytes(4, 'big') + t + d + zlib.crc32(t + d).to_bytes(4, 'big')
     row = bytes(1 + (w * bit_depth + 7) // 8)
-    z = zlib.compressobj(9); idat = b''.join(z.compress(row) for _ in range(h)) + z.flush()
+    z = zlib.compressobj(9)
+    idat = b''.join(z.compress(row) for _ in range(h)) + z.flush()
     ihdr = w.to_bytes(4, 'big') + h.to_bytes(4, 'big') + bytes([bit_depth, 0, 0, 0, 0])
     return b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', ihdr) + chunk(b'IDAT', idat) + chunk(b'IEND', b'')
 
@@ -174,13 +194,16 @@ def bad_line(
     png = encode(Image.fromarray(img))
     rec = {'id': rid, 'mode': 'RGB', 'size': [32, 32]}
     if kind == 'text':
-        return [b'not json at all', b'\x00\x01\x02garbage', f'{{"id": "{rid}", "img_b64": "iVBORw0KGgo'.encode()][int(rng.integers(3))]
+        texts = [b'not json at all', b'\x00\x01\x02garbage', f'{{"id": "{rid}", "img_b64": "iVBORw0KGgo'.encode()]
+        return texts[int(rng.integers(3))]
     if kind == 'not_object': return [b'[1, 2, 3]', b'42', b'"just a string"', b'null'][int(rng.integers(4))]
     if kind == 'no_key': rec['thumbnail_url'] = 'http://example.invalid/x.png'
     elif kind == 'null': rec['img_b64'] = None
     elif kind == 'empty': rec['img_b64'] = ''
     elif kind == 'bad_b64': rec['img_b64'] = '!!' + base64.b64encode(png).decode()[2:]
-    elif kind == 'not_image': rec['img_b64'] = base64.b64encode([b'hello, not an image at all', rng.bytes(300)][int(rng.integers(2))]).decode()
+    elif kind == 'not_image':
+        junk = [b'hello, not an image at all', rng.bytes(300)][int(rng.integers(2))]
+        rec['img_b64'] = base64.b64encode(junk).decode()
     elif kind == 'truncated':
         data = [png, encode(Image.fromarray(img), 'JPEG', quality=90)][int(rng.integers(2))]
         rec['img_b64'] = base64.b64encode(data[:int(len(data) * rng.uniform(.3, .8))]).decode()
@@ -220,7 +243,8 @@ def good_line(
         data, mode, extra = kind_store(kind, p, col, turn, inverted, rng)
         if rot is not None or rng.random() < .5: rec['exif_rot'] = str(rot or 0) if rng.random() < .3 else (rot or 0)
     if inverted or rng.random() < .5:
-        rec['invert'] = _TRUE_SPELLINGS[int(rng.integers(len(_TRUE_SPELLINGS)))] if inverted else _FALSE_SPELLINGS[int(rng.integers(len(_FALSE_SPELLINGS)))]
+        spellings = _TRUE_SPELLINGS if inverted else _FALSE_SPELLINGS
+        rec['invert'] = spellings[int(rng.integers(len(spellings)))]
     key = _IMAGE_KEYS[int(rng.choice(len(_IMAGE_KEYS), p=[.55, .1, .1, .1, .1, .05]))]
     if key != 'img_b64' and rng.random() < .2: rec['img_b64'] = ''  # an empty field before the real one
     style = str(rng.choice(['plain', 'data_uri', 'wrapped', 'unpadded', 'urlsafe'], p=[.6, .1, .1, .1, .1]))
@@ -233,11 +257,38 @@ def good_line(
     if rng.random() < .05: rec['thumbnail_url'] = 'http://example.invalid/t.png'
     missing = bool(rng.random() < .03)
     if missing: del rec['id']
-    order = list(rec); rng.shuffle(order)
+    order = list(rec)
+    rng.shuffle(order)
     line = json.dumps({k: rec[k] for k in order}).encode()
     truth = dict(id=rid, expect='ok', lossy=kind in LOSSY_KINDS, kind=kind)
     if missing: truth['id_missing'] = True
     return line, truth, truth_img
+
+# %% ../nbs/01a_noisy.ipynb #ae83d018
+def _records(
+    images:np.ndarray, # N x 32 x 32 x 3 uint8 upright images
+    rng:np.random.Generator, # randomness
+    reject_every:int, # about one bad line per this many good ones, cycling through `REJECT_KINDS`
+    id_prefix:str, # ids are the prefix and a 7-digit number
+    show_progress:bool|None, # progress bar (None: on a terminal only)
+) -> tuple[list, list, dict]:
+    "The lines as (bytes, index into the truth, or None for a blank line), the truth entries, and the truth images"
+    lines, truth, timgs, bombs, nbad = [], [], {}, {}, 0
+    disable = None if show_progress is None else not show_progress
+    for i in progress(range(len(images)), desc='writing records', disable=disable):
+        rid = f'{id_prefix}{i:07d}'
+        if rng.random() < 1 / reject_every:
+            why = REJECT_KINDS[nbad % len(REJECT_KINDS)]
+            nbad += 1
+            lines.append((bad_line(why, rid, images[i], rng, bombs), len(truth)))
+            truth.append(dict(id=rid, expect='reject', why=why))
+            continue
+        line, t, timg = good_line(GOOD_KINDS[int(rng.integers(len(GOOD_KINDS)))], rid, images[i], rng)
+        lines.append((line, len(truth)))
+        truth.append(t)
+        timgs[rid] = timg
+        if rng.random() < .01: lines.append((b'' if rng.random() < .5 else b'   ', None))
+    return lines, truth, timgs
 
 # %% ../nbs/01a_noisy.ipynb #6f4c4188
 def write_noisy_shards(
@@ -253,18 +304,9 @@ def write_noisy_shards(
     if images.ndim != 4 or images.shape[1:] != (32, 32, 3) or images.dtype != np.uint8:
         raise GanlabError(f'images must be N x 32 x 32 x 3 uint8, not {images.dtype} {images.shape}')
     if n_shards < 2: raise GanlabError('n_shards must be at least 2 (one plain, one gzipped and cut)')
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    lines, truth, timgs, bombs, nbad = [], [], {}, {}, 0  # lines: (bytes, index into truth or None for a blank line)
-    for i in progress(range(len(images)), desc='writing records', disable=None if show_progress is None else not show_progress):
-        rid = f'{id_prefix}{i:07d}'
-        if rng.random() < 1 / reject_every:
-            why = REJECT_KINDS[nbad % len(REJECT_KINDS)]; nbad += 1
-            lines.append((bad_line(why, rid, images[i], rng, bombs), len(truth))); truth.append(dict(id=rid, expect='reject', why=why))
-            continue
-        line, t, timg = good_line(GOOD_KINDS[int(rng.integers(len(GOOD_KINDS)))], rid, images[i], rng)
-        lines.append((line, len(truth))); truth.append(t); timgs[rid] = timg
-        if rng.random() < .01: lines.append((b'' if rng.random() < .5 else b'   ', None))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    lines, truth, timgs = _records(images, np.random.default_rng(seed), reject_every, id_prefix, show_progress)
     # the first good record with an id comes again at the end of the first shard
     first = next(k for k, t in enumerate(truth) if t['expect'] == 'ok' and not t.get('id_missing'))
     dup = (next(l for l, k in lines if k == first), len(truth))
@@ -280,7 +322,8 @@ def write_noisy_shards(
             readable = zlib.decompressobj(zlib.MAX_WBITS | 16).decompress(body)
             for _, k in chunk[readable.count(b'\n'):]:
                 if k is None: continue
-                truth[k] = dict(id=truth[k]['id'], expect='reject', why='truncated_shard'); timgs.pop(truth[k]['id'], None)
+                truth[k] = dict(id=truth[k]['id'], expect='reject', why='truncated_shard')
+                timgs.pop(truth[k]['id'], None)
         with atomic_write(out/name) as f: f.write(body)
     with atomic_write(out/'truth.jsonl', 'w') as f: f.writelines(json.dumps(t) + '\n' for t in truth)
     ids = [t['id'] for t in truth if t['expect'] == 'ok']
@@ -298,6 +341,7 @@ def truth_files(
         if not (d/name).is_file(): raise GanlabError(f'truth: {truth_dir} has no {name}')
     return d/'truth.jsonl', d/'truth.npz'
 
+# %% ../nbs/01a_noisy.ipynb #30eee878
 def score(
     truth_dir, # folder with truth.jsonl and truth.npz
     ids, # decoded ids, in any order
@@ -307,11 +351,13 @@ def score(
     tj, tn = truth_files(truth_dir)
     truth = [json.loads(l) for l in open(tj)]
     with np.load(tn, allow_pickle=False) as T: timg = dict(zip(T['ids'].tolist(), T['images']))
-    ids = [str(i) for i in ids]; got = dict(zip(ids, images))
+    ids = [str(i) for i in ids]
+    got = dict(zip(ids, images))
     known = {t['id'] for t in truth}  # a record without an id can only have come back under an id the decoder made up
     made = [k for k, i in enumerate(ids) if i not in known]
     flat = images[made].reshape(len(made), -1).astype(np.int16) if made else np.zeros((0, 3072), np.int16)
-    ok = ok_hit = rej = rej_hit = 0; miss, wrong = Counter(), []
+    ok = ok_hit = rej = rej_hit = 0
+    miss, wrong = Counter(), []
     for t in truth:
         if t.get('second_occurrence'): continue
         if t['expect'] != 'ok':
@@ -319,15 +365,21 @@ def score(
             if t['id'] in got: miss[f"reject_{t['why']}_accepted"] += 1
             else: rej_hit += 1
             continue
-        ok += 1; tol = 12 if t.get('lossy') else 3
+        ok += 1
+        tol = 12 if t.get('lossy') else 3
         target = timg[t['id']].reshape(-1).astype(np.int16)
         if t.get('id_missing'):
             hit = bool(len(flat)) and bool((np.abs(flat - target).mean(1) <= tol).any())
             if not hit: miss['ok_without_id_lost'] += 1
-        elif t['id'] not in got: miss['ok_lost'] += 1; continue
+        elif t['id'] not in got:
+            miss['ok_lost'] += 1
+            continue
         else:
             err = float(np.abs(got[t['id']].reshape(-1).astype(np.int16) - target).mean())
             hit = err <= tol
-            if not hit: miss['ok_wrong_pixels'] += 1; wrong.append((t['id'], round(err, 2), t.get('kind', '')))
+            if not hit:
+                miss['ok_wrong_pixels'] += 1
+                wrong.append((t['id'], round(err, 2), t.get('kind', '')))
         ok_hit += hit
-    return dict(score=100 * (ok_hit + rej_hit) / max(ok + rej, 1), ok=(ok_hit, ok), reject=(rej_hit, rej), misses=dict(miss), wrong=wrong)
+    pct = 100 * (ok_hit + rej_hit) / max(ok + rej, 1)
+    return dict(score=pct, ok=(ok_hit, ok), reject=(rej_hit, rej), misses=dict(miss), wrong=wrong)

@@ -10,6 +10,7 @@ import dataclasses, functools, importlib, json, math, tempfile, time, warnings
 from dataclasses import dataclass
 from pathlib import Path
 from .core import GanlabError
+from .config import FAMILIES, TrainConfig, family_of, fields_of, get_family, make_config
 from .launch import launch
 
 # %% auto #0
@@ -20,46 +21,49 @@ __all__ = ['T4', 'KAGGLE_GPU_HOURS', 'H100_MEASURED', 'Accelerator', 'step_work'
 @dataclass(frozen=True)
 class Accelerator:
     "What the estimate assumes about one kind of GPU"
-    name:str
+    name:str # what the GPU is called
     tflops:tuple # sustained training TFLOP/s per GPU under mixed precision: (pessimistic, optimistic)
     link_gbs:float # GB/s between the GPUs for DDP's gradient all-reduce
     source:str # where the numbers come from
 
 T4 = Accelerator('NVIDIA T4', (10.0, 20.0), 10.0,
     "ASSUMED, not measured: 15-30% of the T4's 65 TFLOP/s fp16 tensor-core peak (NVIDIA T4 datasheet) for conv nets at "
-    "small per-GPU batches, as in bench/RESULTS.md's CycleGAN estimate; the two T4s talk over PCIe 3.0 x16 (about 10 GB/s "
-    "effective, no NVLink), all-reduce not overlapped in the pessimistic case")
+    "small per-GPU batches, as in bench/RESULTS.md's CycleGAN estimate; the two T4s talk over PCIe 3.0 x16 "
+    "(about 10 GB/s effective, no NVLink), all-reduce not overlapped in the pessimistic case")
 
 KAGGLE_GPU_HOURS = 12.0 # a Kaggle CPU/GPU session's limit (Kaggle docs, Notebooks > Technical specifications; TPU: 9 h)
 
-# the H100 rates measured in bench/RESULTS.md (issue 5): (family, size, batch) -> images/s; a T4 is taken to be no faster
-H100_MEASURED = {('dcgan', 32, 128): 10189.8, ('dcgan', 32, 512): 29165.5, ('dcgan', 64, 128): 7182.9}
+# the H100 rates of bench/RESULTS.md (issue 5) that the families' cost models hold: (family, size, batch) -> images/s
+H100_MEASURED = {(n, *k): v for n, f in FAMILIES.items() for k, v in f.cost.measured.items()}
 
 # %% ../nbs/08a_planner.ipynb #9f56da51
-def _as_config(cfg, settings:dict):
+def _as_config(
+    cfg, # a family name or a config object
+    settings:dict, # fields of the family's config to apply
+) -> TrainConfig:
     "A checked config from a family name or a config object, with `settings` applied"
-    from ganlab.config import make_config, TrainConfig
     if isinstance(cfg, TrainConfig): return dataclasses.replace(cfg, **settings) if settings else cfg
     return make_config(cfg, **settings)
 
-def _family(cfg):
-    from ganlab.config import family_of
-    return family_of(cfg)
-
+# %% ../nbs/08a_planner.ipynb #76ec0e8e
 class _Counting:
     "The loss scaler a counted step gets: it scales nothing and steps no optimiser"
-    # an optimiser's arithmetic is not what FlopCounterMode counts, and Adam's step asks torch.cuda.is_available(), which
-    # initialises the CUDA driver in the calling process: a notebook that plans must stay clean for its launch
+    # an optimiser's arithmetic is not what FlopCounterMode counts, and Adam's step asks torch.cuda.is_available(),
+    # which initialises the CUDA driver in the calling process: a notebook that plans must stay clean for its launch
     def scale(self, x): return x
     def step(self, opt): pass
     def update(self): pass
 
-def _count_step(cfg, size:int, per_device:int) -> tuple:
+def _count_step(
+    cfg:TrainConfig, # a config of a registered family
+    size:int, # the image side counted at
+    per_device:int, # images in the counted step
+) -> tuple:
     "(FLOPs, parameter count) of one training step of `cfg` at `size` with `per_device` images, on the CPU"
     import torch
     from torch.utils.flop_counter import FlopCounterMode
     from ganlab.runtime import Dist
-    fam = _family(cfg)
+    fam = family_of(cfg)
     extra = {'pretrained': False} if hasattr(cfg, 'pretrained') else {}  # counting needs no pretrained weights
     c = dataclasses.replace(cfg, size=size, batch=per_device, device='cpu', amp='off', compile=False, ema=0.0, **extra)
     task = fam.task_class()(c, torch.device('cpu'), Dist(), fam)
@@ -74,48 +78,48 @@ def _count_step(cfg, size:int, per_device:int) -> tuple:
     finally: torch.set_num_threads(threads)
     return fc.get_total_flops(), sum(p.numel() for m in task.nets.values() for p in m.parameters())
 
+# %% ../nbs/08a_planner.ipynb #9ae08634
 @functools.lru_cache(maxsize=64)
-def _step_work(key:str) -> tuple:
-    from ganlab.config import get_family
+def _step_work(
+    key:str, # JSON of [the family's name, the config's model and training settings]
+) -> tuple:
+    "(FLOPs per image, parameters) of one training step, counted as the family's cost model says"
     name, d = json.loads(key)
     fam = get_family(name)
-    cfg = fam.config(**d)
-    if fam.kind == 'photo' and cfg.size > 48:  # a fully convolutional translator: its work grows with the area
-        s1, s2 = (32, 64) if cfg.g_arch == 'unet' else (32, 48)
-        (f1, n), (f2, _) = _count_step(cfg, s1, 1), _count_step(cfg, s2, 1)
-        a = (f2 / s2 - f1 / s1) / (s2 - s1); b = f1 / s1 - a * s1
-        return a * cfg.size ** 2 + b * cfg.size, n
-    k = 1 if fam.kind == 'photo' else 2
-    f, n = _count_step(cfg, cfg.size, k)
-    return f / k, n
+    cfg, k = fam.config(**d), fam.cost.count_batch
+    sizes = fam.cost.counted_at(cfg)
+    per = [(f / k, n) for f, n in (_count_step(cfg, s, k) for s in sizes)]  # per image, at each size
+    if len(sizes) == 1: return per[0]
+    (s1, s2), ((f1, n), (f2, _)) = sizes, per  # a fully convolutional family: f(s) / s = a·s + b through the two
+    a = (f2 / s2 - f1 / s1) / (s2 - s1)
+    b = f1 / s1 - a * s1
+    return a * cfg.size ** 2 + b * cfg.size, n
 
 def step_work(
-    cfg='cyclegan', # a family name or a config (e.g. `CycleGANConfig`)
+    cfg, # a family name or a config (e.g. `CycleGANConfig`)
     **settings, # fields of the family's config
 ) -> dict:
-    "{'flops_per_image': ..., 'params': ...}: the floating-point work of one training step per image, and the parameters DDP all-reduces"
-    from ganlab.config import fields_of
+    "{'flops_per_image': ..., 'params': ...}: one training step's work per image, and the parameters DDP all-reduces"
     cfg = _as_config(cfg, settings)
     d = {k: getattr(cfg, k) for k in fields_of(cfg, 'model', 'training')}  # what the work of a step depends on
-    f, n = _step_work(json.dumps([_family(cfg).name, d], sort_keys=True, default=str))
+    f, n = _step_work(json.dumps([family_of(cfg).name, d], sort_keys=True, default=str))
     return dict(flops_per_image=f, params=n)
 
 # %% ../nbs/08a_planner.ipynb #43f90419
 def measure_throughput(
-    cfg='dcgan', # a family name or a config
+    cfg, # a family name or a config
     steps:int=20, # timed steps
     warmup:int=5, # steps before the timing (cuDNN's autotuning, allocator warm-up)
     nprocs:int=1, # DDP processes, as the real run will use
     **settings, # fields of the family's config (size, batch, widths, amp, device, ...)
 ) -> float:
-    "Images per second of training `cfg` on this machine, from `warmup + steps` real steps on random images, in processes of their own"
+    "Images per second of training `cfg` on this machine, from `warmup + steps` real steps in processes of their own"
     import numpy as np, pandas as pd
     from ganlab.train import train
+    from ganlab.data import ImageArrayDataset
     if steps < 1 or warmup < 1: raise GanlabError(f'steps and warmup must be at least 1, not {steps} and {warmup}')
     cfg = _as_config(cfg, settings)
-    from ganlab.config import fields_of
-    from ganlab.data import ImageArrayDataset
-    fam, rng = _family(cfg), np.random.default_rng(0)
+    fam, rng = family_of(cfg), np.random.default_rng(0)
     windows = math.ceil(steps / warmup)
     need = cfg.batch * (warmup * (windows + 1)) + cfg.samples + 1
     img = lambda n: rng.integers(0, 256, (n, cfg.size, cfg.size, cfg.channels), dtype=np.uint8)
@@ -124,41 +128,50 @@ def measure_throughput(
     with tempfile.TemporaryDirectory() as tmp:
         s = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in fields_of(cfg, 'data') + ('out', 'limit')}
         s.update(log_every=warmup, tensorboard=False, wandb=False, fid_every=0, epochs=1, progress=False)
-        launch(train, fam.name, dataset=data, out=Path(tmp)/'run', quiet=True, until_step=warmup * (windows + 1), evaluator=None,
-               nprocs=nprocs, isolate=True, **s)
+        launch(train, fam.name, dataset=data, out=Path(tmp)/'run', quiet=True, until_step=warmup * (windows + 1),
+               evaluator=None, nprocs=nprocs, isolate=True, **s)
         m = pd.read_csv(Path(tmp)/'run'/'metrics.csv')
     m = m[m['img_per_s'].notna()].sort_values('step')
-    t = m['seconds'].diff().iloc[1:]; n = m['images'].diff().iloc[1:]
+    t = m['seconds'].diff().iloc[1:]
+    n = m['images'].diff().iloc[1:]
     if not len(t) or t.sum() <= 0: raise GanlabError('measure_throughput: the run logged no timed window')
     return float(n.sum() / t.sum())
 
 # %% ../nbs/08a_planner.ipynb #e27172a6
-def _time_submission(method:str, settings:dict, photo, n:int, folder:str) -> float:
-    "In a process of its own: train `method` one step on random images, then time `monet_submit` of `n` photos; seconds per photo"
+def _time_submission(
+    method:str, # the translator family
+    settings:dict, # the run's settings
+    photo, # the photos to translate
+    n:int, # photos to time
+    folder:str, # a scratch folder
+) -> float:
+    "In a process of its own: train `method` one step on random images, then time `monet_submit`: seconds per photo"
     import numpy as np
     from ganlab.train import train
     from ganlab.generate import monet_submit
     s = dict(settings, samples=1, limit=None, fid_every=0, tensorboard=False, progress=False)
     rng = np.random.default_rng(0)
-    tiny = {k: rng.integers(0, 256, (s.get('batch', 1) + 2, s.get('size', 256), s.get('size', 256), 3), dtype=np.uint8) for k in ('monet', 'photo')}
+    side, b = s.get('size', 256), s.get('batch', 1)
+    tiny = {k: rng.integers(0, 256, (b + 2, side, side, 3), dtype=np.uint8) for k in ('monet', 'photo')}
     train(method, dataset=tiny, out=Path(folder)/'run', until_step=1, quiet=True, evaluator=None, **s)
     t0 = time.perf_counter()
-    monet_submit(Path(folder)/'run'/'checkpoints'/'last.pt', photo=photo, out=Path(folder)/'probe.zip', n=n, mifid=False, check=False, quiet=True)
+    monet_submit(Path(folder)/'run'/'checkpoints'/'last.pt', photo=photo, out=Path(folder)/'probe.zip', n=n,
+                 mifid=False, check=False, quiet=True)
     return (time.perf_counter() - t0) / n
 
 def submission_seconds(
-    method:str='cut', # the translator family: 'cut' or 'cyclegan'
+    method:str, # the translator family the run trains
     photo=None, # the photos `images.zip` will translate (TFRecords, a folder or a zip)
     n:int=256, # photos to time
     total:int=7038, # photos `images.zip` will hold (the competition's 7,038)
     **settings, # the run's settings (size, g_arch, ngf, device, ...; not `nprocs`)
 ) -> float:
-    "Seconds `monet_submit` will take for `total` photos with a generator of the run's shape, timed on `n` photos in a process of its own"
+    "Seconds `monet_submit` will take for `total` photos with a generator of the run's shape, timed on `n` photos"
     if photo is None: raise GanlabError('submission_seconds: give photo (the photos images.zip will translate)')
     if n < 1 or total < 1: raise GanlabError(f'submission_seconds: n and total must be at least 1, not {n} and {total}')
     settings.pop('nprocs', None)
     with tempfile.TemporaryDirectory() as tmp:
-        timer = importlib.import_module('ganlab.planner')._time_submission  # by its module's name, which a spawned process can import
+        timer = importlib.import_module('ganlab.planner')._time_submission  # by name, which a spawned process imports
         per = launch(timer, method, settings, photo, n, tmp, nprocs=1, isolate=True, returns=True)
     return per * total
 
@@ -170,15 +183,26 @@ def parse_images(
     try:
         if '=' not in text: return int(text.replace(',', '').replace('_', ''))
         return {k.strip(): int(v) for k, v in (part.split('=', 1) for part in text.split(','))}
-    except ValueError: raise GanlabError(f"images: expected a number or NAME=N,NAME=N (e.g. monet=300,photo=7038), not {text!r}") from None
+    except ValueError:
+        want = 'a number or NAME=N,NAME=N (e.g. monet=300,photo=7038)'
+        raise GanlabError(f'images: expected {want}, not {text!r}') from None
 
+# %% ../nbs/08a_planner.ipynb #97a4ec1f
+def _hours(
+    s:float, # seconds (the sign is dropped)
+) -> str:
+    "`s` in words: seconds, minutes, or hours from 90 minutes on"
+    s = abs(s)
+    return f'{s / 3600:.1f} h' if s >= 5400 else f'{s / 60:.0f} min' if s >= 90 else f'{s:.0f} s'
+
+# %% ../nbs/08a_planner.ipynb #beea3153
 @dataclass
 class Plan:
     "A run's estimated wall time against a kernel's limit"
-    family:str
+    family:str # the family's name
     what:str # the run, in words
     steps:int # optimizer steps
-    epochs:int
+    epochs:int # passes over the data
     seconds:tuple # (optimistic, pessimistic) total wall time, other_s included
     limit_s:float # the kernel's limit
     other_s:float # time outside training
@@ -199,64 +223,77 @@ class Plan:
     def __str__(self):
         lo, hi = (_hours(s) for s in self.seconds)
         t = lo if lo == hi else f'{lo} to {hi}'
-        if self.fits: v = f'fits the {_hours(self.limit_s)} limit with {_hours(self.spare_s)} to spare'
-        elif self.may_fit: v = (f'may not fit the {_hours(self.limit_s)} limit: up to {_hours(-self.spare_s)} over at the pessimistic end; '
-                                f'{self.max_epochs} epochs would fit')
-        else: v = (f'does not fit the {_hours(self.limit_s)} limit: over by {_hours(self.seconds[0] - self.limit_s)} even at the optimistic end; '
-                   f'{self.max_epochs} epochs would fit')
+        limit = _hours(self.limit_s)
+        if self.fits: v = f'fits the {limit} limit with {_hours(self.spare_s)} to spare'
+        elif self.may_fit: v = (f'may not fit the {limit} limit: up to {_hours(-self.spare_s)} over at the pessimistic '
+                                f'end; {self.max_epochs} epochs would fit')
+        else: v = (f'does not fit the {limit} limit: over by {_hours(self.seconds[0] - self.limit_s)} even at the '
+                   f'optimistic end; {self.max_epochs} epochs would fit')
         return f'{self.what}: {self.steps:,} steps, {t} in all; {v}\n  ({self.how})'
 
-def _hours(s:float) -> str:
-    s = abs(s)
-    return f'{s / 3600:.1f} h' if s >= 5400 else f'{s / 60:.0f} min' if s >= 90 else f'{s:.0f} s'
+# %% ../nbs/08a_planner.ipynb #508133fc
+def _estimate(
+    cfg:TrainConfig, # the run's config
+    devices:int, # GPUs, one DDP process each
+    accelerator:Accelerator, # what the estimate assumes
+    other_s:float, # seconds outside training (for the words)
+) -> tuple:
+    "([optimistic, pessimistic] seconds per step, how they were found), from the counted work and the cost model"
+    w = step_work(cfg)
+    per = cfg.batch // devices
+    comp = [w['flops_per_image'] * per / (tf * 1e12) for tf in accelerator.tflops[::-1]]  # optimistic first
+    comm = 4 * w['params'] / (accelerator.link_gbs * 1e9) if devices > 1 else 0.0
+    step_s = [comp[0], comp[1] + comm]
+    floor = family_of(cfg).cost.measured.get((cfg.size, cfg.batch))
+    note = ''
+    if floor:
+        step_s = [max(s, cfg.batch / floor) for s in step_s]
+        note = f'; never faster than the {floor:,.0f} images/s an H100 measured (bench/RESULTS.md)'
+    tf, gb = accelerator.tflops, 4 * w['params'] / 1e6
+    how = (f"estimated: {w['flops_per_image'] / 1e9:,.1f} GFLOP per image per step (counted), {tf[0]:g} to {tf[1]:g} "
+           f"TFLOP/s per GPU and {gb:,.0f} MB of gradients all-reduced per step at {accelerator.link_gbs:g} GB/s, "
+           f"{_hours(other_s)} outside training{note}. {accelerator.source}")
+    return step_s, how
 
+# %% ../nbs/08a_planner.ipynb #f3857898
 def plan(
     cfg='cyclegan', # a family name or a config (e.g. a `CycleGANConfig`)
-    images=None, # images per epoch: a number, or {'monet': 300, 'photo': 7038} for a CycleGAN (default: the Monet competition's)
+    images=None, # images per epoch: a number, or {'monet': 300, 'photo': 7038} (default: the family's cost model's)
     devices:int=2, # GPUs, one DDP process each (Kaggle's T4x2: 2)
-    rate:float|None=None, # images/s measured for this config on the target (e.g. by `measure_throughput`); None: estimate
+    rate:float|None=None, # images/s measured for this config on the target (e.g. `measure_throughput`); None: estimate
     accelerator:Accelerator=T4, # what the estimate assumes
     limit_hours:float=KAGGLE_GPU_HOURS, # the kernel's limit in hours
     other_minutes:float=10.0, # time outside training, in minutes (start-up, data, images.zip): an assumption
     **settings, # fields of the family's config: epochs, batch, size, ngf, ndf, g_width, ...
 ) -> Plan:
-    "Estimate the wall time of a training run on Kaggle's T4x2 (or from a measured rate) and compare it with the kernel's limit"
+    "Estimate the wall time of a training run on Kaggle's T4x2 (or from a measured rate) and compare it with the limit"
     cfg = _as_config(cfg, settings)
-    family = _family(cfg)
+    family = family_of(cfg)
     fam, other_s = family.name, other_minutes * 60
     if isinstance(images, str): images = parse_images(images)
     if images is None:
-        if family.kind != 'photo': raise GanlabError(f'plan: give images (how many the {fam} run trains on)')
-        images = {'monet': 300, 'photo': 7038}  # the Monet competition's
+        if family.cost.images is None: raise GanlabError(f'plan: give images (how many the {fam} run trains on)')
+        images = dict(family.cost.images)
     sizes = images if isinstance(images, dict) else {'images': int(images)}
     n = max(sizes.values())
-    if devices < 1 or cfg.batch % devices: raise GanlabError(f'plan: batch {cfg.batch} does not split over {devices} GPUs')
+    if devices < 1 or cfg.batch % devices:
+        raise GanlabError(f'plan: batch {cfg.batch} does not split over {devices} GPUs')
     if n < cfg.batch: raise GanlabError(f'plan: {n:,} images are fewer than one batch of {cfg.batch}')
     steps = n // cfg.batch * cfg.epochs
-    what = (f"{fam} {cfg.size}x{cfg.size}, {cfg.epochs} epochs over {' + '.join(f'{v:,} {k}' for k, v in sizes.items())}, "
+    over = ' + '.join(f'{v:,} {k}' for k, v in sizes.items())
+    what = (f"{fam} {cfg.size}x{cfg.size}, {cfg.epochs} epochs over {over}, "
             f"batch {cfg.batch} on {devices} x {accelerator.name if rate is None else 'GPU'}")
     if rate is not None:
         if rate <= 0: raise GanlabError(f'plan: rate must be positive, not {rate}')
-        t = steps * cfg.batch / rate
-        lo = hi = t + other_s
-        how = f'measured: {rate:,.1f} images/s on this machine, extrapolated; {_hours(other_s)} assumed outside training'
+        lo = hi = steps * cfg.batch / rate + other_s
+        how = (f'measured: {rate:,.1f} images/s on this machine, extrapolated; '
+               f'{_hours(other_s)} assumed outside training')
     else:
-        w = step_work(cfg)
-        per = cfg.batch // devices
-        comp = [w['flops_per_image'] * per / (tf * 1e12) for tf in accelerator.tflops[::-1]]  # optimistic first
-        comm = 4 * w['params'] / (accelerator.link_gbs * 1e9) if devices > 1 else 0.0
-        step_s = [comp[0], comp[1] + comm]
-        floor = H100_MEASURED.get((fam, cfg.size, cfg.batch))
-        note = ''
-        if floor:
-            step_s = [max(s, cfg.batch / floor) for s in step_s]
-            note = f'; never faster than the {floor:,.0f} images/s an H100 measured (bench/RESULTS.md)'
+        step_s, how = _estimate(cfg, devices, accelerator, other_s)
         lo, hi = steps * step_s[0] + other_s, steps * step_s[1] + other_s
-        how = (f"estimated: {w['flops_per_image'] / 1e9:,.1f} GFLOP per image per step (counted), {accelerator.tflops[0]:g} to "
-               f"{accelerator.tflops[1]:g} TFLOP/s per GPU and {4 * w['params'] / 1e6:,.0f} MB of gradients all-reduced per step at "
-               f"{accelerator.link_gbs:g} GB/s, {_hours(other_s)} outside training{note}. {accelerator.source}")
     return Plan(fam, what, steps, cfg.epochs, (lo, hi), limit_hours * 3600, other_s, how)
 
+# %% ../nbs/08a_planner.ipynb #09f739d1
 def warn_if_over(
     p:Plan, # the plan of the run about to start
     margin:float=0.1, # warn when the pessimistic end leaves less than this share of the limit

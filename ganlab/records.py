@@ -16,15 +16,16 @@ from .choices import ROTATIONS
 # %% auto #0
 __all__ = ['IMAGE_KEYS', 'MAX_PIXELS', 'MAX_LINE', 'MAX_ID', 'SAFE_FORMATS', 'WHITE', 'REASONS', 'Reject', 'image_field',
            'b64_bytes', 'is_truthy', 'parse_rotation', 'register_formats', 'open_image', 'peek_header', 'to_rgb_alpha',
-           'decode_mask', 'composite', 'upright', 'exif_orientation', 'apply_orientation', 'fit', 'decode_record',
+           'decode_mask', 'composite', 'upright', 'apply_orientation', 'exif_orientation', 'fit', 'decode_record',
            'Decoded', 'Rejection', 'shard_stem', 'made_id', 'record_id', 'parse_line', 'decode_line']
 
 # %% ../nbs/01_records.ipynb #649c675e
 IMAGE_KEYS = ('img_b64', 'image_b64', 'b64', 'image', 'data', 'img') # where the image may be, in order of preference
 MAX_PIXELS = 4096 * 4096 # default canvas limit: far above any real thumbnail, far below a decompression bomb
 MAX_LINE = 64 << 20 # default line-length limit in bytes: a longer line is rejected without being held in memory
-MAX_ID = 128 # longest id kept, in characters: a longer one is rejected (`.npz` string arrays pad every id to the longest)
-SAFE_FORMATS = ('PNG', 'JPEG', 'WEBP', 'BMP', 'TIFF', 'GIF', 'PPM', 'ICO') # formats tried: each has a signature (TGA has none, so any bytes might pass) and none runs an external program (EPS would)
+MAX_ID = 128 # longest id kept, in characters (a `.npz` string array pads every id to the longest one)
+SAFE_FORMATS = ('PNG', 'JPEG', 'WEBP', 'BMP', 'TIFF', 'GIF', 'PPM', 'ICO') # formats tried: each has a signature
+# (TGA has none, so any bytes might pass) and none runs an external program (EPS would)
 WHITE = (255, 255, 255)
 
 REASONS = {
@@ -60,13 +61,17 @@ class Reject(Exception):
         detail:str='', # what exactly was wrong, for the report
     ):
         if reason not in REASONS: raise ValueError(f'unknown reason {reason!r}')
-        detail = detail if len(detail) <= 300 else detail[:300] + '...'  # a detail quotes what it saw: never megabytes of it
+        # a detail quotes what it saw: never megabytes of it
+        detail = detail if len(detail) <= 300 else detail[:300] + '...'
         super().__init__(f'{reason}: {detail}' if detail else reason)
         self.reason, self.detail = reason, detail
 
 # %% ../nbs/01_records.ipynb #cb244111
-def _is_empty(v): return v is None or (isinstance(v, (str, list, dict)) and not (v.strip() if isinstance(v, str) else v))
+def _is_empty(v):
+    "Whether a field holds nothing: null, blank text, an empty list or object"
+    return v is None or (isinstance(v, (str, list, dict)) and not (v.strip() if isinstance(v, str) else v))
 
+# %% ../nbs/01_records.ipynb #06373f61
 def image_field(
     rec:dict, # one parsed record
 ) -> tuple[str, str]:
@@ -85,8 +90,10 @@ def image_field(
 _DATA_URI = re.compile(r'\s*data:[^,]{0,256},')
 _B64_CLEAN = str.maketrans({'-': '+', '_': '/', '\n': None, '\r': None, '\t': None, ' ': None, '\f': None, '\v': None})
 _B64_BAD = re.compile(r'[^A-Za-z0-9+/]')
-# validation in C where Python has it (3.11+), else base64's regex check
-_a2b = (lambda s: binascii.a2b_base64(s, strict_mode=True)) if sys.version_info >= (3, 11) else (lambda s: base64.b64decode(s, validate=True))
+if sys.version_info >= (3, 11):
+    def _a2b(s): return binascii.a2b_base64(s, strict_mode=True)  # validation in C
+else:
+    def _a2b(s): return base64.b64decode(s, validate=True)  # base64's regex check
 
 def b64_bytes(
     text:str, # base64 text, in any of the variants above
@@ -103,7 +110,8 @@ def b64_bytes(
     try: data = _a2b(s)
     except ValueError as e:  # binascii.Error, or non-ASCII text: find the culprit only now, off the fast path
         bad = _B64_BAD.search(s.rstrip('='))
-        raise Reject('bad_base64', f'{what}: character {bad.group()!r} at {bad.start()}' if bad else f'{what}: {e}') from None
+        where = f'character {bad.group()!r} at {bad.start()}' if bad else str(e)
+        raise Reject('bad_base64', f'{what}: {where}') from None
     if not data: raise Reject('empty_image', f'{what}: no bytes')
     return data
 
@@ -118,6 +126,7 @@ def is_truthy(
     if isinstance(v, (int, float)): return v == 1
     return isinstance(v, str) and v.strip().lower() in _TRUTHY
 
+# %% ../nbs/01_records.ipynb #a87faef9
 def parse_rotation(
     v, # the `exif_rot` value
 ) -> int|None:
@@ -130,24 +139,35 @@ def parse_rotation(
     return int(f) % 360
 
 # %% ../nbs/01_records.ipynb #50342e95
-def _is_truncation(e): return isinstance(e, EOFError) or any(w in str(e).lower() for w in ('truncated', 'broken data stream'))
-
 def register_formats():
     "Register Pillow's plugins for `SAFE_FORMATS` (and no others): importing all of them (`Image.init`) costs 50-70 ms"
     Image.preinit()  # BMP, GIF, JPEG, PPM, PNG
     from PIL import IcoImagePlugin, TiffImagePlugin, WebPImagePlugin
 
-def _open_header(data, max_pixels):
+# %% ../nbs/01_records.ipynb #8d01f4b7
+def _is_truncation(
+    e:Exception, # what Pillow raised
+) -> bool:
+    "Whether Pillow's error `e` says that the image data ends early"
+    return isinstance(e, EOFError) or any(w in str(e).lower() for w in ('truncated', 'broken data stream'))
+
+def _open_header(
+    data:bytes, # the encoded image
+    max_pixels:int, # largest canvas accepted
+) -> Image.Image:
     "Parse the header of image `data` (no pixels decoded) and check its canvas"
     try: im = Image.open(io.BytesIO(data), formats=SAFE_FORMATS)
     except Image.DecompressionBombError as e: raise Reject('bomb', str(e)) from None
     except Image.UnidentifiedImageError: raise Reject('not_image', f'{len(data)} bytes starting {data[:8]!r}') from None
-    except Exception as e: raise Reject('truncated_image' if _is_truncation(e) else 'bad_image', f'header: {type(e).__name__}: {e}') from None
+    except Exception as e:
+        why = 'truncated_image' if _is_truncation(e) else 'bad_image'
+        raise Reject(why, f'header: {type(e).__name__}: {e}') from None
     w, h = im.size
     if w * h > max_pixels: raise Reject('bomb', f'{im.format} canvas {w}x{h} = {w*h:,} pixels > limit {max_pixels:,}')
     if w < 1 or h < 1: raise Reject('bad_image', f'{im.format} canvas {w}x{h}')
     return im
 
+# %% ../nbs/01_records.ipynb #a1859b5e
 def open_image(
     data:bytes, # the encoded image
     max_pixels:int=MAX_PIXELS, # largest canvas (width x height) accepted
@@ -156,7 +176,8 @@ def open_image(
     im = _open_header(data, max_pixels)
     try: im.load()
     except Exception as e:
-        raise Reject('truncated_image' if _is_truncation(e) else 'bad_image', f'{im.format} {im.width}x{im.height}: {e}') from None
+        why = 'truncated_image' if _is_truncation(e) else 'bad_image'
+        raise Reject(why, f'{im.format} {im.width}x{im.height}: {e}') from None
     return im
 
 # %% ../nbs/01_records.ipynb #2854186f
@@ -206,9 +227,11 @@ def decode_mask(
         im = open_image(b64_bytes(text, 'alpha_b64'), max_pixels)
         mask = to_rgb_alpha(im)[0][..., 0] if im.mode in _WIDE else np.asarray(im.convert('L'))
     except Reject as e: raise Reject('bad_alpha', f'{e.reason}: {e.detail}') from None
-    if mask.shape != tuple(shape): raise Reject('bad_alpha', f'mask {mask.shape[1]}x{mask.shape[0]} on a {shape[1]}x{shape[0]} image')
+    if mask.shape != tuple(shape):
+        raise Reject('bad_alpha', f'mask {mask.shape[1]}x{mask.shape[0]} on a {shape[1]}x{shape[0]} image')
     return mask
 
+# %% ../nbs/01_records.ipynb #864e6136
 def composite(
     rgb:np.ndarray, # H x W x 3 uint8 colours
     alpha:np.ndarray, # H x W uint8 alpha, 255 = opaque
@@ -220,6 +243,10 @@ def composite(
     return ((rgb.astype(np.uint32) * a + bg * (255 - a) + 127) // 255).astype(np.uint8)
 
 # %% ../nbs/01_records.ipynb #f0f1db14
+# views, no copies: turning clockwise by 0, 90, 180, 270 degrees (what np.rot90(a, -k) gives, without its overhead)
+_TURN_CW = (lambda a: a, lambda a: a.swapaxes(0, 1)[:, ::-1], lambda a: a[::-1, ::-1],
+            lambda a: a.swapaxes(0, 1)[::-1])
+
 def upright(
     a:np.ndarray, # H x W x C pixels as stored
     rot:int, # `exif_rot`: 0, 90, 180 or 270
@@ -230,12 +257,20 @@ def upright(
     k = (rot // 90) % 4 if sense == 'cw' else (-(rot // 90)) % 4
     return _TURN_CW[k](a)
 
-# views, no copies: turning clockwise by 0, 90, 180, 270 degrees (what np.rot90(a, -k) gives, without its overhead)
-_TURN_CW = (lambda a: a, lambda a: a.swapaxes(0, 1)[:, ::-1], lambda a: a[::-1, ::-1], lambda a: a.swapaxes(0, 1)[::-1])
+# %% ../nbs/01_records.ipynb #479129c4
 _ORIENT = {2: lambda a: a[:, ::-1], 3: _TURN_CW[2], 4: lambda a: a[::-1], 5: lambda a: a.swapaxes(0, 1),
            6: _TURN_CW[1], 7: lambda a: a.swapaxes(0, 1)[::-1, ::-1], 8: _TURN_CW[3]}
 
-_EXIF_SOURCES = ('exif', 'Raw profile type exif', 'XML:com.adobe.xmp', 'xmp') # where `Image.getexif` looks (with a TIFF's own tags): without them it finds nothing, and building its empty answer costs 8 us
+def apply_orientation(
+    a:np.ndarray, # H x W x C pixels
+    orientation:int, # EXIF Orientation 1–8
+) -> np.ndarray:
+    "Pixels `a` as EXIF `orientation` says they should be shown"
+    return _ORIENT[orientation](a) if orientation in _ORIENT else a
+
+# %% ../nbs/01_records.ipynb #550899a8
+# where `Image.getexif` looks (besides a TIFF's own tags): without any of them it finds nothing
+_EXIF_SOURCES = ('exif', 'Raw profile type exif', 'XML:com.adobe.xmp', 'xmp')
 
 def exif_orientation(
     im:Image.Image, # a decoded image
@@ -245,13 +280,6 @@ def exif_orientation(
     try: o = im.getexif().get(0x0112, 1)
     except Exception: return 1
     return o if o in _ORIENT else 1
-
-def apply_orientation(
-    a:np.ndarray, # H x W x C pixels
-    orientation:int, # EXIF Orientation 1–8
-) -> np.ndarray:
-    "Pixels `a` as EXIF `orientation` says they should be shown"
-    return _ORIENT[orientation](a) if orientation in _ORIENT else a
 
 # %% ../nbs/01_records.ipynb #ff7a04e3
 def fit(
@@ -291,8 +319,9 @@ def decode_record(
     else: rgb, turned = upright(rgb, rot, sense), (f'field{rot}' if rot else '')
     out = fit(rgb, size)
     claimed = rec.get('mode')
-    return out, dict(key=key, format=im.format, mode=im.mode, claimed_mode=claimed[:32] if isinstance(claimed, str) else '',
-                     width=im.width, height=im.height, rotation=turned, inverted=inverted, alpha=alpha_src)
+    claimed = claimed[:32] if isinstance(claimed, str) else ''
+    return out, dict(key=key, format=im.format, mode=im.mode, claimed_mode=claimed, width=im.width, height=im.height,
+                     rotation=turned, inverted=inverted, alpha=alpha_src)
 
 # %% ../nbs/01_records.ipynb #9207f247
 @dataclass(slots=True)
@@ -314,18 +343,33 @@ class Rejection:
     detail: str = '' # what exactly was seen
 
 # %% ../nbs/01_records.ipynb #cf24b92b
-def shard_stem(path) -> str:
+def shard_stem(
+    path, # a shard file
+) -> str:
     "The shard's file name without `.jsonl` / `.jsonl.gz`"
     n = Path(path).name
     for s in ('.jsonl.gz', '.jsonl', '.gz'):
         if n.endswith(s): return n[:-len(s)]
     return n
 
-def made_id(shard, line:int) -> str:
+# %% ../nbs/01_records.ipynb #944ea931
+def made_id(
+    shard, # the shard the record came from
+    line:int, # its 1-based line number
+) -> str:
     "The id given to a record that has none: stable across runs"
     return f'{shard_stem(shard)}-L{line:06d}'
 
-def record_id(rec:dict) -> str|None:
+# %% ../nbs/01_records.ipynb #35c089d7
+def _is_utf8(s:str) -> bool:
+    "Whether `s` can be written as UTF-8 (JSON's lone surrogate `\"\\ud800\"` is legal, but no UTF-8 file can hold it)"
+    try: s.encode('utf-8')
+    except UnicodeEncodeError: return False
+    return True
+
+def record_id(
+    rec:dict, # one parsed record
+) -> str|None:
     "The record's own id (a string or an integer), or None; `Reject` when it is too long or not storable text"
     v = rec.get('id')
     if isinstance(v, bool) or v is None: return None
@@ -335,27 +379,27 @@ def record_id(rec:dict) -> str|None:
     if not v.isascii() and not _is_utf8(v) or '\x00' in v: raise Reject('bad_id', f'{v[:60]!r}')
     return v
 
-def _is_utf8(s:str) -> bool:
-    try: s.encode('utf-8'); return True
-    except UnicodeEncodeError: return False  # a lone surrogate: JSON's "\ud800" is legal, but no UTF-8 file can hold it
-
+# %% ../nbs/01_records.ipynb #71bd0e20
 _KEY_TOKENS = tuple(f'"{k}"'.encode() for k in IMAGE_KEYS)
 _COLON_QUOTE = re.compile(rb'[ \t\r\n]*:[ \t\r\n]*"')
 _LONG = 1 << 16 # lines longer than this (bytes) take the long-line path of `parse_line`
 
-def _parse_long(line:bytes) -> dict|None:
+def _parse_long(
+    line:bytes, # one long line of a shard
+) -> dict|None:
     "The object a long line holds, parsed without scanning its one big image string; None when that is not certain"
     head = [(i, k, t) for k, t in zip(IMAGE_KEYS, _KEY_TOKENS) if (i := line.find(t, 0, 4096)) >= 0]
     if len(head) != 1: return None
     i, key, tok = head[0]
     if not (m := _COLON_QUOTE.match(line, i + len(tok))): return None
-    start = m.end(); end = line.find(b'"', start)  # base64 holds no quote: the first one closes the string
+    start = m.end()
+    end = line.find(b'"', start)  # base64 holds no quote: the first one closes the string
     if end < 0: return None
     # outside the string: no second image key, and no \u escape that could spell one
     if any(line.find(t, 0, start) not in (-1, i) or line.find(t, end) >= 0 for t in (*_KEY_TOKENS, b'\\u')): return None
     raw = line[start:end]
     a = np.frombuffer(raw, np.uint8)
-    if a.size and (a.min() < 32 or a.max() > 127): return None  # control characters (not JSON) or non-ASCII: json.loads decides
+    if a.size and (a.min() < 32 or a.max() > 127): return None  # control characters (not JSON) or non-ASCII
     if b'\\' in raw:  # escapes: only \n, \r and \/ (wrapped base64), anything else goes to json.loads
         if raw.count(b'\\') != raw.count(b'\\n') + raw.count(b'\\r') + raw.count(b'\\/'): return None
         raw = raw.replace(b'\\n', b'\n').replace(b'\\r', b'\r').replace(b'\\/', b'/')
@@ -365,7 +409,10 @@ def _parse_long(line:bytes) -> dict|None:
     rec[key] = raw.decode('ascii')
     return rec
 
-def parse_line(line:bytes) -> dict:
+# %% ../nbs/01_records.ipynb #7543224e
+def parse_line(
+    line:bytes, # one line of a shard
+) -> dict:
     "One line of a shard as a JSON object"
     if len(line) > _LONG and (rec := _parse_long(line)) is not None: return rec
     try: rec = json.loads(line)
@@ -373,6 +420,7 @@ def parse_line(line:bytes) -> dict:
     if not isinstance(rec, dict): raise Reject('not_object', f'a JSON {type(rec).__name__}')
     return rec
 
+# %% ../nbs/01_records.ipynb #257b4849
 def decode_line(
     line:bytes, # one line of a shard (with or without its newline)
     shard:str='', # the shard it came from
@@ -388,4 +436,5 @@ def decode_line(
         info['id_generated'] = rid is None
         return Decoded(shard, lineno, rid if rid is not None else made_id(shard, lineno), img, info)
     except Reject as e: return Rejection(shard, lineno, rid, e.reason, e.detail)
-    except Exception as e: return Rejection(shard, lineno, rid, 'bad_image', f'unexpected {type(e).__name__}: {e}'[:300])
+    except Exception as e:
+        return Rejection(shard, lineno, rid, 'bad_image', f'unexpected {type(e).__name__}: {e}'[:300])

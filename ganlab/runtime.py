@@ -8,6 +8,7 @@ Docs: https://ganlab.github.io/ganlab/runtime.html.md"""
 from __future__ import annotations
 import contextlib, json, os, platform, random, socket, sys, time
 from dataclasses import dataclass, field
+from enum import IntEnum, unique
 from pathlib import Path
 import numpy as np
 import torch
@@ -17,34 +18,41 @@ from .choices import AMP_MODES
 
 # %% auto #0
 __all__ = ['BACKEND_ENV', 'cpu_bf16_native', 'cpu_key', 'bf16_speedup', 'bf16_measured', 'cpu_amp', 'pick_device', 'amp_dtype',
-           'device_name', 'torch_at_least', 'adam_options', 'Dist', 'init_dist', 'free_port', 'mix_seed', 'epoch_order',
-           'seed_dropout', 'rng_state', 'set_rng_state', 'flushing_denormals', 'flush_denormals']
+           'device_name', 'torch_at_least', 'adam_options', 'Dist', 'init_dist', 'free_port', 'mix_seed', 'Stream',
+           'epoch_order', 'seed_dropout', 'rng_state', 'set_rng_state', 'flushing_denormals', 'flush_denormals',
+           'in_mode', 'evaluating']
 
 # %% ../nbs/05b_runtime.ipynb #4073d97f
 def cpu_bf16_native() -> bool:
     "Whether this CPU has bfloat16 instructions oneDNN uses (AVX512-BF16 or AMX)"
     cpu = getattr(torch, 'cpu', None)
-    try: return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
-    except AttributeError: return False
+    try:
+        return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
+    except AttributeError:
+        return False
 
+# %% ../nbs/05b_runtime.ipynb #5a25378c
 def cpu_key() -> str:
     "This machine as far as the precision choice goes: CPU model, vector ISA, PyTorch's threads, torch version"
     model = platform.processor() or platform.machine()
     with contextlib.suppress(OSError, StopIteration):
-        with open('/proc/cpuinfo') as f: model = next(l.split(':', 1)[1].strip() for l in f if l.startswith('model name'))
+        with open('/proc/cpuinfo') as f:
+            model = next(l.split(':', 1)[1].strip() for l in f if l.startswith('model name'))
     isa = getattr(getattr(torch.backends, 'cpu', None), 'get_cpu_capability', lambda: '?')()
     return f'{model} | {isa} | {torch.get_num_threads()} threads | torch {torch.__version__}'
 
+# %% ../nbs/05b_runtime.ipynb #4808f53b
 def bf16_speedup(
     batch:int=64, # images per step
     rounds:int=3, # timed steps per precision (the best counts), after one untimed
 ) -> float:
-    "How many times faster a DCGAN training step (32x32, widths 64) runs under bf16 autocast than in float32 on the CPU"
+    "How many times as fast a 32x32 DCGAN training step (widths 64) runs under bf16 autocast as in float32 on the CPU"
     from ganlab.models import Generator, Discriminator  # imported here: nothing else in the runtime needs the models
+    cl = torch.channels_last
     with torch.random.fork_rng(devices=[]), torch.enable_grad():  # the run's random stream is left as it was
-        g, d = Generator(size=32).to(memory_format=torch.channels_last), Discriminator(size=32).to(memory_format=torch.channels_last)
+        g, d = Generator(size=32).to(memory_format=cl), Discriminator(size=32).to(memory_format=cl)
         gen = torch.Generator().manual_seed(0)
-        real = (torch.rand(batch, 3, 32, 32, generator=gen) * 2 - 1).contiguous(memory_format=torch.channels_last)
+        real = (torch.rand(batch, 3, 32, 32, generator=gen) * 2 - 1).contiguous(memory_format=cl)
         z = torch.randn(batch, g.latent, generator=gen)
         def step(dtype):  # what a DCGAN step computes (no optimiser: the gradients only pile up)
             t = time.perf_counter()
@@ -52,38 +60,49 @@ def bf16_speedup(
                 fake = g(z)
                 loss_d = d(real).float().mean() - d(fake.detach()).float().mean()
             loss_d.backward()
-            with torch.autocast('cpu', dtype, enabled=dtype is not None): loss_g = -d(fake).float().mean()
+            with torch.autocast('cpu', dtype, enabled=dtype is not None):
+                loss_g = -d(fake).float().mean()
             loss_g.backward()
             return time.perf_counter() - t
         best = {None: float('inf'), torch.bfloat16: float('inf')}
-        for dt in best: step(dt)
+        for dt in best:
+            step(dt)
         for _ in range(rounds):
-            for dt in best: best[dt] = min(best[dt], step(dt))
+            for dt in best:
+                best[dt] = min(best[dt], step(dt))
     return best[None] / best[torch.bfloat16]
 
+# %% ../nbs/05b_runtime.ipynb #1e51696a
 def _cache_file() -> Path:
+    "Where `bf16_measured` keeps its answers unless told: ~/.cache/ganlab/cpu-amp.json, honouring $XDG_CACHE_HOME"
     return Path(os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache')/'ganlab'/'cpu-amp.json'
 
 def bf16_measured(
     cache:Path|None=None, # where the answers are kept (default: ~/.cache/ganlab/cpu-amp.json)
 ) -> float|None:
     "This machine's `bf16_speedup`, measured on first use and kept in `cache`; None where the CPU has no native bf16"
-    if not cpu_bf16_native(): return None
+    if not cpu_bf16_native():
+        return None
     cache, key = Path(cache) if cache else _cache_file(), cpu_key()
-    try: known = json.loads(cache.read_text())
-    except (OSError, ValueError): known = {}
-    if not isinstance(known, dict): known = {}
+    try:
+        known = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if not isinstance(known, dict):
+        known = {}
     entry = known.get(key)
     if not (isinstance(entry, dict) and isinstance(entry.get('speedup'), (int, float))):
         entry = known[key] = dict(speedup=round(bf16_speedup(), 3), measured=time.strftime('%Y-%m-%d'))
         with contextlib.suppress(OSError):  # an unwritable cache only costs the measurement next time
-            with atomic_write(cache, 'w') as f: json.dump(known, f, indent=1)
+            with atomic_write(cache, 'w') as f:
+                json.dump(known, f, indent=1)
     return entry['speedup']
 
+# %% ../nbs/05b_runtime.ipynb #cbb22836
 def cpu_amp(
     cache:Path|None=None, # where the answers are kept (default: ~/.cache/ganlab/cpu-amp.json)
 ) -> torch.dtype|None:
-    "What `amp='auto'` runs on this CPU: bfloat16 where it is native and measured at least 1.15x as fast, else None (float32)"
+    "What `amp='auto'` runs on this CPU: bfloat16 where native and measured at least 1.15x as fast, else None (float32)"
     s = bf16_measured(cache)
     return torch.bfloat16 if s is not None and s >= 1.15 else None
 
@@ -209,15 +228,43 @@ def mix_seed(*parts:int) -> int:
         x ^= x >> 31
     return x & 0x7FFFFFFFFFFFFFFF
 
+# %% ../nbs/05b_runtime.ipynb #cb215074
+@unique
+class Stream(IntEnum):
+    "The random streams: the number after the seed in every `mix_seed(seed, stream, ...)`, one kind of draw each"
+    def __new__(cls,
+        value:int, # the stream's number
+        what:str, # what it draws
+    ):
+        m = int.__new__(cls, value)
+        m._value_, m.what = value, what
+        return m
+
+    ORDER = 1, 'the order images are visited in an epoch (`epoch_order`)'
+    NOISE = 2, "a noise family's step: the global batch's noise, and WGAN-GP's mixing weights"
+    AUGMENT = 3, "a step's augmentation, per process: DiffAugment, the translators' crops, flips and jitter"
+    DROPOUT = 4, "a step's dropout, per process (`seed_dropout`)"
+    GRID = 5, "the sample grids' fixed inputs (`ganlab.train.Trainer`)"
+    EVAL = 6, 'the inputs of the images the periodic FID or MiFID measures (`eval_batches`)'
+    FID_REAL = 7, 'the real images FID is measured against (`ganlab.train.FIDEvaluator`)'
+    GENERATE = 8, 'the noise of `ganlab.generate`, in blocks (`latents`)'
+    POOL = 9, "the CycleGAN's image pools"
+    HELD_OUT = 10, 'the photos a translator holds out for its sample grids'
+    BN_REFRESH = 11, "the inputs of the averaged generator's batch-norm statistics (`Trainer._refresh`)"
+    LABELS = 12, "the classes the conditional GAN's generator is asked for in a step"
+    PATCHES = 13, "CUT's PatchNCE places, the same in every process"
+    FLIP = 14, "CUT's flip-equivariance coin"
+
+# %% ../nbs/05b_runtime.ipynb #ccc8e2d8
 def epoch_order(
     n:int, # images
     seed:int, # the run's seed
     epoch:int, # the epoch
     stream:int=0, # which image set (0: the first; an unpaired run's second set is 1)
-    length:int|None=None, # visits in the epoch (default n): a smaller set is walked through repeatedly, reshuffled each time
+    length:int|None=None, # visits in the epoch (default n): a smaller set is walked through again, reshuffled
 ) -> torch.Tensor:
     "The order images are visited in during `epoch`"
-    parts = lambda j: (seed, 1, epoch) if stream == 0 and j == 0 else (seed, 1, epoch, stream, j)
+    parts = lambda j: (seed, Stream.ORDER, epoch) if stream == 0 and j == 0 else (seed, Stream.ORDER, epoch, stream, j)
     reps = -(-(length or n) // n)
     out = [torch.randperm(n, generator=torch.Generator().manual_seed(mix_seed(*parts(j)))) for j in range(reps)]
     return (out[0] if reps == 1 else torch.cat(out))[:length or n]
@@ -263,3 +310,25 @@ def flush_denormals():
     torch.set_flush_denormal(True)
     try: yield
     finally: torch.set_flush_denormal(was)
+
+# %% ../nbs/05b_runtime.ipynb #9ebd119f
+@contextlib.contextmanager
+def in_mode(
+    training:bool, # the mode inside the block: True for training, False for eval
+    *nets:torch.nn.Module, # the networks
+):
+    "`nets` in training or eval mode inside the block; after it, each back in the mode it was in"
+    was = [m.training for m in nets]
+    for m in nets:
+        m.train(training)
+    try:
+        yield
+    finally:
+        for m, w in zip(nets, was):
+            m.train(w)
+
+def evaluating(
+    *nets:torch.nn.Module, # the networks
+):
+    "`nets` in eval mode inside the block; after it, each back in the mode it was in"
+    return in_mode(False, *nets)

@@ -13,52 +13,72 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
+from fastcore.basics import patch
 from .core import GanlabError, atomic_write, expand_inputs, progress, safe_text
 from .choices import ROTATIONS
 from .records import MAX_LINE, MAX_PIXELS, WHITE, REASONS, Decoded, Rejection, decode_line, register_formats
 
 # %% auto #0
 __all__ = ['REJECTED_COLUMNS', 'INFO_KEYS', 'ShardCut', 'shard_lines', 'rejection_row', 'csv_writer', 'read_rejected',
-           'DecodeReport', 'Batch', 'read_batches', 'batch_lines_of', 'decode_batch', 'parse_colour', 'Outcomes',
-           'default_workers', 'decode_batches', 'iter_decode', 'decode_source', 'load_npz', 'DecodedSet',
-           'decode_shards']
+           'DecodeReport', 'Batch', 'read_batches', 'batch_lines_of', 'decode_batch', 'parse_colour', 'default_workers',
+           'Outcomes', 'decode_batches', 'iter_decode', 'decode_source', 'load_npz', 'DecodedSet', 'decode_shards']
 
 # %% ../nbs/01b_shards.ipynb #46cd92e9
 class ShardCut(Exception):
     "A shard stops early ('truncated_shard', 'corrupt_shard', 'unreadable_shard'), or fails its gzip check (`damaged`)"
-    def __init__(self, reason, detail, damaged=False, whole=False):
-        super().__init__(detail); self.reason, self.detail, self.damaged, self.whole = reason, detail, damaged, whole  # whole: what came before is all there is
+    def __init__(self,
+        reason:str, # a key of `REASONS`
+        detail:str, # what happened, and where
+        damaged:bool=False, # the lines read may hold damaged data
+        whole:bool=False, # what came before is all there is: the last line, without its newline, is whole
+    ):
+        super().__init__(detail)
+        self.reason, self.detail, self.damaged, self.whole = reason, detail, damaged, whole
 
-_BLANK_RUN = re.compile(rb'[ \t\r\n\x0b\x0c]*\n') # from a line's start: the whole blank lines there (blank as `bytes.isspace` says), at C speed (`(?:[ \t]*\n)+` takes 200 ms a MB)
+# %% ../nbs/01b_shards.ipynb #5f51eaad
+# from a line's start: the whole blank lines there (blank as `bytes.isspace` says), at C speed
+# (`(?:[ \t]*\n)+` takes 200 ms a MB)
+_BLANK_RUN = re.compile(rb'[ \t\r\n\x0b\x0c]*\n')
 
-def _line_items(blocks, max_line, runs=False):
-    "Split byte blocks into lines: bytes, None for a line over `max_line` bytes, and with `runs` an int for a run of that many blank lines"
-    parts, n, skipping = [], 0, False
+def _line_items(blocks, max_line:int, runs:bool=False):
+    "Split byte blocks into lines: bytes, None for a line over `max_line` bytes, with `runs` an int for blank lines"
+    parts, n, skipping = [], 0, False  # the line so far, in pieces, and its length; whether it is over-long
     try:
         for block in blocks:
             start = 0
             while True:
                 if runs and not parts and not skipping and (m := _BLANK_RUN.match(block, start)):
-                    yield block.count(b'\n', start, m.end()); start = m.end(); continue
+                    yield block.count(b'\n', start, m.end())
+                    start = m.end()
+                    continue
                 if (end := block.find(b'\n', start)) < 0: break
                 if skipping: skipping = False
-                else: parts.append(block[start:end]); yield b''.join(parts) if n + end - start <= max_line else None
+                else:
+                    parts.append(block[start:end])
+                    yield b''.join(parts) if n + end - start <= max_line else None
                 parts, n, start = [], 0, end + 1
             if not skipping and start < len(block):
-                parts.append(block[start:]); n += len(block) - start
-                if n > max_line: parts, n, skipping = [], 0, True; yield None
+                parts.append(block[start:])
+                n += len(block) - start
+                if n > max_line:
+                    parts, n, skipping = [], 0, True
+                    yield None
     except ShardCut as e:  # junk after a whole gzip member: the last line, without its newline, is still whole
         if e.whole and parts: yield b''.join(parts)
         raise
     if parts: yield b''.join(parts)
 
-def _plain_blocks(path, on_bytes, bs=1 << 20):
+# %% ../nbs/01b_shards.ipynb #d15da16f
+def _plain_blocks(path, on_bytes, bs:int=1 << 20):
+    "The bytes of a plain file, `bs` at a time, each block's length told to `on_bytes`"
     with open(path, 'rb') as f:
         while (b := f.read(bs)):
-            on_bytes(len(b)); yield b
+            on_bytes(len(b))
+            yield b
 
+# %% ../nbs/01b_shards.ipynb #3362d85b
 def _gzip_header(buf:bytes) -> int|None:
-    "Length of the gzip member header (RFC 1952) that starts `buf`; None when `buf` ends inside it; ValueError when it is none"
+    "Length of the gzip member header that starts `buf`; None when `buf` ends inside it; ValueError when it is none"
     if buf[:2] != b'\x1f\x8b'[:len(buf)]: raise ValueError(f'no gzip header (the bytes start {bytes(buf[:4])!r})')
     if len(buf) < 10: return None
     if buf[2] != 8: raise ValueError(f'compression method {buf[2]} is not deflate')
@@ -74,12 +94,15 @@ def _gzip_header(buf:bytes) -> int|None:
     i += 2 if flags & 2 else 0  # header CRC
     return i if i <= len(buf) else None
 
-def _good_prefix(d, data, out_max):
-    "The longest prefix of `data` that a copy of decompressor `d` takes without a `zlib.error` (errors come from a prefix on)"
+# %% ../nbs/01b_shards.ipynb #feefcb63
+def _good_prefix(d, data:bytes, out_max:int) -> int:
+    "The longest prefix of `data` that a copy of `d` takes without a `zlib.error` (errors come from a prefix on)"
     def takes(k):
         c, rest = d.copy(), data[:k]
         try:
-            while rest and not c.eof: c.decompress(rest, out_max); rest = c.unconsumed_tail
+            while rest and not c.eof:
+                c.decompress(rest, out_max)
+                rest = c.unconsumed_tail
         except zlib.error: return False
         return True
     lo, hi = 0, len(data)  # data[:lo] is taken; all of data is not
@@ -88,59 +111,108 @@ def _good_prefix(d, data, out_max):
         lo, hi = (mid, hi) if takes(mid) else (lo, mid)
     return lo
 
-def _gzip_blocks(path, on_bytes, damaged:list, bs=1 << 16, out_max=1 << 20):
-    "Decompressed blocks of gzip `path`, member by member; a member failing its CRC-32 or length check goes into `damaged`; raises `ShardCut` where the stream stops"
-    def cut(reason, detail):
-        if damaged: detail += '; before that, ' + '; '.join(damaged)
-        return ShardCut(reason, detail, damaged=bool(damaged) or reason == 'corrupt_shard')
-    with open(path, 'rb') as f:
-        buf, pos, member, eof = b'', 0, 0, False  # buf: compressed bytes not yet used, from file offset pos
-        def fill():
-            nonlocal buf, eof
-            b = f.read(bs); on_bytes(len(b)); buf += b; eof = not b
-        while True:
-            if member:  # after a member: zero padding, then the end or another member
-                while True:
-                    n = len(buf); buf = buf.lstrip(b'\0'); pos += n - len(buf)
-                    if len(buf) >= 2 or eof: break
-                    fill()
-                if not buf: return
-            try:
-                while (h := _gzip_header(buf)) is None and not eof: fill()
-            except ValueError as e:
-                if member:
-                    c = cut('corrupt_shard', f'data that is not gzip after gzip member {member}, at compressed byte {pos:,}: {e}'); c.whole = True
-                    raise c from None
-                raise cut('corrupt_shard', f'not gzip data: {e}') from None
-            if h is None: raise cut('truncated_shard', f'gzip stream ends early, after {pos + len(buf):,} compressed bytes (in a member header)')
-            start, buf, pos = pos, buf[h:], pos + h
-            d, crc, size = zlib.decompressobj(-zlib.MAX_WBITS), 0, 0
-            while not d.eof:
-                if not buf:
-                    fill()
-                    if eof: raise cut('truncated_shard', f'gzip stream ends early, after {pos:,} compressed bytes')
-                data, buf = buf, b''
-                while data and not d.eof:
-                    keep = d.copy()  # zlib drops a failing call's output: with the state before it, that output is got back
-                    try: out = d.decompress(data, out_max)
-                    except zlib.error as e:
-                        k, d = _good_prefix(keep, data, out_max), keep
-                        rest = data[:k]
-                        while rest and not d.eof: yield d.decompress(rest, out_max); rest = d.unconsumed_tail
-                        raise cut('corrupt_shard', f'gzip member {member + 1} (from compressed byte {start:,}) is corrupt: zlib stops '
-                                  f'at compressed byte {pos + k:,} ({e}); the damage is there or before it') from None
-                    used = len(data) - len(d.unused_data if d.eof else d.unconsumed_tail)
-                    pos, data = pos + used, d.unconsumed_tail
-                    if out: crc = zlib.crc32(out, crc); size += len(out); yield out
-                buf = d.unused_data
-            while len(buf) < 8 and not eof: fill()
-            if len(buf) < 8: raise cut('truncated_shard', f'gzip stream ends early, after {pos + len(buf):,} compressed bytes (in a member trailer)')
-            want_crc, want_size = int.from_bytes(buf[:4], 'little'), int.from_bytes(buf[4:8], 'little')
-            if want_crc != crc or want_size != size & 0xFFFFFFFF:
-                what = f'CRC-32 {crc:08x}, not the stored {want_crc:08x}' if want_crc != crc else f'length {size:,}, not the stored {want_size:,}'
-                damaged.append(f'gzip member {member + 1} (compressed bytes {start:,}-{pos + 8:,}) fails its check: {what}')
-            buf, pos, member = buf[8:], pos + 8, member + 1
+# %% ../nbs/01b_shards.ipynb #1c410e45
+class _Gzip:
+    "Gzip file `f` read member by member: `buf` holds the compressed bytes not yet used, from file offset `pos`"
+    def __init__(self, f, on_bytes, damaged:list, bs:int=1 << 16, out_max:int=1 << 20):
+        self.f, self.on_bytes, self.damaged, self.bs, self.out_max = f, on_bytes, damaged, bs, out_max
+        self.buf, self.pos, self.member, self.eof = b'', 0, 0, False
+    def fill(self):
+        "Read the next block of the file into `buf`"
+        b = self.f.read(self.bs)
+        self.on_bytes(len(b))
+        self.buf += b
+        self.eof = not b
+    def cut(self, reason, detail, whole=False):
+        "The `ShardCut` for a stream that stops here, naming the members before it that failed their check"
+        if self.damaged: detail += '; before that, ' + '; '.join(self.damaged)
+        return ShardCut(reason, detail, damaged=bool(self.damaged) or reason == 'corrupt_shard', whole=whole)
 
+# %% ../nbs/01b_shards.ipynb #8b88704f
+@patch
+def more(self:_Gzip) -> bool:
+    "After a member: skip any zero padding, and say whether another member follows"
+    while True:
+        n = len(self.buf)
+        self.buf = self.buf.lstrip(b'\0')
+        self.pos += n - len(self.buf)
+        if len(self.buf) >= 2 or self.eof: break
+        self.fill()
+    return bool(self.buf)
+
+@patch
+def header(self:_Gzip) -> int:
+    "Read past a member's header; the compressed byte where the member starts"
+    try:
+        while (h := _gzip_header(self.buf)) is None and not self.eof: self.fill()
+    except ValueError as e:
+        if not self.member: raise self.cut('corrupt_shard', f'not gzip data: {e}') from None
+        raise self.cut('corrupt_shard', f'data that is not gzip after gzip member {self.member}, '
+                       f'at compressed byte {self.pos:,}: {e}', whole=True) from None
+    if h is None:
+        where = f'after {self.pos + len(self.buf):,} compressed bytes (in a member header)'
+        raise self.cut('truncated_shard', f'gzip stream ends early, {where}')
+    start, self.buf, self.pos = self.pos, self.buf[h:], self.pos + h
+    return start
+
+# %% ../nbs/01b_shards.ipynb #112d0a63
+@patch
+def inflate(self:_Gzip, start:int):
+    "Yield the inflated blocks of the member whose data comes next (it starts at `start`); return its CRC-32 and length"
+    d, crc, size = zlib.decompressobj(-zlib.MAX_WBITS), 0, 0
+    while not d.eof:
+        if not self.buf:
+            self.fill()
+            if self.eof:
+                raise self.cut('truncated_shard', f'gzip stream ends early, after {self.pos:,} compressed bytes')
+        data, self.buf = self.buf, b''
+        while data and not d.eof:
+            keep = d.copy()  # zlib drops a failing call's output: with the state before it, that output is got back
+            try: out = d.decompress(data, self.out_max)
+            except zlib.error as e:
+                k, d = _good_prefix(keep, data, self.out_max), keep
+                rest = data[:k]
+                while rest and not d.eof:
+                    yield d.decompress(rest, self.out_max)
+                    rest = d.unconsumed_tail
+                raise self.cut('corrupt_shard', f'gzip member {self.member + 1} (from compressed byte {start:,}) is '
+                               f'corrupt: zlib stops at compressed byte {self.pos + k:,} ({e}); the damage is there '
+                               'or before it') from None
+            used = len(data) - len(d.unused_data if d.eof else d.unconsumed_tail)
+            self.pos, data = self.pos + used, d.unconsumed_tail
+            if out:
+                crc, size = zlib.crc32(out, crc), size + len(out)
+                yield out
+        self.buf = d.unused_data
+    return crc, size
+
+# %% ../nbs/01b_shards.ipynb #c7f4cd63
+@patch
+def trailer(self:_Gzip, start:int, crc:int, size:int):
+    "Read the trailer of the member from `start`, noting in `damaged` when `crc` or `size` fails its check"
+    while len(self.buf) < 8 and not self.eof: self.fill()
+    if len(self.buf) < 8:
+        where = f'after {self.pos + len(self.buf):,} compressed bytes (in a member trailer)'
+        raise self.cut('truncated_shard', f'gzip stream ends early, {where}')
+    want_crc, want_size = int.from_bytes(self.buf[:4], 'little'), int.from_bytes(self.buf[4:8], 'little')
+    if want_crc != crc or want_size != size & 0xFFFFFFFF:
+        if want_crc != crc: what = f'CRC-32 {crc:08x}, not the stored {want_crc:08x}'
+        else: what = f'length {size:,}, not the stored {want_size:,}'
+        self.damaged.append(f'gzip member {self.member + 1} (compressed bytes {start:,}-{self.pos + 8:,}) '
+                            f'fails its check: {what}')
+    self.buf, self.pos, self.member = self.buf[8:], self.pos + 8, self.member + 1
+
+# %% ../nbs/01b_shards.ipynb #5c3ad372
+def _gzip_blocks(path, on_bytes, damaged:list, bs:int=1 << 16, out_max:int=1 << 20):
+    "Inflated blocks of gzip `path`, member by member (failed checks go into `damaged`); `ShardCut` where it stops"
+    with open(path, 'rb') as f:
+        g = _Gzip(f, on_bytes, damaged, bs, out_max)
+        while not g.member or g.more():
+            start = g.header()
+            crc, size = yield from g.inflate(start)
+            g.trailer(start, crc, size)
+
+# %% ../nbs/01b_shards.ipynb #4c6cab53
 def _blocks(path, on_bytes, damaged):
     "Byte blocks of a shard: decompressed when its name ends in .gz"
     return _gzip_blocks(path, on_bytes, damaged) if str(path).endswith('.gz') else _plain_blocks(path, on_bytes)
@@ -150,11 +222,13 @@ def shard_lines(
     max_line:int=MAX_LINE, # longest line kept, in bytes
     on_bytes=None, # called with the number of file bytes read, block by block (for progress)
 ):
-    "Lines of a shard (None for an over-long one); raises `ShardCut` where the shard stops early, or after its last line when it fails its gzip check"
+    "Lines of a shard (None for an over-long one); `ShardCut` where it stops early, or after it when it fails its check"
     on_bytes, damaged = on_bytes or (lambda n: None), []
     try: yield from _line_items(_blocks(path, on_bytes, damaged), max_line)
     except OSError as e: raise ShardCut('unreadable_shard', f'{type(e).__name__}: {e}') from None
-    if damaged: raise ShardCut('corrupt_shard', '; '.join(damaged) + ': every line was read, but some may hold damaged data', damaged=True)
+    if damaged:
+        why = '; '.join(damaged) + ': every line was read, but some may hold damaged data'
+        raise ShardCut('corrupt_shard', why, damaged=True)
 
 # %% ../nbs/01b_shards.ipynb #0ca9a650
 REJECTED_COLUMNS = ['shard', 'line', 'id', 'reason', 'detail']
@@ -163,6 +237,7 @@ def rejection_row(r:Rejection) -> dict:
     "A rejection as a JSON-ready dict"
     return dict(shard=r.shard, line=r.line, id=r.id, reason=r.reason, detail=r.detail)
 
+# %% ../nbs/01b_shards.ipynb #bfda9490
 def csv_writer(
     f, # a text file open for writing (with `errors='backslashreplace'`: ids and names may hold lone surrogates)
     header:bool=True, # write the header row first
@@ -172,11 +247,13 @@ def csv_writer(
     if header: w.writerow(REJECTED_COLUMNS)
     return lambda r: w.writerow([r.shard, r.line, r.id or '', r.reason, r.detail])
 
+# %% ../nbs/01b_shards.ipynb #9ef4ee6a
 def read_rejected(path):
-    "The rows of a `rejected.csv`, streamed, as dicts like `rejection_row`'s"
+    "The rows of the `rejected.csv` at `path`, streamed, as dicts like `rejection_row`'s"
     with open(path, newline='') as f:
         for row in csv.DictReader(f): yield dict(row, line=int(row['line']), id=row['id'] or None)
 
+# %% ../nbs/01b_shards.ipynb #0ce2b205
 @dataclass
 class DecodeReport:
     "Counts and rejections of a decode"
@@ -194,73 +271,92 @@ class DecodeReport:
 
     def add_lines(self, shard:str, n:int, blank:int):
         "Count `n` lines of `shard` read, `blank` of them empty"
-        self.lines += n; self.records += n - blank
+        self.lines, self.records = self.lines + n, self.records + n - blank
         self.per_shard.setdefault(shard, Counter())['records'] += n - blank
     def add(self, o:Decoded|Rejection):
         "Count one outcome"
         c = self.per_shard.setdefault(o.shard, Counter())
-        if isinstance(o, Decoded): self.decoded += 1; c['decoded'] += 1; return
-        self.rejected += 1; c['rejected'] += 1; self.by_reason[o.reason] += 1
+        if isinstance(o, Decoded):
+            self.decoded, c['decoded'] = self.decoded + 1, c['decoded'] + 1
+            return
+        self.rejected, c['rejected'] = self.rejected + 1, c['rejected'] + 1
+        self.by_reason[o.reason] += 1
         if self.sink is None: self.rejections.append(o)
         else: self.sink(o)
     def add_batch(self, shard:str, decoded:int, rejections:list):
         "Count `decoded` records of `shard` and its `rejections`"
         c = self.per_shard.setdefault(shard, Counter())
-        self.decoded += decoded; c['decoded'] += decoded
-        self.rejected += len(rejections); c['rejected'] += len(rejections)
+        self.decoded, c['decoded'] = self.decoded + decoded, c['decoded'] + decoded
+        self.rejected, c['rejected'] = self.rejected + len(rejections), c['rejected'] + len(rejections)
         for r in rejections:
             self.by_reason[r.reason] += 1
             if self.sink is None: self.rejections.append(r)
             else: self.sink(r)
 
-    def to_dict(self, rejected=True) -> dict:
-        "Everything, as JSON-ready values (without the per-line entries when `rejected` is False)"
-        d = dict(counts=dict(lines=self.lines, records=self.records, decoded=self.decoded, rejected=self.rejected),
-                 by_reason=dict(self.by_reason.most_common()), shards=self.shards, seconds=round(self.seconds, 3),
-                 per_shard={k: dict(v) for k, v in self.per_shard.items()}, damaged_shards=dict(self.damaged))
-        if rejected: d['rejected'] = [rejection_row(r) for r in self.rejections]
-        return d
+# %% ../nbs/01b_shards.ipynb #cc5c7c2f
+@patch
+def to_dict(self:DecodeReport, rejected:bool=True) -> dict:
+    "Everything, as JSON-ready values (without the per-line entries when `rejected` is False)"
+    d = dict(counts=dict(lines=self.lines, records=self.records, decoded=self.decoded, rejected=self.rejected),
+             by_reason=dict(self.by_reason.most_common()), shards=self.shards, seconds=round(self.seconds, 3),
+             per_shard={k: dict(v) for k, v in self.per_shard.items()}, damaged_shards=dict(self.damaged))
+    if rejected: d['rejected'] = [rejection_row(r) for r in self.rejections]
+    return d
 
-    def write_json(self, path, rows=None, **extra) -> Path:
-        "Write the report as JSON with `extra` top-level entries; `rows` (dicts, streamed) replace the kept rejections"
-        rows = (rejection_row(r) for r in self.rejections) if rows is None else rows
-        with atomic_write(path, 'w') as f:
-            f.write('{\n')
-            for k, v in {**self.to_dict(rejected=False), **extra}.items(): f.write(f' {json.dumps(k)}: {json.dumps(v)},\n')
-            f.write(' "rejected": [')
-            for i, row in enumerate(rows): f.write((',\n  ' if i else '\n  ') + json.dumps(row))
-            f.write('\n ]\n}\n')
-        return Path(path)
+# %% ../nbs/01b_shards.ipynb #5abc4318
+@patch
+def write_json(self:DecodeReport,
+    path, # where the JSON goes
+    rows=None, # the per-line entries, as dicts (streamed): None for the kept rejections
+    **extra, # more top-level entries
+) -> Path:
+    "Write the report as JSON with `extra` top-level entries"
+    rows = (rejection_row(r) for r in self.rejections) if rows is None else rows
+    with atomic_write(path, 'w') as f:
+        f.write('{\n')
+        for k, v in {**self.to_dict(rejected=False), **extra}.items(): f.write(f' {json.dumps(k)}: {json.dumps(v)},\n')
+        f.write(' "rejected": [')
+        for i, row in enumerate(rows): f.write((',\n  ' if i else '\n  ') + json.dumps(row))
+        f.write('\n ]\n}\n')
+    return Path(path)
 
-    def write_csv(self, path) -> Path:
-        "Write the kept rejections as CSV: shard, line, id, reason, detail"
-        with atomic_write(path, 'w', newline='', errors='backslashreplace') as f:
-            w = csv_writer(f)
-            for r in self.rejections: w(r)
-        return Path(path)
+# %% ../nbs/01b_shards.ipynb #dbf81bf4
+@patch
+def write_csv(self:DecodeReport, path) -> Path:
+    "Write the kept rejections to CSV file `path`: shard, line, id, reason, detail"
+    with atomic_write(path, 'w', newline='', errors='backslashreplace') as f:
+        w = csv_writer(f)
+        for r in self.rejections: w(r)
+    return Path(path)
 
-    def write(self, out) -> tuple[Path, Path]:
-        "Write `report.json` and `rejected.csv` into folder `out`"
-        return self.write_json(Path(out)/'report.json'), self.write_csv(Path(out)/'rejected.csv')
+@patch
+def write(self:DecodeReport, out) -> tuple[Path, Path]:
+    "Write `report.json` and `rejected.csv` into folder `out`"
+    return self.write_json(Path(out)/'report.json'), self.write_csv(Path(out)/'rejected.csv')
 
-    def summary(self) -> str:
-        "A one-screen text summary"
-        pct = lambda k: f'{100 * k / max(self.records, 1):5.1f}%'
-        rate = f', {self.records / self.seconds:,.0f} records/s' if self.seconds else ''
-        s = [f'{len(self.shards)} shards, {self.lines:,} lines, {self.records:,} records ({self.seconds:.2f} s{rate})',
-             f'  decoded  {self.decoded:>8,}  {pct(self.decoded)}', f'  rejected {self.rejected:>8,}  {pct(self.rejected)}']
-        s += [f'    {k:<17}{v:>7,}  {REASONS[k]}' for k, v in self.by_reason.most_common()]
-        if len(self.per_shard) > 1:
-            w = max(len(Path(k).name) for k in self.per_shard)
-            s.append(f"  {'shard':<{w}}  {'records':>8} {'decoded':>8} {'rejected':>8}")
-            for k, c in self.per_shard.items():
-                note = '  <- nothing decoded: is this a shard?' if c['records'] and not c['decoded'] and k not in self.damaged else ''
-                s.append(f"  {Path(k).name:<{w}}  {c['records']:>8,} {c['decoded']:>8,} {c['rejected']:>8,}{note}")
-        for k, why in self.damaged.items():
-            c = self.per_shard.get(k, {}); n = c.get('flagged', c.get('decoded', 0))
-            what = 'left out (strict)' if n and not c.get('decoded') else 'flagged (damaged in decoded.csv)'
-            s.append(f"  damaged: {Path(k).name} fails its gzip check, so its {n:,} decoded records may hold damaged data: {what}. {why[:160]}")
-        return '\n'.join(s)
+# %% ../nbs/01b_shards.ipynb #1ebbb897
+@patch
+def summary(self:DecodeReport) -> str:
+    "A one-screen text summary"
+    pct = lambda k: f'{100 * k / max(self.records, 1):5.1f}%'
+    rate = f', {self.records / self.seconds:,.0f} records/s' if self.seconds else ''
+    s = [f'{len(self.shards)} shards, {self.lines:,} lines, {self.records:,} records ({self.seconds:.2f} s{rate})',
+         f'  decoded  {self.decoded:>8,}  {pct(self.decoded)}', f'  rejected {self.rejected:>8,}  {pct(self.rejected)}']
+    s += [f'    {k:<17}{v:>7,}  {REASONS[k]}' for k, v in self.by_reason.most_common()]
+    if len(self.per_shard) > 1:
+        w = max(len(Path(k).name) for k in self.per_shard)
+        s.append(f"  {'shard':<{w}}  {'records':>8} {'decoded':>8} {'rejected':>8}")
+        for k, c in self.per_shard.items():
+            lost = c['records'] and not c['decoded'] and k not in self.damaged
+            note = '  <- nothing decoded: is this a shard?' if lost else ''
+            s.append(f"  {Path(k).name:<{w}}  {c['records']:>8,} {c['decoded']:>8,} {c['rejected']:>8,}{note}")
+    for k, why in self.damaged.items():
+        c = self.per_shard.get(k, {})
+        n = c.get('flagged', c.get('decoded', 0))
+        what = 'left out (strict)' if n and not c.get('decoded') else 'flagged (damaged in decoded.csv)'
+        s.append(f'  damaged: {Path(k).name} fails its gzip check, so its {n:,} decoded records may hold damaged '
+                 f'data: {what}. {why[:160]}')
+    return '\n'.join(s)
 
 # %% ../nbs/01b_shards.ipynb #888c4e12
 @dataclass
@@ -278,51 +374,71 @@ class Batch:
     tail: Rejection|None = None # a rejection that follows the lines (the shard stops early, or fails its gzip check)
     damaged: str|None = None # set on a gzip shard's last batch when the shard fails its check: why
 
-def _plain_extents(path, max_line, on_bytes, bs=1 << 20):
-    "(start, end) byte offsets of each line of a plain file (end excludes the newline, None for an over-long line), and an int for each run of blank lines"
+# %% ../nbs/01b_shards.ipynb #d1719179
+def _plain_extents(path, max_line:int, on_bytes, bs:int=1 << 20):
+    "(start, end) of each line of plain file `path` (end: None for an over-long line), an int for a run of blank lines"
     with open(path, 'rb') as f:
         pos = start = 0
         while (b := f.read(bs)):
-            on_bytes(len(b)); i = start - pos  # where the current line starts in `b` (below 0: in an earlier block)
+            on_bytes(len(b))
+            i = start - pos  # where the current line starts in `b` (below 0: in an earlier block)
             while True:
                 if i >= 0 and (m := _BLANK_RUN.match(b, i)):
-                    yield b.count(b'\n', i, m.end()); i = m.end(); start = pos + i; continue
+                    yield b.count(b'\n', i, m.end())
+                    i, start = m.end(), pos + m.end()
+                    continue
                 if (j := b.find(b'\n', max(i, 0))) < 0: break
                 yield start, (pos + j if pos + j - start <= max_line else None)
-                start = pos + j + 1; i = j + 1
+                start, i = pos + j + 1, j + 1
             pos += len(b)
         if start < pos: yield start, (pos if pos - start <= max_line else None)
 
+# %% ../nbs/01b_shards.ipynb #05152c0f
 def _cut(shard, line, e):
     "The rejection that stands for the rest of a shard that stops at `line` because of `e`"
     if isinstance(e, ShardCut): return Rejection(shard, line, None, e.reason, e.detail)
     return Rejection(shard, line, None, 'unreadable_shard', f'{type(e).__name__}: {e}'[:300])
 
 def _batches(shard, p, items, batch_lines, batch_bytes, plain):
-    "Batches of a shard's line `items` (from `_plain_extents` or `_line_items`); the last one carries the cut or the failed check"
-    first = ln = 1; nums, got, ends, blank, size = [], [], [], 0, 0
+    "Batches of shard `p`'s line `items` (`_plain_extents` or `_line_items`); the last carries a cut or failed check"
+    first = ln = 1
+    nums, got, ends, blank, size, damaged = [], [], [], 0, 0, []
     def batch(tail=None, damaged=None):
-        if plain: return Batch(shard, p, first, ln - first, blank, nums, starts=got, ends=ends, tail=tail, damaged=damaged)
-        return Batch(shard, p, first, ln - first, blank, nums, lines=got, tail=tail, damaged=damaged)
-    damaged = []
+        kw = dict(starts=got, ends=ends) if plain else dict(lines=got)
+        return Batch(shard, p, first, ln - first, blank, nums, tail=tail, damaged=damaged, **kw)
     try:
         for it in items(damaged):
-            if type(it) is int: blank += it; ln += it; continue
+            if type(it) is int:
+                blank, ln = blank + it, ln + it
+                continue
             if plain and it[1] is None:  # over-long: the lines so far, then a batch of its own that nobody reads
-                if nums or blank: yield batch(); first, nums, got, ends, size, blank = ln, [], [], [], 0, 0
-                yield Batch(shard, p, ln, 1, 0, [ln], lines=[None]); ln += 1; first = ln; continue
-            if plain: nums.append(ln); got.append(it[0]); ends.append(it[1]); size += it[1] - it[0]
-            elif it is not None and (not it or it.isspace()): blank += 1
-            else: nums.append(ln); got.append(it); size += len(it) if it else 0
+                if nums or blank:
+                    yield batch()
+                    first, nums, got, ends, size, blank = ln, [], [], [], 0, 0
+                yield Batch(shard, p, ln, 1, 0, [ln], lines=[None])
+                ln = first = ln + 1
+                continue
+            if not plain and it is not None and (not it or it.isspace()): blank += 1
+            else:
+                nums.append(ln)
+                got.append(it[0] if plain else it)
+                if plain: ends.append(it[1])
+                size += (it[1] - it[0]) if plain else (len(it) if it else 0)
             ln += 1
-            if len(nums) >= batch_lines or size >= batch_bytes: yield batch(); first, nums, got, ends, size, blank = ln, [], [], [], 0, 0
+            if len(nums) >= batch_lines or size >= batch_bytes:
+                yield batch()
+                first, nums, got, ends, size, blank = ln, [], [], [], 0, 0
     except Exception as e:  # cut, corrupt or unreadable: the lines before it still go out, then the reason
-        ln += 1; yield batch(_cut(shard, ln - 1, e), e.detail if getattr(e, 'damaged', False) else None); return
+        ln += 1
+        yield batch(_cut(shard, ln - 1, e), e.detail if getattr(e, 'damaged', False) else None)
+        return
     if damaged:
-        ln += 1; why = '; '.join(damaged)
-        yield batch(Rejection(shard, ln - 1, None, 'corrupt_shard', why + ': every line was read, but some may hold damaged data'), why)
+        ln, why = ln + 1, '; '.join(damaged)
+        yield batch(Rejection(shard, ln - 1, None, 'corrupt_shard', why + ': every line was read, but some may hold '
+                              'damaged data'), why)
     elif nums or blank: yield batch()
 
+# %% ../nbs/01b_shards.ipynb #45e65a04
 def read_batches(
     paths, # shard files
     max_line:int=MAX_LINE, # longest line accepted, in bytes
@@ -335,23 +451,26 @@ def read_batches(
     on_bytes = on_bytes or (lambda n: None)
     paths = [str(p) for p in paths]
     for p, name in zip(paths, names or [safe_text(p) for p in paths]):
-        if p.endswith('.gz'): items = lambda damaged, p=p: _line_items(_gzip_blocks(p, on_bytes, damaged), max_line, runs=True)
-        else: items = lambda damaged, p=p: _plain_extents(p, max_line, on_bytes)
+        def items(damaged, p=p, gz=p.endswith('.gz')):
+            if gz: return _line_items(_gzip_blocks(p, on_bytes, damaged), max_line, runs=True)
+            return _plain_extents(p, max_line, on_bytes)
         yield from _batches(name, p, items, batch_lines, batch_bytes, not p.endswith('.gz'))
 
+# %% ../nbs/01b_shards.ipynb #19556683
 def batch_lines_of(b:Batch) -> list:
-    "The lines of a batch: its own, or read from the plain file"
+    "The lines of batch `b`: its own, or read from the plain file"
     if b.starts is None: return b.lines
     if not b.starts: return []
     s0 = b.starts[0]
     with open(b.path, 'rb') as f: data = os.pread(f.fileno(), b.ends[-1] - s0, s0)
     return [data[s - s0:e - s0] for s, e in zip(b.starts, b.ends)]
 
+# %% ../nbs/01b_shards.ipynb #d426d858
 def decode_batch(
     b:Batch, # the lines to decode
     opts:dict, # keyword arguments for `decode_record`, and `max_line`
 ) -> tuple[list, int]:
-    "Outcomes of a batch's non-blank lines, in order, and the number of blank lines the reader had not counted (what a worker runs)"
+    "Outcomes of a batch's non-blank lines, in order, and the number of blank lines the reader had not counted"
     out, blank = [], 0
     kw = {k: v for k, v in opts.items() if k != 'max_line'}
     try: lines = batch_lines_of(b)
@@ -361,8 +480,12 @@ def decode_batch(
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # Pillow's DecompressionBombWarning and format chatter: reasons say it all
         for ln, line in zip(b.nums, lines):
-            if line is None: out.append(Rejection(b.shard, ln, None, 'line_too_long', f"over {opts['max_line']:,} bytes")); continue
-            if not line or line.isspace(): blank += 1; continue
+            if line is None:
+                out.append(Rejection(b.shard, ln, None, 'line_too_long', f"over {opts['max_line']:,} bytes"))
+                continue
+            if not line or line.isspace():
+                blank += 1
+                continue
             o = decode_line(line, b.shard, ln, **kw)
             if ln == 1 and line.startswith(b'\x1f\x8b') and isinstance(o, Rejection):
                 o.detail = 'gzip data in a shard not named .gz: rename it to .jsonl.gz'
@@ -370,13 +493,16 @@ def decode_batch(
     if b.tail is not None: out.append(b.tail)
     return out, blank
 
-INFO_KEYS = ('key', 'format', 'mode', 'claimed_mode', 'width', 'height', 'rotation', 'inverted', 'alpha', 'id_generated') # what `Decoded.info` holds, in order
+# %% ../nbs/01b_shards.ipynb #ba076bd4
+INFO_KEYS = ('key', 'format', 'mode', 'claimed_mode', 'width', 'height', 'rotation', 'inverted', 'alpha',
+             'id_generated') # what `Decoded.info` holds, in order
 
 def _decode_packed(b:Batch, opts:dict):
-    "`decode_batch` packed for the pipe back: one array of images and tuples (pickling a `Decoded` each costs 9 us, as much as this)"
+    "`decode_batch` packed for the pipe back: one array of images, and tuples (pickling a `Decoded` costs 9 us)"
     outs, blank = decode_batch(b, opts)
     dec = [o for o in outs if type(o) is Decoded]
-    return (np.stack([o.image for o in dec]) if dec else None, [(o.line, o.id, tuple(map(o.info.get, INFO_KEYS))) for o in dec],
+    images = np.stack([o.image for o in dec]) if dec else None
+    return (images, [(o.line, o.id, tuple(map(o.info.get, INFO_KEYS))) for o in dec],
             [(o.line, o.id, o.reason, o.detail) for o in outs if type(o) is Rejection], blank)
 
 # %% ../nbs/01b_shards.ipynb #3a42f738
@@ -392,6 +518,14 @@ def parse_colour(
     except (ValueError, TypeError): pass
     raise GanlabError(f'background: {c!r} is not a colour (try white, black, #808080 or 128,128,128)')
 
+# %% ../nbs/01b_shards.ipynb #dc550417
+def default_workers() -> int:
+    "Processes to decode with: the CPUs this process may use, at most 8"
+    try: n = len(os.sched_getaffinity(0))
+    except AttributeError: n = os.cpu_count() or 1
+    return max(1, min(8, n))
+
+# %% ../nbs/01b_shards.ipynb #7d495089
 def _pool(workers:int) -> ProcessPoolExecutor:
     "Worker processes: forked where possible (fast start, nothing to re-import), spawned elsewhere"
     ctx = mp.get_context('fork' if 'fork' in mp.get_all_start_methods() else 'spawn')
@@ -412,7 +546,9 @@ def _in_order(batches, opts, pool, window):
         b = next(batches, None)
         if b is None: return
         if b.nums: fut = pool.submit(_decode_packed, b, opts)
-        else: fut = Future(); fut.set_result(_decode_packed(b, opts))  # only blank lines, or only the cut: nothing for a worker
+        else:  # only blank lines, or only the cut: nothing for a worker
+            fut = Future()
+            fut.set_result(_decode_packed(b, opts))
         flight.append((b, fut))
     for _ in range(window): submit()
     while flight:
@@ -421,6 +557,7 @@ def _in_order(batches, opts, pool, window):
         submit()
         yield b, res
 
+# %% ../nbs/01b_shards.ipynb #314c8956
 @dataclass
 class Outcomes:
     "What became of one batch of lines: the decoded images with a row of facts each, and the rejections, in line order"
@@ -431,14 +568,10 @@ class Outcomes:
 
     def decoded(self):
         "The images as `Decoded` objects"
-        return [Decoded(self.shard, line, rid, self.images[j], dict(zip(INFO_KEYS, v))) for j, (line, rid, v) in enumerate(self.rows)]
+        return [Decoded(self.shard, line, rid, self.images[j], dict(zip(INFO_KEYS, v)))
+                for j, (line, rid, v) in enumerate(self.rows)]
 
-def default_workers() -> int:
-    "Processes to decode with: the CPUs this process may use, at most 8"
-    try: n = len(os.sched_getaffinity(0))
-    except AttributeError: n = os.cpu_count() or 1
-    return max(1, min(8, n))
-
+# %% ../nbs/01b_shards.ipynb #f63e0a33
 def decode_batches(
     shards, # shard files, folders or globs
     size:int=32, # output side S
@@ -472,9 +605,12 @@ def decode_batches(
                 rejections, dups = [Rejection(b.shard, *r) for r in rej], []
                 for j, (line, rid, _) in enumerate(rows):
                     if (seen := first_seen.setdefault(rid, (b.shard, line))) != (b.shard, line):
-                        dups.append(j); rejections.append(Rejection(b.shard, line, rid, 'duplicate_id', f'first decoded at {seen[0]} line {seen[1]}'))
+                        dups.append(j)
+                        why = f'first decoded at {seen[0]} line {seen[1]}'
+                        rejections.append(Rejection(b.shard, line, rid, 'duplicate_id', why))
                 if dups:
-                    keep = np.ones(len(rows), bool); keep[dups] = False
+                    keep = np.ones(len(rows), bool)
+                    keep[dups] = False
                     images, rows = images[keep], [r for r, k in zip(rows, keep) if k]
                     rejections.sort(key=lambda r: r.line)
                 if b.damaged: report.damaged[b.shard] = b.damaged
@@ -483,8 +619,9 @@ def decode_batches(
                 yield Outcomes(b.shard, images if rows else None, rows, rejections)
                 if not bar.disable: bar.set_postfix(decoded=report.decoded, rejected=report.rejected, refresh=False)
     finally:
-        if pool: pool.shutdown(wait=True, cancel_futures=True)  # early stop or error: the batches not started are dropped
+        if pool: pool.shutdown(wait=True, cancel_futures=True)  # early stop or error: batches not started are dropped
 
+# %% ../nbs/01b_shards.ipynb #e3f7e12f
 def iter_decode(
     shards, # shard files, folders or globs
     size:int=32, # output side S
@@ -505,6 +642,7 @@ def decode_source(
     if 'background' in settings: settings['background'] = list(parse_colour(settings['background']))
     return dict(files=files, **settings)
 
+# %% ../nbs/01b_shards.ipynb #4ca505dd
 def load_npz(
     path, # an .npz with `ids` and `images` (what `ganlab doctor` writes)
 ) -> tuple[list, np.ndarray, dict]:
@@ -514,8 +652,9 @@ def load_npz(
     try: z = np.load(path, allow_pickle=False)
     except Exception as e: raise GanlabError(f'{path}: not a readable .npz ({type(e).__name__}: {e})') from None
     with z:
-        missing = {'ids', 'images'} - set(z.files)
-        if missing: raise GanlabError(f"{path}: has no {' or '.join(sorted(missing))} array (it has {', '.join(z.files) or 'nothing'})")
+        if missing := {'ids', 'images'} - set(z.files):
+            has = ', '.join(z.files) or 'nothing'
+            raise GanlabError(f"{path}: has no {' or '.join(sorted(missing))} array (it has {has})")
         try: ids, images = z['ids'].astype(str).tolist(), z['images']
         except ValueError as e: raise GanlabError(f'{path}: {e}') from None
         source = json.loads(str(z['source'])) if 'source' in z.files else {}
@@ -544,7 +683,8 @@ def decode_shards(
     for oc in decode_batches(shards, size, workers, report=report, **kwargs):
         if oc.images is None: continue
         imgs.append(oc.images)
-        for line, rid, v in oc.rows: ids.append(rid); info.append(dict(id=rid, shard=oc.shard, line=line, **dict(zip(INFO_KEYS, v))))
+        ids += [rid for _, rid, _ in oc.rows]
+        info += [dict(id=rid, shard=oc.shard, line=line, **dict(zip(INFO_KEYS, v))) for line, rid, v in oc.rows]
     for i in info: i['damaged'] = i['shard'] in report.damaged
     report.seconds = time.perf_counter() - t0
     return DecodedSet(ids, np.concatenate(imgs) if imgs else np.zeros((0, size, size, 3), np.uint8), info, report)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 import torch, torch.nn as nn, torch.nn.functional as F
 from .core import GanlabError
-from .models import Generator, Discriminator, CondBatchNorm2d, check_images, check_labels, trainable_weight, _sn, _choose, _positive
+from .models import (Generator, Discriminator, CondBatchNorm2d, check_images, check_labels, trainable_weight, _sn,
+                           _choose, _positive)
 
 # %% auto #0
 __all__ = ['ResGenerator', 'ResDiscriminator', 'generator', 'discriminator', 'conditional_generator', 'conditional_discriminator']
@@ -18,7 +19,8 @@ __all__ = ['ResGenerator', 'ResDiscriminator', 'generator', 'discriminator', 'co
 def _xavier(m:nn.Module, gain:float=1.0) -> nn.Module:
     "`m` with Xavier-uniform weights of `gain` and zero bias"
     nn.init.xavier_uniform_(trainable_weight(m), gain)
-    if getattr(m, 'bias', None) is not None: nn.init.zeros_(m.bias)
+    if getattr(m, 'bias', None) is not None:
+        nn.init.zeros_(m.bias)
     return m
 
 class _GBlock(nn.Module):
@@ -27,7 +29,8 @@ class _GBlock(nn.Module):
         super().__init__()
         norm = (lambda c: CondBatchNorm2d(c, classes)) if classes else nn.BatchNorm2d
         self.bn1, self.bn2 = norm(cin), norm(cout)
-        self.c1, self.c2 = _xavier(nn.Conv2d(cin, cout, 3, 1, 1), math.sqrt(2)), _xavier(nn.Conv2d(cout, cout, 3, 1, 1), math.sqrt(2))
+        self.c1 = _xavier(nn.Conv2d(cin, cout, 3, 1, 1), math.sqrt(2))
+        self.c2 = _xavier(nn.Conv2d(cout, cout, 3, 1, 1), math.sqrt(2))
         self.sc = _xavier(nn.Conv2d(cin, cout, 1))
     def _bn(self, bn, x, y): return bn(x, y) if isinstance(bn, CondBatchNorm2d) else bn(x)
     def forward(self, x, y=None):
@@ -45,8 +48,10 @@ class ResGenerator(nn.Module):
         classes:int=0, # class-conditional batch norms for this many classes (0: unconditional)
     ):
         super().__init__()
-        self.size, self.latent, self.width = _choose('ResGenerator size', size, (16, 32, 64)), _positive('ResGenerator latent', latent), _positive('ResGenerator width', width)
-        self.channels, self.classes = _positive('ResGenerator channels', channels), 0 if not classes else _positive('ResGenerator classes', classes)
+        self.size = _choose('ResGenerator size', size, (16, 32, 64))
+        self.latent, self.width = _positive('ResGenerator latent', latent), _positive('ResGenerator width', width)
+        self.channels = _positive('ResGenerator channels', channels)
+        self.classes = 0 if not classes else _positive('ResGenerator classes', classes)
         self.fc = _xavier(nn.Linear(latent, 16 * width))
         self.blocks = nn.ModuleList(_GBlock(width, width, self.classes) for _ in range(int(math.log2(size // 4))))
         self.bn, self.out = nn.BatchNorm2d(width), _xavier(nn.Conv2d(width, channels, 3, 1, 1))
@@ -56,10 +61,13 @@ class ResGenerator(nn.Module):
         y:torch.Tensor|None=None, # class labels, N (a conditional generator only)
     ) -> torch.Tensor:
         "Images N x channels x size x size in [-1, 1]"
-        if z.ndim != 2 or z.shape[1] != self.latent: raise GanlabError(f'ResGenerator: latent batch of shape {tuple(z.shape)}; expected (N, {self.latent})')
-        if self.classes: y = check_labels('ResGenerator', y, len(z), self.classes)
+        if z.ndim != 2 or z.shape[1] != self.latent:
+            raise GanlabError(f'ResGenerator: latent batch of shape {tuple(z.shape)}; expected (N, {self.latent})')
+        if self.classes:
+            y = check_labels('ResGenerator', y, len(z), self.classes)
         h = self.fc(z).view(len(z), self.width, 4, 4)
-        for b in self.blocks: h = b(h, y)
+        for b in self.blocks:
+            h = b(h, y)
         return torch.tanh(self.out(F.relu(self.bn(h))))
 
 # %% ../nbs/04a_sngan.ipynb #4d85d946
@@ -73,7 +81,8 @@ class _DBlock(nn.Module):
         self.sc = _sn(_xavier(nn.Conv2d(cin, cout, 1)), spectral) if (cin != cout or down) else None
     def forward(self, x):
         h = self.c2(F.relu(self.c1(x if self.first else F.relu(x))))
-        if self.down: h = F.avg_pool2d(h, 2)
+        if self.down:
+            h = F.avg_pool2d(h, 2)
         if self.sc is None: return h + x
         s = F.avg_pool2d(x, 2) if self.first and self.down else x   # the first block pools before its 1x1 conv
         s = self.sc(s)
@@ -89,13 +98,18 @@ class ResDiscriminator(nn.Module):
         spectral:bool=True, # spectral norm on every layer
     ):
         super().__init__()
-        self.size, self.width = _choose('ResDiscriminator size', size, (16, 32, 64)), _positive('ResDiscriminator width', width)
-        self.channels, self.classes = _positive('ResDiscriminator channels', channels), 0 if not classes else _positive('ResDiscriminator classes', classes)
+        self.size = _choose('ResDiscriminator size', size, (16, 32, 64))
+        self.width = _positive('ResDiscriminator width', width)
+        self.channels = _positive('ResDiscriminator channels', channels)
+        self.classes = 0 if not classes else _positive('ResDiscriminator classes', classes)
         downs = max(1, int(math.log2(size // 8)))  # 32 -> 8 with two downsampling blocks, as in the paper
-        blocks = [_DBlock(channels, width, True, True, spectral)] + [_DBlock(width, width, True, False, spectral) for _ in range(downs - 1)]
-        self.blocks = nn.Sequential(*blocks, _DBlock(width, width, False, False, spectral), _DBlock(width, width, False, False, spectral))
+        blocks = [_DBlock(channels, width, True, True, spectral)] + [_DBlock(width, width, True, False, spectral)
+                                                                     for _ in range(downs - 1)]
+        self.blocks = nn.Sequential(*blocks, _DBlock(width, width, False, False, spectral),
+                                    _DBlock(width, width, False, False, spectral))
         self.fc = _sn(_xavier(nn.Linear(width, 1)), spectral)
-        if self.classes: self.embed = _sn(_xavier(nn.Embedding(self.classes, width)), spectral)
+        if self.classes:
+            self.embed = _sn(_xavier(nn.Embedding(self.classes, width)), spectral)
 
     def forward(self,
         x:torch.Tensor, # images N x channels x size x size in [-1, 1]
@@ -109,22 +123,22 @@ class ResDiscriminator(nn.Module):
 
 # %% ../nbs/04a_sngan.ipynb #b622d6bc
 def generator(
-    cfg, # a config with `arch`, `size`, `latent`, `g_width`, `channels` (and for DCGAN's shape `g_norm`, `up`, `project`)
+    cfg, # a config: `arch`, `size`, `latent`, `g_width`, `channels` (for DCGAN's shape also `g_norm`, `up`, `project`)
     classes:int=0, # class-conditional with this many classes (0: unconditional)
 ) -> nn.Module:
     "The generator a config describes"
     if cfg.arch == 'resnet': return ResGenerator(cfg.size, cfg.latent, cfg.g_width, cfg.channels, classes)
-    return Generator(size=cfg.size, latent=cfg.latent, width=cfg.g_width, channels=cfg.channels, norm=cfg.g_norm, up=cfg.up, project=cfg.project,
-                     classes=classes)
+    return Generator(size=cfg.size, latent=cfg.latent, width=cfg.g_width, channels=cfg.channels, norm=cfg.g_norm,
+                     up=cfg.up, project=cfg.project, classes=classes)
 
 def discriminator(
-    cfg, # a config with `arch`, `size`, `d_width`, `channels`, `spectral` (and for DCGAN's shape `d_norm`, `d_dropout`, `d_head`)
+    cfg, # a config: `arch`, `size`, `d_width`, `channels`, `spectral` (for DCGAN's shape also `d_norm`, `d_dropout`...)
     classes:int=0, # a projection term for this many classes (0: unconditional)
 ) -> nn.Module:
     "The discriminator a config describes"
     if cfg.arch == 'resnet': return ResDiscriminator(cfg.size, cfg.d_width, cfg.channels, classes, cfg.spectral)
-    return Discriminator(size=cfg.size, width=cfg.d_width, channels=cfg.channels, norm=cfg.d_norm, dropout=cfg.d_dropout,
-                         spectral=cfg.spectral, head=cfg.d_head, classes=classes)
+    return Discriminator(size=cfg.size, width=cfg.d_width, channels=cfg.channels, norm=cfg.d_norm,
+                         dropout=cfg.d_dropout, spectral=cfg.spectral, head=cfg.d_head, classes=classes)
 
 def conditional_generator(cfg) -> nn.Module:
     "The class-conditional generator a config describes (`classes` and what `generator` reads)"

@@ -16,7 +16,7 @@ from .core import GanlabError
 from .config import TrainConfig, Family, family_of
 from .data import open_dataset, diff_augment
 from .losses import d_real_loss, d_fake_loss, g_loss, gradient_penalty, r1_penalty
-from .runtime import Dist, mix_seed, seed_dropout, adam_options
+from .runtime import Dist, Stream, mix_seed, seed_dropout, adam_options, in_mode, evaluating
 
 # %% auto #0
 __all__ = ['ema_weight', 'EMA', 'Task', 'unsynced_bn', 'DCGANTask', 'CGANTask']
@@ -57,12 +57,14 @@ class EMA(AveragedModel):
 
 # %% ../nbs/05d_tasks.ipynb #173b5fe4
 class Task:
-    "What every family's task shares: networks built and placed, Adam, the generator's EMA, SyncBatchNorm, gradient averaging, state"
+    "What every family's task shares: networks built and placed, Adam, EMA, SyncBatchNorm, gradient averaging, state"
     metric = 'fid' # the periodic evaluation's number that picks best.pt
+    losses = () # the losses `step` can return, as metrics.csv's columns, in display order
+    panels = {} # losses drawn apart from the others in losses.png and the app: title -> columns (the rest: 'losses')
     grid_cols = None # images per row of a sample grid (None: square)
     train_keys = ('images',) # the image sets a step takes a batch of
-    optimizers = {'g': ('g',), 'd': ('d',)} # optimiser name -> the networks it steps; its learning rate is the config's lr_<name>
-    follows = {} # data sets that are not images but travel with a set's batches: name -> the set whose order they follow (labels)
+    optimizers = {'g': ('g',), 'd': ('d',)} # optimiser name -> the networks it steps (at the config's lr_<name>)
+    follows = {} # sets that travel with a set's batches, not images: name -> the set whose order they follow
 
     @classmethod
     def complete_config(cls,
@@ -90,11 +92,15 @@ class Task:
         nets = {k: self.family.build(k, cfg) for k in self.family.nets}
         mf = torch.channels_last if self.channels_last else torch.contiguous_format
         self.ema = EMA(nets['g'], cfg.ema).to(device, memory_format=mf) if cfg.ema else None
-        if dst.world > 1 and device.type == 'cuda' and cfg.sync_bn: nets = {k: nn.SyncBatchNorm.convert_sync_batchnorm(m) for k, m in nets.items()}
+        if dst.world > 1 and device.type == 'cuda' and cfg.sync_bn:
+            nets = {k: nn.SyncBatchNorm.convert_sync_batchnorm(m) for k, m in nets.items()}
         self.nets = {k: m.to(device, memory_format=mf) for k, m in nets.items()}
-        if dst.world > 1: self._broadcast()
-        self.params = {o: [p for k in ks for p in self.nets[k].parameters() if p.requires_grad] for o, ks in self.optimizers.items()}
-        self.opts = {o: torch.optim.Adam(ps, getattr(cfg, f'lr_{o}'), (cfg.beta1, cfg.beta2), **adam_options(device)) for o, ps in self.params.items()}
+        if dst.world > 1:
+            self._broadcast()
+        trained = lambda ks: [p for k in ks for p in self.nets[k].parameters() if p.requires_grad]
+        self.params = {o: trained(ks) for o, ks in self.optimizers.items()}
+        betas, fused = (cfg.beta1, cfg.beta2), adam_options(device)
+        self.opts = {o: torch.optim.Adam(ps, getattr(cfg, f'lr_{o}'), betas, **fused) for o, ps in self.params.items()}
         self.run = {k: torch.compile(m) for k, m in self.nets.items()} if cfg.compile else dict(self.nets)
 
     def wants_channels_last(self) -> bool:
@@ -129,7 +135,7 @@ def bn_inputs(self:Task,
     gen:torch.Generator, # where the draws come from
     n:int, # how many inputs in all
 ):
-    "Batches of generator inputs, as argument tuples, for computing batch-norm statistics (a family with batch norms provides them)"
+    "Batches of generator inputs (argument tuples) for batch-norm statistics; a family with batch norms provides them"
     raise NotImplementedError(f'{type(self).__name__} has no bn_inputs')
 
 @patch
@@ -139,18 +145,23 @@ def refresh_ema_bn(self:Task,
     n:int=512, # inputs to average the statistics over
 ):
     "Compute the averaged generator's batch-norm statistics for its own weights (a no-op without EMA or batch norms)"
-    if self.ema is None: return
+    if self.ema is None:
+        return
     m = self.ema.module
     bns = [b for b in m.modules() if isinstance(b, nn.modules.batchnorm._BatchNorm) and b.track_running_stats]
-    if not bns: return
-    moms, was = [b.momentum for b in bns], m.training
-    for b in bns: b.reset_running_stats(); b.momentum = None  # None: a cumulative average over the batches below
-    m.train()
+    if not bns:
+        return
+    moms = [b.momentum for b in bns]
+    for b in bns:
+        b.reset_running_stats()
+        b.momentum = None  # None: a cumulative average over the batches below
     try:
-        for args in self.bn_inputs(torch.Generator(self.device).manual_seed(seed), n): m(*args)
+        with in_mode(True, m):
+            for args in self.bn_inputs(torch.Generator(self.device).manual_seed(seed), n):
+                m(*args)
     finally:
-        for b, mo in zip(bns, moms): b.momentum = mo
-        m.train(was)
+        for b, mo in zip(bns, moms):
+            b.momentum = mo
 
 # %% ../nbs/05d_tasks.ipynb #a88c6e11
 @patch
@@ -169,6 +180,30 @@ def set_lrs(self:Task,
     f = self.lr_factor(step)
     for o, opt in self.opts.items():
         for grp in opt.param_groups: grp['lr'] = getattr(self.cfg, f'lr_{o}') * f
+
+# %% ../nbs/05d_tasks.ipynb #b484a7f9
+@patch
+def step_rng(self:Task,
+    stream:Stream, # which of the run's random streams
+    step:int, # the global step
+    per_rank:bool=False, # a different draw in each process (else the same in all, as the global batch's noise)
+    device:torch.device|str|None=None, # where the generator draws (default: the task's device)
+) -> torch.Generator:
+    "A generator for `step`'s draws from `stream`: seeded by (seed, stream, step), and the rank if `per_rank`"
+    parts = (self.cfg.seed, stream, step, self.dist.rank) if per_rank else (self.cfg.seed, stream, step)
+    return torch.Generator(self.device if device is None else device).manual_seed(mix_seed(*parts))
+
+# %% ../nbs/05d_tasks.ipynb #5983f508
+@patch
+def begin_step(self:Task,
+    step:int, # the global step
+    amp:torch.dtype|None, # autocast dtype or None
+) -> tuple:
+    "Set the learning rates and seed dropout for `step`; (this process's augmentation generator, an autocast maker)"
+    self.set_lrs(step)
+    seed_dropout(self.device, mix_seed(self.cfg.seed, Stream.DROPOUT, step, self.dist.rank))
+    autocast = lambda: torch.autocast(self.device.type, amp, enabled=amp is not None)
+    return self.step_rng(Stream.AUGMENT, step, per_rank=True), autocast
 
 # %% ../nbs/05d_tasks.ipynb #e0eba808
 @patch
@@ -219,6 +254,8 @@ def unsynced_bn(
 # %% ../nbs/05d_tasks.ipynb #15219fa7
 class DCGANTask(Task):
     "One generator and one discriminator trained adversarially: the DCGAN, GoogLeNet and MLP families"
+    losses = ('loss_d', 'loss_g', 'd_real', 'd_fake', 'penalty')
+    panels = {'mean D output': ('d_real', 'd_fake')}
 
     @staticmethod
     def open_data(
@@ -227,7 +264,9 @@ class DCGANTask(Task):
     ) -> dict:
         "The run's image sets by name, uint8 N x H x W x C: one for the DCGAN families"
         if dataset is None:
-            if cfg.data is None: raise GanlabError('no data: give --data (a folder or zip of images, shards, a decoded .npz, or cifar10)')
+            if cfg.data is None:
+                raise GanlabError('no data: give --data (a folder or zip of images, shards, a decoded .npz, '
+                                  'or cifar10)')
             dataset = open_dataset(cfg.data, size=cfg.size, channels=cfg.channels, limit=cfg.limit)
         return {'images': dataset.images[:cfg.limit] if cfg.limit else dataset.images}
 
@@ -238,7 +277,11 @@ class DCGANTask(Task):
         "N latent vectors"
         return torch.randn(n, self.cfg.latent, generator=gen, device=gen.device)
 
-    def bn_inputs(self, gen:torch.Generator, n:int, batch:int=128):
+    def bn_inputs(self,
+        gen:torch.Generator, # where the draws come from
+        n:int, # how many inputs in all
+        batch:int=128, # inputs per batch
+    ) -> list:
         "Noise batches, for the averaged generator's batch-norm statistics"
         return [(self.noise(min(batch, n - i), gen),) for i in range(0, n, batch)]
 
@@ -255,14 +298,28 @@ class DCGANTask(Task):
         batch:int=500, # images per batch
     ):
         "Batches of `n` generated images in [-1, 1] for FID: a fixed noise drawn from `seed`"
-        z = self.noise(n, torch.Generator().manual_seed(mix_seed(seed, 6)))
-        for i in range(0, n, batch): yield self.sample(z[i:i + batch])
+        z = self.noise(n, torch.Generator().manual_seed(mix_seed(seed, Stream.EVAL)))
+        for i in range(0, n, batch):
+            yield self.sample(z[i:i + batch])
 
 # %% ../nbs/05d_tasks.ipynb #4199e94e
+def _call(
+    net:nn.Module, # a generator or a discriminator
+    x:torch.Tensor, # its input
+    y:torch.Tensor|None, # the class labels a conditional family's networks take (None: an unconditional family)
+) -> torch.Tensor:
+    "`net(x)`, or `net(x, y)` with labels"
+    return net(x) if y is None else net(x, y)
+
 @patch
-def _aug(self:DCGANTask, x, gen):
+def _aug(self:DCGANTask,
+    x:torch.Tensor, # images N x C x H x W in [-1, 1]
+    gen:torch.Generator, # this process's augmentation generator (from `begin_step`)
+) -> torch.Tensor:
+    "`x` through DiffAugment when the config asks for it, else `x`"
     return diff_augment(x, self.cfg.diffaug, generator=gen) if self.cfg.diffaug else x
 
+# %% ../nbs/05d_tasks.ipynb #e7c0e47f
 @patch
 def fake_labels(self:DCGANTask,
     n:int, # how many
@@ -271,65 +328,85 @@ def fake_labels(self:DCGANTask,
     "The labels the generator is asked for in a step (None: an unconditional family)"
     return None
 
-def _call(net, x, y): return net(x) if y is None else net(x, y)
+# %% ../nbs/05d_tasks.ipynb #2191719b
+@patch
+def _penalty(self:DCGANTask,
+    D:nn.Module, # the discriminator (as the step runs it)
+    real:torch.Tensor, # this process's real images
+    fake:torch.Tensor, # its fakes
+    y_real:torch.Tensor|None, # the real images' labels (None: an unconditional family)
+    gen:torch.Generator, # the step's noise generator, for WGAN-GP's mixing weights
+) -> torch.Tensor|None:
+    "The discriminator's penalties on this step's batch: R1 and WGAN-GP's, as the config asks (None: neither)"
+    cfg, (r, w), b = self.cfg, (self.dist.rank, self.dist.world), len(real)
+    d_real_fn = lambda x: _call(D, x, y_real)
+    pen = None
+    with unsynced_bn(D):  # the penalties differentiate twice, which SyncBatchNorm cannot
+        if cfg.r1_gamma:
+            pen = cfg.r1_gamma / 2 * r1_penalty(d_real_fn, real)
+        if cfg.loss == 'wgan-gp':
+            alpha = torch.rand(b * w, generator=gen, device=self.device)[r * b:(r + 1) * b]
+            gp = cfg.gp_weight * gradient_penalty(d_real_fn, real, fake, alpha)
+            pen = gp if pen is None else pen + gp
+    return pen
 
+# %% ../nbs/05d_tasks.ipynb #e6b4fa9a
 @patch
 def step(self:DCGANTask,
-    real, # this process's part of the batch in [-1, 1]: images, or {'images': ..., 'labels': ...} for a conditional family
+    real, # this process's part of the batch in [-1, 1]: images, or {'images', 'labels'} for a conditional family
     step:int, # the global step (seeds the step's randomness)
     amp:torch.dtype|None, # autocast dtype or None
     scaler:torch.amp.GradScaler, # loss scaler (disabled unless fp16)
 ) -> dict:
     "One discriminator step and (every `g_every` steps) one generator step; the losses as 0-d tensors"
-    cfg, dv, (r, w) = self.cfg, self.device, (self.dist.rank, self.dist.world)
+    cfg, (r, w) = self.cfg, (self.dist.rank, self.dist.world)
     G, D, opt_d, opt_g = self.run['g'], self.run['d'], self.opts['d'], self.opts['g']
     real, y_real = (real['images'], real['labels']) if isinstance(real, dict) else (real, None)
     b = len(real)
-    gen = torch.Generator(dv).manual_seed(mix_seed(cfg.seed, 2, step))
+    aug_gen, ac = self.begin_step(step, amp)
+    gen = self.step_rng(Stream.NOISE, step)  # the global batch's draws, the same in every process
     z = self.noise(b * w, gen)[r * b:(r + 1) * b]
     y_fake = self.fake_labels(b * w, step)
-    if y_fake is not None: y_fake = y_fake[r * b:(r + 1) * b]
-    aug_gen = torch.Generator(dv).manual_seed(mix_seed(cfg.seed, 3, step, r)) if cfg.diffaug else None
-    seed_dropout(dv, mix_seed(cfg.seed, 4, step, r))
+    if y_fake is not None:
+        y_fake = y_fake[r * b:(r + 1) * b]
     g_step = step % cfg.g_every == cfg.g_every - 1
-    self.set_lrs(step)
-    ac = lambda: torch.autocast(dv.type, amp, enabled=amp is not None)
     with ac():
-        if g_step: fake = _call(G, z, y_fake)
+        if g_step:
+            fake = _call(G, z, y_fake)
         else:
-            with torch.no_grad(): fake = _call(G, z, y_fake)
+            with torch.no_grad():
+                fake = _call(G, z, y_fake)
     opt_d.zero_grad(set_to_none=True)
-    pen = None
-    with ac(): out_r = _call(D, self._aug(real, aug_gen), y_real).float()
+    with ac():
+        out_r = _call(D, self._aug(real, aug_gen), y_real).float()
     loss_r = d_real_loss(cfg.loss, out_r, cfg.label_smooth)
-    d_real_fn = lambda x: _call(D, x, y_real)
-    with unsynced_bn(D):  # the penalties differentiate twice, which SyncBatchNorm cannot
-        if cfg.r1_gamma: pen = cfg.r1_gamma / 2 * r1_penalty(d_real_fn, real)
-        if cfg.loss == 'wgan-gp':
-            alpha = torch.rand(b * w, generator=gen, device=dv)[r * b:(r + 1) * b]
-            gp = cfg.gp_weight * gradient_penalty(d_real_fn, real, fake, alpha)
-            pen = gp if pen is None else pen + gp
+    pen = self._penalty(D, real, fake, y_real, gen)
     scaler.scale(loss_r if pen is None else loss_r + pen).backward()
-    with ac(): out_f = _call(D, self._aug(fake.detach(), aug_gen), y_fake).float()
+    with ac():
+        out_f = _call(D, self._aug(fake.detach(), aug_gen), y_fake).float()
     loss_f = d_fake_loss(cfg.loss, out_f)
     scaler.scale(loss_f).backward()
     self.average_grads('d')
     scaler.step(opt_d)
     res = dict(loss_d=(loss_r + loss_f).detach(), d_real=out_r.mean().detach(), d_fake=out_f.mean().detach())
-    if pen is not None: res['penalty'] = pen.detach()
+    if pen is not None:
+        res['penalty'] = pen.detach()
     if g_step:
         opt_g.zero_grad(set_to_none=True)
         with self.frozen('d'):
-            with ac(): out_g = _call(D, self._aug(fake, aug_gen), y_fake).float()
+            with ac():
+                out_g = _call(D, self._aug(fake, aug_gen), y_fake).float()
             loss_g = g_loss(cfg.loss, out_g)
             scaler.scale(loss_g).backward()
         self.average_grads('g')
         scaler.step(opt_g)
-        if self.ema is not None: self.ema.update_parameters(self.nets['g'])
+        if self.ema is not None:
+            self.ema.update_parameters(self.nets['g'])
         res['loss_g'] = loss_g.detach()
     scaler.update()
     return res
 
+# %% ../nbs/05d_tasks.ipynb #407f49ff
 @patch
 @torch.no_grad()
 def sample(self:DCGANTask,
@@ -340,10 +417,9 @@ def sample(self:DCGANTask,
     "Images for `z` from the generator in eval mode, in [-1, 1]"
     g = self.sampler if ema else self.nets['g']
     z, y = z if isinstance(z, tuple) else (z, None)
-    was = g.training; g.eval()
-    try: return torch.cat([_call(g, z[i:i + batch].to(self.device), None if y is None else y[i:i + batch].to(self.device)).float()
-                           for i in range(0, len(z), batch)])
-    finally: g.train(was)
+    part = lambda t, i: None if t is None else t[i:i + batch].to(self.device)
+    with evaluating(g):
+        return torch.cat([_call(g, part(z, i), part(y, i)).float() for i in range(0, len(z), batch)])
 
 # %% ../nbs/05d_tasks.ipynb #9f1c21ac
 class CGANTask(DCGANTask):
@@ -357,47 +433,84 @@ class CGANTask(DCGANTask):
     ) -> dict:
         "{'images': uint8 N x H x W x C, 'labels': int64 N, 'class_names': (names)}"
         if dataset is None:
-            if cfg.data is None: raise GanlabError('no data: give --data (a folder or zip of images in class folders, or cifar10)')
+            if cfg.data is None:
+                raise GanlabError('no data: give --data (a folder or zip of images in class folders, '
+                                  'or cifar10)')
             dataset = open_dataset(cfg.data, size=cfg.size, channels=cfg.channels, limit=cfg.limit)
         if getattr(dataset, 'labels', None) is None:
-            raise GanlabError(f"{cfg.data or 'the dataset'}: the images have no class labels; a conditional GAN needs one subfolder per class "
-                              '(or CIFAR-10)')
+            raise GanlabError(f"{cfg.data or 'the dataset'}: the images have no class labels; a conditional GAN needs "
+                              'one subfolder per class (or CIFAR-10)')
         n = cfg.limit or len(dataset.images)
         names = tuple(str(c).replace(',', ' ') for c in dataset.classes) if getattr(dataset, 'classes', None) else None
-        return {'images': dataset.images[:n], 'labels': np.asarray(dataset.labels[:n], np.int64), **({'class_names': names} if names else {})}
+        out = {'images': dataset.images[:n], 'labels': np.asarray(dataset.labels[:n], np.int64)}
+        return {**out, 'class_names': names} if names else out
 
     @classmethod
-    def complete_config(cls, cfg, sets):
-        "The classes and their names from the data, when the config does not give them; a clear error when they disagree"
+    def complete_config(cls,
+        cfg:TrainConfig, # the run's config
+        sets:dict, # its data, from `open_data`
+    ) -> TrainConfig:
+        "The classes and their names from the data, where the config does not give them; an error where they disagree"
         labels, names = sets['labels'], sets.get('class_names')
         n = len(names) if names else int(labels.max()) + 1
-        if cfg.classes is None: cfg = dataclasses.replace(cfg, classes=n)
+        if cfg.classes is None:
+            cfg = dataclasses.replace(cfg, classes=n)
         if labels.min() < 0 or labels.max() >= cfg.classes:
-            raise GanlabError(f'the data has labels {labels.min()} to {labels.max()}; the config says {cfg.classes} classes')
-        if cfg.class_names is None and names: cfg = dataclasses.replace(cfg, class_names=','.join(names))
+            raise GanlabError(f'the data has labels {labels.min()} to {labels.max()}; '
+                              f'the config says {cfg.classes} classes')
+        if cfg.class_names is None and names:
+            cfg = dataclasses.replace(cfg, class_names=','.join(names))
         return cfg
 
     @property
-    def grid_cols(self) -> int: return max(1, self.cfg.samples // self.cfg.classes)
+    def grid_cols(self) -> int:
+        "Images per row of a sample grid: one row per class"
+        return max(1, self.cfg.samples // self.cfg.classes)
 
-    def labels(self, n:int, gen:torch.Generator) -> torch.Tensor:
-        "N uniformly drawn class labels"
-        return torch.randint(self.cfg.classes, (n,), generator=gen, device=gen.device)
+# %% ../nbs/05d_tasks.ipynb #3118e065
+@patch
+def labels(self:CGANTask,
+    n:int, # how many
+    gen:torch.Generator, # where they are drawn from (and on which device)
+) -> torch.Tensor:
+    "N uniformly drawn class labels"
+    return torch.randint(self.cfg.classes, (n,), generator=gen, device=gen.device)
 
-    def fake_labels(self, n:int, step:int) -> torch.Tensor:
-        return self.labels(n, torch.Generator(self.device).manual_seed(mix_seed(self.cfg.seed, 12, step)))
+@patch
+def fake_labels(self:CGANTask,
+    n:int, # how many
+    step:int, # the global step (seeds the draw)
+) -> torch.Tensor:
+    "The labels the generator is asked for in a step, for the global batch: the same in every process"
+    return self.labels(n, self.step_rng(Stream.LABELS, step))
 
-    def fixed_inputs(self, n:int, gen:torch.Generator) -> tuple:
-        "What the sample grids show every epoch: fixed noise, one row per class"
-        per = self.grid_cols
-        return self.noise(per * self.cfg.classes, gen), torch.arange(self.cfg.classes).repeat_interleave(per)
+# %% ../nbs/05d_tasks.ipynb #a17cca97
+@patch
+def fixed_inputs(self:CGANTask,
+    n:int, # how many (rounded down to whole rows, one per class)
+    gen:torch.Generator, # a CPU generator
+) -> tuple:
+    "What the sample grids show every epoch: fixed noise, one row per class"
+    per = self.grid_cols
+    return self.noise(per * self.cfg.classes, gen), torch.arange(self.cfg.classes).repeat_interleave(per)
 
-    def eval_batches(self, n:int, seed:int, batch:int=500):
-        "Batches of `n` generated images of uniformly drawn classes, for FID"
-        gen = torch.Generator().manual_seed(mix_seed(seed, 6))
-        z, y = self.noise(n, gen), self.labels(n, gen)
-        for i in range(0, n, batch): yield self.sample((z[i:i + batch], y[i:i + batch]))
+@patch
+def eval_batches(self:CGANTask,
+    n:int, # images in all
+    seed:int, # picks the noise and the labels
+    batch:int=500, # images per batch
+):
+    "Batches of `n` generated images of uniformly drawn classes, for FID"
+    gen = torch.Generator().manual_seed(mix_seed(seed, Stream.EVAL))
+    z, y = self.noise(n, gen), self.labels(n, gen)
+    for i in range(0, n, batch):
+        yield self.sample((z[i:i + batch], y[i:i + batch]))
 
-    def bn_inputs(self, gen:torch.Generator, n:int, batch:int=128):
-        "Noise and label batches, for the averaged generator's batch-norm statistics"
-        return [(self.noise(min(batch, n - i), gen), self.labels(min(batch, n - i), gen)) for i in range(0, n, batch)]
+@patch
+def bn_inputs(self:CGANTask,
+    gen:torch.Generator, # where the draws come from
+    n:int, # how many inputs in all
+    batch:int=128, # inputs per batch
+) -> list:
+    "Noise and label batches, for the averaged generator's batch-norm statistics"
+    return [(self.noise(min(batch, n - i), gen), self.labels(min(batch, n - i), gen)) for i in range(0, n, batch)]

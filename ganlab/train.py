@@ -6,195 +6,26 @@ Docs: https://ganlab.github.io/ganlab/train.html.md"""
 
 # %% ../nbs/05f_train.ipynb #4d541440
 from __future__ import annotations
-import contextlib, csv, io, json, math, os, platform, re, shutil, signal, subprocess, sys, time
+import contextlib, json, math, os, shutil, signal, sys, time
 from dataclasses import asdict
 from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 from fastcore.basics import patch
-import ganlab
-from .core import GanlabError, DiskFull, LOCK_NAME, OutputLock, LineProgress, atomic_write, disk_full, disk_full_error, on_terminal, progress, seed_everything
+from .core import (GanlabError, DiskFull, OutputLock, LineProgress, atomic_write, disk_full, disk_full_error, on_terminal,
+                         progress, seed_everything)
 from .config import TrainConfig, family_of, get_family, make_config, resume_config, parse_duration
-from .data import to_images, to_tensor
-from .eda import image_grid, save_image
-from .runtime import Dist, init_dist, pick_device, amp_dtype, rng_state, set_rng_state, mix_seed, epoch_order, device_name, flush_denormals
+from .data import to_tensor
+from .runtime import (Dist, Stream, init_dist, pick_device, amp_dtype, rng_state, set_rng_state, mix_seed, epoch_order,
+                            device_name, flush_denormals)
 from .launch import ProcessDied, launch, stop_requested
 from .checkpoint import CKPT_FORMAT, save_checkpoint, load_checkpoint, remove_stale_temporaries, require
+from .runlog import (SPEED_COLUMN, RunLog, clear_run, eval_metrics, git_hash,
+                           metric_title, plot_losses, rgb_images, run_columns, save_grid, versions)
 
 # %% auto #0
-__all__ = ['METRIC_COLUMNS', 'RUN_FILES', 'PLOT_SECONDS', 'git_hash', 'versions', 'rgb_images', 'save_grid', 'plot_losses',
-           'RunLog', 'foreign_files', 'clear_run', 'Trainer', 'FIDEvaluator', 'train']
-
-# %% ../nbs/05f_train.ipynb #700b27d6
-METRIC_COLUMNS = ('epoch', 'step', 'images', 'seconds', 'loss_d', 'loss_g', 'd_real', 'd_fake', 'penalty', 'cycle', 'identity', 'img_per_s', 'fid', 'mifid')
-
-def git_hash(
-    where=None, # a folder inside a git checkout (default: ganlab's own source)
-) -> str|None:
-    "The commit checked out at `where`, or None"
-    where = Path(where or Path(ganlab.__file__).parent)
-    try: r = subprocess.run(['git', '-C', str(where), 'rev-parse', 'HEAD'], capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError): return None
-    return r.stdout.strip() or None if r.returncode == 0 else None
-
-def versions() -> dict:
-    "Versions of what a run depends on"
-    import torchvision
-    return dict(ganlab=ganlab.__version__, python=platform.python_version(), torch=str(torch.__version__),
-                torchvision=str(torchvision.__version__), numpy=np.__version__, cuda=torch.version.cuda)
-
-# %% ../nbs/05f_train.ipynb #2c114ad5
-def rgb_images(
-    x:torch.Tensor, # N x C x H x W in [-1, 1], C = 1 or 3
-) -> np.ndarray:
-    "uint8 N x H x W x 3 images (grey repeated to RGB), as the grids and the Inception network want them"
-    a = to_images(x)
-    return np.repeat(a, 3, -1) if a.shape[-1] == 1 else a
-
-def save_grid(
-    images:torch.Tensor, # N x C x H x W in [-1, 1]
-    path, # the PNG to write (atomically)
-    nrow:int|None=None, # images per row (default: square-ish)
-) -> np.ndarray:
-    "Write a grid of images as a PNG (`ganlab.eda`'s grid and writer); return the grid, H x W x 3 uint8"
-    grid = image_grid(rgb_images(images), ncol=nrow or max(1, int(math.ceil(math.sqrt(len(images))))))
-    save_image(grid, path)
-    return grid
-
-def plot_losses(
-    csv_path, # a run's metrics.csv
-    png_path=None, # where to save the figure (default: losses.png beside it)
-):
-    "Loss curves (and FID when measured) of a run, as a matplotlib figure saved to `png_path`"
-    import pandas as pd
-    import matplotlib.pyplot as plt
-    df = pd.read_csv(csv_path)
-    tr, ev = df[df['fid'].isna()], df[df['fid'].notna()]
-    n = 3 if len(ev) else 2
-    fig, axs = plt.subplots(1, n, figsize=(4.5 * n, 3.4), squeeze=False); axs = axs[0]
-    for k in ('loss_d', 'loss_g', 'cycle', 'identity'):
-        if k in tr and tr[k].notna().any(): axs[0].plot(tr['step'], tr[k], label=k)
-    axs[0].set(xlabel='step', title='losses'); axs[0].legend()
-    for k in ('d_real', 'd_fake'): axs[1].plot(tr['step'], tr[k], label=k)
-    axs[1].set(xlabel='step', title='mean D output'); axs[1].legend()
-    if len(ev):
-        for k, name in (('fid', 'FID'), ('mifid', 'MiFID')):
-            if k in ev and ev[k].notna().any(): axs[2].plot(ev['epoch'], ev[k], 'o-', label=name)
-        axs[2].set(xlabel='epoch', title='evaluation'); axs[2].legend()
-    fig.tight_layout()
-    if png_path is None: png_path = Path(csv_path).with_name('losses.png')
-    buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=100)
-    with atomic_write(png_path) as f: f.write(buf.getvalue())
-    plt.close(fig)
-    return fig
-
-# %% ../nbs/05f_train.ipynb #ffb3b7d8
-def _step(row:dict) -> int|None:
-    "A metrics.csv row's step, or None for a row that is not whole"
-    try: return int(row['step'])
-    except (TypeError, ValueError, KeyError): return None
-
-class RunLog:
-    "The records of a run: metrics.csv, TensorBoard, W&B (offline)"
-    def __init__(self,
-        out:Path, # the run folder
-        cfg:TrainConfig, # the run's config
-        family:str, # its family
-        resume_step:int|None=None, # when resuming: drop rows logged after this step
-        quiet:bool=False, # print nothing
-    ):
-        self.out, self.cfg, self.quiet = Path(out), cfg, quiet
-        self.csv = self.out/'metrics.csv'
-        self.out.mkdir(parents=True, exist_ok=True)
-        rows = []
-        if resume_step is not None and self.csv.is_file():
-            with open(self.csv, newline='') as f: rows = [r for r in csv.DictReader(f) if _step(r) is not None and _step(r) <= resume_step]
-        with atomic_write(self.csv, 'w', newline='') as f:
-            w = csv.DictWriter(f, METRIC_COLUMNS); w.writeheader(); w.writerows(rows)
-        self.tb = self.wb = None
-        if cfg.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-                self.tb = SummaryWriter(str(self.out/'tb'), purge_step=resume_step + 1 if resume_step is not None else None)
-            except ImportError: self.note('TensorBoard is not installed (pip install tensorboard); no TensorBoard logs')
-        if cfg.wandb:
-            try:
-                import wandb
-                self.wb = wandb.init(project='ganlab', dir=str(self.out), mode='offline', config=dict(family=family, **asdict(cfg)),
-                                     resume='allow' if resume_step is not None else None)
-            except ImportError: self.note('wandb is not installed; no Weights & Biases logs')
-
-    def note(self, msg:str):
-        "One line for the user (above any progress bar)"
-        if not self.quiet: tqdm.write(f'note: {msg}', file=sys.stderr)
-
-    def row(self, **values):
-        "Append a row to metrics.csv and log its numbers (a row that cannot be written whole, on a full disk, is not written at all)"
-        line = io.StringIO()
-        csv.DictWriter(line, METRIC_COLUMNS).writerow({k: (f'{v:.9g}' if isinstance(v, float) else v) for k, v in values.items()})
-        fd = os.open(self.csv, os.O_WRONLY | os.O_APPEND)
-        try:
-            end, rest = os.lseek(fd, 0, os.SEEK_END), memoryview(line.getvalue().encode())
-            try:
-                while rest: rest = rest[os.write(fd, rest):]
-            except OSError:
-                with contextlib.suppress(OSError): os.ftruncate(fd, end)  # as SQLite rolls back: no half row for the next reader
-                raise
-        finally: os.close(fd)
-        scal = {k: v for k, v in values.items() if k not in ('epoch', 'step', 'images') and isinstance(v, (int, float))}
-        if self.tb is not None:
-            for k, v in scal.items(): self.tb.add_scalar(k, v, values['step'])
-        if self.wb is not None: self.wb.log(scal, step=values['step'])
-
-    def image(self, tag:str, grid:np.ndarray, step:int):
-        "Log an image grid (H x W x 3 uint8)"
-        if self.tb is not None: self.tb.add_image(tag, grid, step, dataformats='HWC')
-        if self.wb is not None:
-            import wandb
-            self.wb.log({tag: wandb.Image(grid)}, step=step)
-
-    def close(self):
-        if self.tb is not None: self.tb.close()
-        if self.wb is not None: self.wb.finish()
-
-# %% ../nbs/05f_train.ipynb #498c229b
-RUN_FILES = { # what a run writes: name in the run folder -> the file names a run writes inside it (None: the file itself)
-    'checkpoints': r'(last|best|ema|epoch_\d+)\.pt|\..*\.tmp', 'samples': r'epoch_\d+\.png|\..*\.tmp', 'tb': r'events\.out\.tfevents\..*',
-    'wandb': r'.*', 'metrics.csv': None, 'metadata.json': None, 'losses.png': None, LOCK_NAME: None,  # the lock the running command holds
-}
-
-def foreign_files(
-    out, # a run folder
-) -> list:
-    "The files in `out` that a run did not write (relative paths)"
-    out, bad = Path(out), []
-    if not out.is_dir(): return []
-    for p in sorted(out.iterdir()):
-        if re.fullmatch(r'\..*\.tmp', p.name): continue
-        pat = RUN_FILES.get(p.name, False)
-        if pat is False or (pat is None) != p.is_file(): bad.append(p.name + ('/' if p.is_dir() else ''))
-        elif pat is not None:
-            for q in sorted(p.rglob('*')):
-                if q.is_file() and not (p.name == 'wandb' or re.fullmatch(pat, q.name) and q.parent == p): bad.append(str(q.relative_to(out)))
-    return bad
-
-def clear_run(
-    out, # a run folder
-):
-    "Delete what an earlier run wrote in `out`, refusing a folder that holds anything else"
-    out = Path(out)
-    if out.exists() and not out.is_dir(): raise GanlabError(f'--out {out}: is a file, not a folder')
-    if bad := foreign_files(out):
-        raise GanlabError(f"--overwrite: {out} holds files a run did not write ({', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}); "
-                          'move them, or choose another --out')
-    for name in RUN_FILES:
-        if name == LOCK_NAME: continue  # the lock of the command that clears the folder (`OutputLock`) stays
-        p = out/name
-        if p.is_dir(): shutil.rmtree(p)
-        elif p.exists(): p.unlink()
-    remove_stale_temporaries(out)
+__all__ = ['PLOT_SECONDS', 'Trainer', 'FIDEvaluator', 'train']
 
 # %% ../nbs/05f_train.ipynb #1f8a3c41
 class _Stop:
@@ -219,6 +50,24 @@ class _Stop:
     def __exit__(self, *a):
         if self.old is not None: signal.signal(signal.SIGINT, self.old)
 
+# %% ../nbs/05f_train.ipynb #32f12ad5
+def _check_sets(
+    task_cls, # the family's task class: `train_keys` and `follows`
+    cfg:TrainConfig, # the run's config (`complete_config`'d)
+    sets:dict, # its data, from `open_data`
+):
+    "Refuse data the model cannot take: images of the wrong shape, labels that do not match their images, a set smaller than a batch"
+    want = (cfg.size, cfg.size, cfg.channels)
+    for k, imgs in sets.items():
+        if k in task_cls.follows:
+            src = task_cls.follows[k]
+            if len(imgs) != len(sets[src]): raise GanlabError(f'{len(imgs):,} {k} for {len(sets[src]):,} {src}')
+        elif isinstance(imgs, np.ndarray) and (imgs.ndim != 4 or imgs.shape[1:] != want):
+            raise GanlabError(f'{k}: images are {imgs.shape[1:]}, the model wants {want} (size, size, channels)')
+        if k in task_cls.train_keys and len(imgs) < cfg.batch:
+            raise GanlabError(f'{k}: {len(imgs):,} images are fewer than one batch of {cfg.batch}; lower --batch')
+
+# %% ../nbs/05f_train.ipynb #769cb98f
 class Trainer:
     "Trains a family's task on its images, with checkpoints, exact resume, logging and periodic evaluation"
     _line = None # while `fit` runs in a notebook or a log: the run's progress line (`LineProgress`)
@@ -238,78 +87,105 @@ class Trainer:
         self.out = Path(cfg.out)
         if self.out.exists() and not self.out.is_dir(): raise GanlabError(f'--out {self.out}: is a file, not a folder')
         if self.dist.world > 1: self.quiet = self.quiet or not self.dist.main
-        if cfg.batch % self.dist.world: raise GanlabError(f'batch {cfg.batch} does not split evenly over {self.dist.world} processes')
+        if cfg.batch % self.dist.world:
+            raise GanlabError(f'batch {cfg.batch} does not split evenly over {self.dist.world} processes')
         sets = task_cls.open_data(cfg, dataset)
         self.cfg = cfg = task_cls.complete_config(cfg, sets)
-        want = (cfg.size, cfg.size, cfg.channels)
-        for k, imgs in sets.items():
-            if k in task_cls.follows:
-                if len(imgs) != len(sets[task_cls.follows[k]]): raise GanlabError(f'{len(imgs):,} {k} for {len(sets[task_cls.follows[k]]):,} {task_cls.follows[k]}')
-            elif isinstance(imgs, np.ndarray) and (imgs.ndim != 4 or imgs.shape[1:] != want):
-                raise GanlabError(f'{k}: images are {imgs.shape[1:]}, the model wants {want} (size, size, channels)')
-            if k in task_cls.train_keys and len(imgs) < cfg.batch:
-                raise GanlabError(f'{k}: {len(imgs):,} images are fewer than one batch of {cfg.batch}; lower --batch')
-        self.domains = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sets.items() if isinstance(v, np.ndarray)}
-        if self.device.type == 'cuda' and sum(v.nbytes for v in self.domains.values()) < 2 << 30:
-            self.domains = {k: v.to(self.device) for k, v in self.domains.items()}
-        if self.device.type == 'cuda': torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
-        self.keys = task_cls.train_keys
-        self.images = self.domains[self.keys[0]]  # the set FID compares with (the Monet paintings of a CycleGAN)
-        self.sizes = {k: len(self.domains[k]) for k in self.keys}
-        self.n, self.b = max(self.sizes.values()), cfg.batch // self.dist.world  # an epoch walks through the largest set
-        self.steps_per_epoch = self.n // cfg.batch
+        _check_sets(task_cls, cfg, sets)
+        self._place(sets, task_cls.train_keys)
         seed_everything(cfg.seed)
         self.task = task_cls(cfg, self.device, self.dist, self.family)
+        self.columns = run_columns(self.task, evaluating=bool(cfg.fid_every))
         self.budget = parse_duration(cfg.time_budget) if cfg.time_budget else None
         self.planned = cfg.epochs * self.steps_per_epoch  # the run's length in steps; a time budget re-plans it as it goes
         self.task.domains, self.task.steps_per_epoch, self.task.total_steps = self.domains, self.steps_per_epoch, self.planned
-        self.amp = amp_dtype(cfg.amp, self.device)
-        if self.dist.world > 1 and cfg.amp == 'auto' and self.device.type == 'cpu':  # a measured choice: every process takes rank 0's
-            choice = [self.amp]; dist.broadcast_object_list(choice, 0); self.amp = choice[0]
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp is torch.float16)
-        self.fixed_z = self.task.fixed_inputs(cfg.samples, torch.Generator().manual_seed(mix_seed(cfg.seed, 5)))
+        self._precision()
+        self.fixed_inputs = self.task.fixed_inputs(cfg.samples, torch.Generator().manual_seed(mix_seed(cfg.seed, Stream.GRID)))
         self.epoch = self.pos = self.step = 0
-        self.best_fid, self.seconds, self.elapsed, self.sums = None, 0.0, 0.0, _Sums()
+        self.best, self.seconds, self.elapsed, self.sums = None, 0.0, 0.0, _Sums()
         ck = self.out/'checkpoints'/'last.pt'
         stale = remove_stale_temporaries(self.out/'checkpoints') + remove_stale_temporaries(self.out) if self.dist.main else []
         if resume: self.load(load_checkpoint(ck), ck)
         elif ck.exists(): raise GanlabError(f'{self.out} already holds a run ({ck}); resume it with --resume or choose another --out')
-        self.log = RunLog(self.out, cfg, self.family.name, self.step if resume else None, self.quiet) if self.dist.main else None
-        if self.dist.main:
-            if stale: self.log.note(f"removed {len(stale)} temporary file(s) an interrupted write left in {self.out} ({', '.join(stale[:3])})")
-            numbered = self.out/'checkpoints'/f'epoch_{self.epoch:03d}.pt'
-            if resume and self.pos == 0 and self.epoch and self.epoch % cfg.ckpt_every == 0 and not numbered.exists() and self.copy_last(numbered.stem):
-                self.log.note(f'{numbered.name} was missing (the last session ended while writing it): written again from last.pt')
-            self._metadata(dataset, started=True)
+        self.log = None
+        if self.dist.main: self._open_log(resume, dataset, stale)
 
     def __repr__(self):
         what = ' + '.join(f'{n:,} {k}' for k, n in self.sizes.items()) if len(self.sizes) > 1 else f'{self.n:,} images'
-        return (f'Trainer({self.family.name}, {what} of {self.cfg.size}x{self.cfg.size}, batch {self.cfg.batch} x {self.steps_per_epoch} steps/epoch, '
-                f'epoch {self.epoch}/{self.cfg.epochs}, device {self.device}, world {self.dist.world})')
+        return (f'Trainer({self.family.name}, {what} of {self.cfg.size}x{self.cfg.size}, '
+                f'batch {self.cfg.batch} x {self.steps_per_epoch} steps/epoch, epoch {self.epoch}/{self.cfg.epochs}, '
+                f'device {self.device}, world {self.dist.world})')
 
     def _say(self, msg:str):
         if not self.quiet: print(msg, file=sys.stderr)
+
+# %% ../nbs/05f_train.ipynb #b760daf9
+@patch
+def _place(self:Trainer,
+    sets:dict, # the checked data: image sets as uint8 N x H x W x C arrays, and what travels with them
+    keys:tuple, # the image sets a step takes a batch of (the task's `train_keys`)
+):
+    "Hold the data as tensors (on the GPU when under 2 GiB) and size an epoch by the largest set"
+    self.domains = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sets.items() if isinstance(v, np.ndarray)}
+    if self.device.type == 'cuda' and sum(v.nbytes for v in self.domains.values()) < 2 << 30:
+        self.domains = {k: v.to(self.device) for k, v in self.domains.items()}
+    if self.device.type == 'cuda': torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
+    self.keys = keys
+    self.images = self.domains[keys[0]]  # the set FID compares with (the Monet paintings of a CycleGAN)
+    self.sizes = {k: len(self.domains[k]) for k in keys}
+    self.n, self.b = max(self.sizes.values()), self.cfg.batch // self.dist.world  # an epoch walks through the largest set
+    self.steps_per_epoch = self.n // self.cfg.batch
+
+@patch
+def _precision(self:Trainer):
+    "The run's autocast type (every process takes rank 0's measured choice) and its loss scaler"
+    self.amp = amp_dtype(self.cfg.amp, self.device)
+    if self.dist.world > 1 and self.cfg.amp == 'auto' and self.device.type == 'cpu':
+        choice = [self.amp]
+        dist.broadcast_object_list(choice, 0)
+        self.amp = choice[0]
+    self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp is torch.float16)
+
+@patch
+def _open_log(self:Trainer,
+    resume:bool, # whether the run resumes
+    dataset, # the data in memory, if any (for metadata.json)
+    stale:list, # temporary files an interrupted write left, now removed
+):
+    "Open the run's records (main process): metrics.csv, metadata.json, and the notes on what was mended"
+    self.log = RunLog(self.out, self.cfg, self.family.name, self.step if resume else None, self.quiet, self.columns['columns'])
+    if stale:
+        self.log.note(f"removed {len(stale)} temporary file(s) an interrupted write left in {self.out} ({', '.join(stale[:3])})")
+    numbered = self.out/'checkpoints'/f'epoch_{self.epoch:03d}.pt'
+    redo = resume and self.pos == 0 and self.epoch and self.epoch % self.cfg.ckpt_every == 0 and not numbered.exists()
+    if redo and self.copy_last(numbered.stem):
+        self.log.note(f'{numbered.name} was missing (the last session ended while writing it): written again from last.pt')
+    self._metadata(dataset, started=True)
 
 # %% ../nbs/05f_train.ipynb #aaa0e40b
 @patch
 def state(self:Trainer) -> dict:
     "The checkpoint of this trainer"
     return dict(format=CKPT_FORMAT, family=self.family.name, config=asdict(self.cfg), versions=versions(),
-                epoch=self.epoch, pos=self.pos, step=self.step, steps_per_epoch=self.steps_per_epoch, n_images=self.n, sizes=self.sizes,
-                world=self.dist.world, seconds=self.seconds, elapsed=self._elapsed(), planned=self.planned, best_fid=self.best_fid,
+                epoch=self.epoch, pos=self.pos, step=self.step, steps_per_epoch=self.steps_per_epoch, n_images=self.n,
+                sizes=self.sizes, world=self.dist.world, seconds=self.seconds, elapsed=self._elapsed(), planned=self.planned,
+                best=self.best, best_metric=self.task.metric,
                 nets={k: m.state_dict() for k, m in self.task.nets.items()},
                 opts={k: o.state_dict() for k, o in self.task.opts.items()},
-                task=self.task.state(), scaler=self.scaler.state_dict(), rng=rng_state(), fixed_z=self.fixed_z,
+                task=self.task.state(), scaler=self.scaler.state_dict(), rng=rng_state(), fixed_inputs=self.fixed_inputs,
                 window=dict(sums={k: v.detach().cpu() for k, v in self.sums.s.items()}, counts=dict(self.sums.c)))
 
-_RESUME_KEYS = ('family', 'epoch', 'pos', 'step', 'seconds', 'best_fid', 'nets', 'opts', 'task', 'scaler', 'rng', 'fixed_z', 'window')
+_RESUME_KEYS = ('family', 'epoch', 'pos', 'step', 'seconds', 'best', 'nets', 'opts', 'task', 'scaler', 'rng', 'fixed_inputs', 'window')
+_RENAMED = {'best_fid': 'best', 'fixed_z': 'fixed_inputs'} # checkpoints of ganlab 0.x before the names said what they hold
 
+# %% ../nbs/05f_train.ipynb #db915d02
 @patch
 def load(self:Trainer,
     s:dict, # a checkpoint from `state`
     path='the checkpoint', # where it came from, for messages
 ):
     "Continue from checkpoint `s`"
+    s = {_RENAMED.get(k, k): v for k, v in s.items()}
     require(s, _RESUME_KEYS, path, 'resuming a run')
     if get_family(s['family']).name != self.family.name: raise GanlabError(f"{path}: a {s['family']} run, not {self.family.name}")
     if s.get('sizes', {'images': s.get('n_images')}) != self.sizes:
@@ -320,18 +196,21 @@ def load(self:Trainer,
         for k, o in self.task.opts.items(): o.load_state_dict(s['opts'][k])
         self.task.load_state(s['task'])
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
-        raise GanlabError(f'{path}: does not fit this run ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ""})') from None
+        why = str(e).splitlines()[0][:200] if str(e) else ''
+        raise GanlabError(f'{path}: does not fit this run ({type(e).__name__}: {why})') from None
     if s['scaler']: self.scaler.load_state_dict(s['scaler'])
     set_rng_state(s['rng'])
-    self.epoch, self.pos, self.step, self.seconds, self.best_fid = s['epoch'], s['pos'], s['step'], s['seconds'], s['best_fid']
+    self.epoch, self.pos, self.step, self.seconds, self.best = s['epoch'], s['pos'], s['step'], s['seconds'], s['best']
     self.elapsed = s.get('elapsed', s['seconds'])
-    if self.budget is not None and s.get('planned', 0) > self.step: self.task.total_steps = s['planned']  # until the budget is re-planned
+    if self.budget is not None and s.get('planned', 0) > self.step: self.task.total_steps = s['planned']  # until re-planned
     if self.budget is not None and self.elapsed >= self.budget: self.planned = self.step  # nothing left to spend
-    self.fixed_z = s['fixed_z']
+    self.fixed_inputs = s['fixed_inputs']
     self.sums = _Sums()
-    self.sums.s = {k: v.to(self.device) for k, v in s['window']['sums'].items()}; self.sums.c = dict(s['window']['counts'])
+    self.sums.s = {k: v.to(self.device) for k, v in s['window']['sums'].items()}
+    self.sums.c = dict(s['window']['counts'])
     self._say(f'resumed {self.out} at epoch {self.epoch}, batch {self.pos} (step {self.step:,})')
 
+# %% ../nbs/05f_train.ipynb #ebfbf17a
 @patch
 def save(self:Trainer,
     name:str='last', # the checkpoint's name: checkpoints/NAME.pt
@@ -362,35 +241,48 @@ def _batch(self:Trainer, idx:torch.Tensor, key:str) -> torch.Tensor:
 class _Sums:
     "Sums of the steps' 0-d loss tensors, one stacked tensor per set of keys, kept on the device until read"
     def __init__(self): self.s, self.c = {}, {}
+
     def add(self, d:dict):
+        "Add one step's losses"
         k, v = '|'.join(d), torch.stack(list(d.values())).float()
         if k in self.s: self.s[k] += v
         else: self.s[k] = v
         self.c[k] = self.c.get(k, 0) + 1
-    def means(self, dst:Dist, keys=('loss_d', 'loss_g', 'd_real', 'd_fake', 'penalty', 'cycle', 'identity')) -> dict:
-        "Means over the window and over the processes (keys never seen are 0 with count 0)"
+
+    def means(self,
+        dst:Dist, # the process group: means are over its processes too
+        keys, # the loss names, in the same order in every process (the task's `losses`)
+    ) -> dict:
+        "Means over the window and over the processes of the keys seen (a key never seen is left out)"
         tot, cnt = {k: 0.0 for k in keys}, {k: 0 for k in keys}
-        sums = {k: v.double() for k, v in self.s.items()}
-        for ks, v in sums.items():
+        for ks, v in self.s.items():
+            v = v.double()
             for i, k in enumerate(ks.split('|')):
-                tot[k] = tot[k] + v[i]; cnt[k] += self.c[ks]
+                tot[k] = tot[k] + v[i]
+                cnt[k] += self.c[ks]
         seen = [k for k in keys if cnt[k]]
         if not seen: return {}
         t = torch.stack([torch.as_tensor(tot[k], dtype=torch.float64) / cnt[k] for k in seen])
-        if dst.world > 1: dist.all_reduce(t); t /= dst.world
+        if dst.world > 1:
+            dist.all_reduce(t)
+            t /= dst.world
         return dict(zip(seen, t.tolist()))  # the loop's one read of the device: a logging row, every `log_every` steps
 
+# %% ../nbs/05f_train.ipynb #11f838fa
 @patch
 def _log_window(self:Trainer, sums:_Sums, t0:float, steps:int, bar=None):
     "Reduce the window's losses, write a metrics row, and stop a run whose losses are no longer finite"
-    m = sums.means(self.dist)
+    if odd := [k for ks in sums.s for k in ks.split('|') if k not in self.task.losses]:
+        raise GanlabError(f"{type(self.task).__name__}.step returned {', '.join(sorted(set(odd)))}, which its `losses` does not "
+                          f"declare ({', '.join(self.task.losses)}): add it there")
+    m = sums.means(self.dist, self.task.losses)
     dt = time.perf_counter() - t0
     ips = steps * self.cfg.batch / dt if dt > 0 else float('nan')
     self.seconds += dt
     if self.dist.main:
         self.log.row(epoch=round(self.epoch + self.pos / self.steps_per_epoch, 4), step=self.step, images=self.step * self.cfg.batch,
-                     seconds=round(self.seconds, 3), img_per_s=round(ips, 1), **m)
-        shown = {**{k: f'{m[k]:.3f}' for k in ('loss_d', 'loss_g') if k in m}, 'img/s': f'{ips:,.0f}'}
+                     seconds=round(self.seconds, 3), **m, **{SPEED_COLUMN: round(ips, 1)})
+        shown = {**{k: f'{m[k]:.3f}' for k in self.task.losses[:2] if k in m}, 'img/s': f'{ips:,.0f}'}
         if bar is not None: bar.set_postfix(shown, refresh=False)
         if self._line is not None: self._line.set_postfix({'epoch': f'{self.epoch + 1}/{self.cfg.epochs}', **shown}, refresh=False)
     if bad := [k for k, v in m.items() if not math.isfinite(v)]:
@@ -427,46 +319,68 @@ def _plan(self:Trainer):
 
 # %% ../nbs/05f_train.ipynb #abd512bc
 @patch
+def _real(self:Trainer,
+    orders:dict, # each image set's order this epoch
+) -> torch.Tensor|dict:
+    "This process's share of the step's batch: one tensor, or a dict of sets (and what travels with them)"
+    B, r, b, k = self.cfg.batch, self.dist.rank, self.b, self.pos
+    idx = {key: o[k * B + r * b:k * B + (r + 1) * b] for key, o in orders.items()}
+    real = {key: self._batch(i, key) for key, i in idx.items()}
+    for key, src in self.task.follows.items(): real[key] = self.domains[key][idx[src]].to(self.device, non_blocking=True)
+    return real[self.keys[0]] if len(real) == 1 else real
+
+@patch
+def _stop_here(self:Trainer,
+    t0:float, # when the open logging window started
+):
+    "Save last.pt mid-epoch (the open logging window travels in it) and say where the run stopped"
+    self.seconds += time.perf_counter() - t0
+    if self.dist.main: self._refresh()
+    self.save('last')
+    self.dist.barrier()  # nobody leaves before the checkpoint is written: a supervisor may end the group when one does
+    self._say(f'stopped at step {self.step:,} (epoch {self.epoch + 1}, batch {self.pos}); checkpoint {self.out/"checkpoints"/"last.pt"}')
+
+@patch
+def _refresh(self:Trainer):
+    "The averaged generator's batch-norm statistics, for its weights as they are now"
+    self.task.refresh_ema_bn(mix_seed(self.cfg.seed, Stream.BN_REFRESH, self.step))
+
+# %% ../nbs/05f_train.ipynb #19092384
+@patch
 def fit(self:Trainer,
     until_step:int|None=None, # stop (with a checkpoint) once this many steps are done in total
 ) -> bool:
     "Train to the end (True) or until `until_step` (False, after saving last.pt); Ctrl-C saves last.pt and raises KeyboardInterrupt"
-    cfg, B, r, b = self.cfg, self.cfg.batch, self.dist.rank, self.b
+    cfg = self.cfg
     self._say(f'training {self!r}' + (f'; time budget {cfg.time_budget}' if self.budget else ''))
     self._session0, self._ends, self._end_s, self._ends_since_rate0 = time.perf_counter(), 0, 0.0, 0.0
     self._rate0 = s0 = (self.step, self._session0)
     lines = not self.quiet and cfg.progress is None and not on_terminal()  # a notebook or a log: a line every few seconds
     self._line = LineProgress(total=self.planned, initial=self.step, desc='training', unit='step') if lines else None
+    hide = True if self.quiet or lines else (None if cfg.progress is None else not cfg.progress)
     try:
         with _Stop() as stop, flush_denormals():  # flushing is process state: it must not outlive training (it breaks e.g. hypothesis)
             while self.epoch < cfg.epochs and self.step < self.planned:
-                orders = {k: epoch_order(n, cfg.seed, self.epoch, i, self.n).to(self.domains[k].device) for i, (k, n) in enumerate(self.sizes.items())}
+                orders = {k: epoch_order(n, cfg.seed, self.epoch, i, self.n).to(self.domains[k].device)
+                          for i, (k, n) in enumerate(self.sizes.items())}
                 bar = progress(total=self.steps_per_epoch, initial=self.pos, desc=f'epoch {self.epoch + 1}/{cfg.epochs}', unit='step',
-                               disable=True if self.quiet or lines else (None if cfg.progress is None else not cfg.progress), leave=False)
+                               disable=hide, leave=False)
                 t0, w0 = time.perf_counter(), self.step
                 try:
                     while self.pos < self.steps_per_epoch and self.step < self.planned:
-                        k = self.pos
-                        idx = {key: o[k * B + r * b:k * B + (r + 1) * b] for key, o in orders.items()}
-                        real = {key: self._batch(i, key) for key, i in idx.items()}
-                        for key, src in self.task.follows.items(): real[key] = self.domains[key][idx[src]].to(self.device, non_blocking=True)
-                        if len(real) == 1: real = real[self.keys[0]]
-                        self.sums.add(self.task.step(real, self.step, self.amp, self.scaler))
-                        self.step += 1; self.pos += 1
-                        if self.step == s0[0] + 1: self._rate0 = (self.step, time.perf_counter())  # the session's first step warms up: not timed
+                        self.sums.add(self.task.step(self._real(orders), self.step, self.amp, self.scaler))
+                        self.step += 1
+                        self.pos += 1
+                        if self.step == s0[0] + 1: self._rate0 = (self.step, time.perf_counter())  # the first step warms up: not timed
                         bar.update()
                         if lines: self._line.update()
                         if self.step % cfg.log_every == 0 or self.pos == self.steps_per_epoch:
                             self._log_window(self.sums, t0, self.step - w0, bar)
                             self.sums, t0, w0 = _Sums(), time.perf_counter(), self.step
                         if self.budget is not None and self.step % 10 == 0: self._plan()
-                        stopping = self.dist.anyone(stop.requested) if self.dist.world > 1 else stop.requested  # all stop after the same step
+                        stopping = self.dist.anyone(stop.requested) if self.dist.world > 1 else stop.requested  # all stop together
                         if stopping or (until_step is not None and self.step >= until_step):
-                            self.seconds += time.perf_counter() - t0
-                            if self.dist.main: self._refresh()
-                            self.save('last')  # the open logging window travels in the checkpoint
-                            self.dist.barrier()  # nobody leaves before the checkpoint is written: a supervisor may end the group when one does
-                            self._say(f'stopped at step {self.step:,} (epoch {self.epoch + 1}, batch {self.pos}); checkpoint {self.out/"checkpoints"/"last.pt"}')
+                            self._stop_here(t0)
                             if stopping: raise KeyboardInterrupt
                             return False
                     if self.pos < self.steps_per_epoch:  # the time budget ran out mid-epoch
@@ -485,16 +399,30 @@ def fit(self:Trainer,
             self._line.close()
             self._line = None
     if self.budget is not None and self.epoch < cfg.epochs:
-        self._say(f'the time budget of {cfg.time_budget} is spent: stopped at step {self.step:,} (epoch {self.epoch + self.pos / self.steps_per_epoch:.2f})')
+        self._say(f'the time budget of {cfg.time_budget} is spent: stopped at step {self.step:,} '
+                  f'(epoch {self.epoch + self.pos / self.steps_per_epoch:.2f})')
     self._finish()
     return True
 
-@patch
-def _refresh(self:Trainer):
-    "The averaged generator's batch-norm statistics, for its weights as they are now"
-    self.task.refresh_ema_bn(mix_seed(self.cfg.seed, 11, self.step))
-
 # %% ../nbs/05f_train.ipynb #eb7ac260
+@patch
+def _evaluate(self:Trainer,
+    e:int, # the epoch that ended
+) -> bool:
+    "Run the evaluator, log its row, and say whether the task's `metric` is the run's best so far (which picks best.pt)"
+    from ganlab.scores import metric
+    res, key = self.evaluator(self), self.task.metric
+    if not res or res.get(key) is None: return False
+    evals = {k: float(x) for k, x in res.items() if k in self.columns['evaluation']}
+    self.log.row(epoch=e, step=self.step, images=self.step * self.cfg.batch, seconds=round(self.seconds, 3), **evals)
+    v = float(res[key])
+    best = self.best is None or (v < self.best if metric(key).lower_is_better else v > self.best)
+    if best: self.best = v
+    said = ', '.join(f'{metric_title(k)} {x:.3f}' for k, x in evals.items())
+    self._say(f'epoch {e}: {said}' + (' (best so far)' if best else f' (best {metric_title(key)} {self.best:.3f})'))
+    return best
+
+# %% ../nbs/05f_train.ipynb #8c630fe7
 PLOT_SECONDS = 30 # losses.png is redrawn at most this often (a plot takes about 0.2 s, a demo epoch 1.6 s) and after the last epoch
 
 @patch
@@ -507,19 +435,9 @@ def _end_epoch(self:Trainer,
     if self.dist.main:
         self._refresh()
         if e % cfg.sample_every == 0 or last or e == 1:
-            grid = save_grid(self.task.sample(self.fixed_z), self.out/'samples'/f'epoch_{e:03d}.png', self.task.grid_cols)
+            grid = save_grid(self.task.sample(self.fixed_inputs), self.out/'samples'/f'epoch_{e:03d}.png', self.task.grid_cols)
             self.log.image('samples', grid, self.step)
-        if cfg.fid_every and self.evaluator is not None and (e % cfg.fid_every == 0 or last):
-            res, key = self.evaluator(self), self.task.metric
-            if res and res.get(key) is not None:
-                v = float(res[key])
-                self.log.row(epoch=e, step=self.step, images=self.step * cfg.batch, seconds=round(self.seconds, 3),
-                             **{k: float(x) for k, x in res.items() if k in ('fid', 'mifid')})
-                best = self.best_fid is None or v < self.best_fid
-                if best: self.best_fid = v
-                name = key.upper().replace('MIFID', 'MiFID')
-                self._say(f'epoch {e}: ' + ', '.join(f"{k.upper().replace('MIFID', 'MiFID')} {float(x):.3f}" for k, x in res.items() if k in ('fid', 'mifid')) +
-                          (' (best so far)' if best else f' (best {name} {self.best_fid:.3f})'))
+        if cfg.fid_every and self.evaluator is not None and (e % cfg.fid_every == 0 or last): best = self._evaluate(e)
         state = self.state()
         self.save('last', state)  # serialised once; the numbered and best checkpoints are copies of it
         if (e % cfg.ckpt_every == 0 or last) and self.copy_last(f'epoch_{e:03d}') and cfg.keep_ckpts:
@@ -530,7 +448,7 @@ def _end_epoch(self:Trainer,
                                  nets={'g': self.task.sampler.state_dict()}, generator_only=True), self.out/'checkpoints'/'ema.pt')
         if last or time.perf_counter() - self._plotted >= PLOT_SECONDS:
             self._plotted = time.perf_counter()
-            try: plot_losses(self.out/'metrics.csv')
+            try: plot_losses(self.out/'metrics.csv', panels=self.columns['panels'])
             except Exception as ex: self.log.note(f'the loss plot failed ({type(ex).__name__}: {ex}); metrics.csv is complete')
     self.dist.barrier()  # on the host: the others wait for the main process's evaluation and checkpoints without a GPU collective timing out
 
@@ -541,9 +459,9 @@ def _finish(self:Trainer):
     if self.dist.main:
         self._metadata(None, started=False)
         self.log.close()
-        name = self.task.metric.upper().replace('MIFID', 'MiFID')
+        best = f', best {metric_title(self.task.metric)} {self.best:.3f}' if self.best is not None else ''
         self._say(f'done: {self.epoch} epochs, {self.step:,} steps in {self.seconds:.1f} s; samples in {self.out/"samples"}, '
-                  f'checkpoints in {self.out/"checkpoints"}' + (f', best {name} {self.best_fid:.3f}' if self.best_fid is not None else ''))
+                  f'checkpoints in {self.out/"checkpoints"}{best}')
 
 # %% ../nbs/05f_train.ipynb #cfaff3d8
 @patch
@@ -557,18 +475,18 @@ def _metadata(self:Trainer, dataset, started:bool):
         md.update(family=self.family.name, config=asdict(self.cfg), versions=versions(), device=device_name(self.device),
                   amp=str(self.amp).replace('torch.', '') if self.amp else 'off', world=self.dist.world, seed=self.cfg.seed,
                   git=git_hash(), command=sys.argv, images=self.n, sets=self.sizes, image_shape=list(self.images.shape[1:]),
-                  data=data, steps_per_epoch=self.steps_per_epoch)
+                  data=data, steps_per_epoch=self.steps_per_epoch, columns=self.columns)
         md.setdefault('sessions', []).append(dict(started=time.strftime('%Y-%m-%dT%H:%M:%S'), from_step=self.step))
     else:
         md.update(epochs_done=self.epoch, steps=self.step, planned_steps=self.planned, seconds=round(self.seconds, 2),
-                  wall_seconds=round(self.elapsed, 1), best_fid=self.best_fid,
+                  wall_seconds=round(self.elapsed, 1), best={'metric': self.task.metric, 'value': self.best},
                   img_per_s=round(self.step * self.cfg.batch / self.seconds, 1) if self.seconds else None,
                   finished=time.strftime('%Y-%m-%dT%H:%M:%S'))
     with atomic_write(p, 'w') as f: json.dump(md, f, indent=1)
 
 # %% ../nbs/05f_train.ipynb #54974a36
 class FIDEvaluator:
-    "FID (and MiFID) of a fixed set of generated images against training images, for `Trainer(evaluator=...)`"
+    "The periodic evaluation: FID and the run's other metrics, of a fixed set of generated images against training images"
     def __init__(self,
         images:torch.Tensor, # the training images, uint8 N x H x W x C (a CycleGAN's: the Monet paintings)
         n:int=1000, # images on each side (at most all of `images`)
@@ -576,28 +494,33 @@ class FIDEvaluator:
         device=None, # where the Inception network runs
         weights=None, # the FID Inception weights file (default: the usual lookup)
         batch:int=100, # images per Inception forward pass
-        mifid:bool=False, # also Kaggle's MiFID (keeps the features for the memorisation distance)
+        mifid:bool=False, # also Kaggle's MiFID (when `metrics` is None)
+        metrics=None, # registered metrics by name (default: FID, and MiFID when `mifid`); see `eval_metrics`
     ):
-        from ganlab.metrics import Extractor, FeatureStats, frechet_distance, memorization_distance, mifid as mifid_
+        from ganlab.metrics import Extractor
+        from ganlab.scores import FeatureStats, needed
+        self.names = list(metrics) if metrics is not None else ['fid'] + (['mifid'] if mifid else [])
+        ms = needed(self.names)
+        self.keep, self.logits = (any(w in m.needs for m in ms) for w in ('features', 'logits'))
         # download=False: a run never waits on the network; `ganlab fid` (or the file put where the error says) fetches it
         self.ext = Extractor('fid', weights, device=device, batch=batch, download=False, quiet=True)
-        self.frechet, self.Stats, self.memo, self.mifid_ = frechet_distance, FeatureStats, memorization_distance, mifid_
-        self.n_gen, self.n, self.seed, self.keep = n, min(n, len(images)), seed, mifid
-        pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(mix_seed(seed, 7)))[:self.n]
-        st = FeatureStats(keep=mifid)
+        self.Stats, self.n_gen, self.n, self.seed = FeatureStats, n, min(n, len(images)), seed
+        pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(mix_seed(seed, Stream.FID_REAL)))[:self.n]
+        self.real = FeatureStats(keep=self.keep)
         for i in range(0, self.n, 500):
             a = images[pick[i:i + 500]].cpu().numpy()  # already uint8 N x H x W x C
-            st.append(self.ext(np.repeat(a, 3, -1) if a.shape[-1] == 1 else a)[0])
-        self.mu, self.sigma = st.mu, st.sigma
-        self.real = st.features if mifid else None
+            self.real.append(self.ext(np.repeat(a, 3, -1) if a.shape[-1] == 1 else a)[0])
 
     def __call__(self, trainer:Trainer) -> dict:
-        "{'fid': FID of the trainer's generator (EMA when there is one)} (and 'mifid')"
-        st = self.Stats(keep=self.keep)
-        for x in trainer.task.eval_batches(self.n_gen, self.seed): st.append(self.ext(rgb_images(x))[0])
-        res = {'fid': self.frechet(st.mu, st.sigma, self.mu, self.sigma)}
-        if self.keep: res['mifid'] = self.mifid_(res['fid'], self.memo(st.features, self.real))
-        return res
+        "The metrics of the trainer's generator (its moving average when it keeps one): `{'fid': ...}` and the others"
+        from ganlab.scores import evaluate
+        gen, logits = self.Stats(keep=self.keep), []
+        for x in trainer.task.eval_batches(self.n_gen, self.seed):
+            f, l = self.ext(rgb_images(x))
+            gen.append(f)
+            if self.logits: logits.append(l.cpu())
+        gen.logits = torch.cat(logits).numpy() if self.logits else None
+        return evaluate(self.names, gen, self.real)
 
 # %% ../nbs/05f_train.ipynb #99a6308d
 def _resume_settings(family:str, out, settings:dict) -> TrainConfig:
@@ -610,6 +533,7 @@ def _resume_settings(family:str, out, settings:dict) -> TrainConfig:
     if get_family(s['family']).name != get_family(family).name: raise GanlabError(f"--resume: {out} holds a {s['family']} run, not {family}")
     return resume_config(get_family(family).name, s['config'], settings)
 
+# %% ../nbs/05f_train.ipynb #b13ad281
 def _out_of_room(
     e:BaseException, # what writing raised (`disk_full(e)` holds)
     out, # the run folder
@@ -621,6 +545,7 @@ def _out_of_room(
            'training stopped before its first checkpoint'
     return e.adding(then)
 
+# %% ../nbs/05f_train.ipynb #acfc7424
 def train(
     family:str='dcgan', # a registered family (see `ganlab.config.FAMILIES`)
     data=None, # images: a folder or zip, noisy shards, a decoded .npz, a CIFAR-10 source or 'cifar10'
@@ -655,7 +580,7 @@ def train(
             if overwrite and not resume and main: clear_run(out)
             t = Trainer(cfg, dataset, resume, None, quiet=quiet)
             if evaluator == 'fid' and cfg.fid_every and t.dist.main:
-                try: t.evaluator = FIDEvaluator(t.images.cpu(), cfg.fid_images, cfg.seed, t.device, mifid=t.task.metric == 'mifid')
+                try: t.evaluator = FIDEvaluator(t.images.cpu(), cfg.fid_images, cfg.seed, t.device, metrics=eval_metrics(t.task))
                 except GanlabError as e:
                     t.log.note(f'no FID during training: {str(e).splitlines()[0]}')
             elif callable(evaluator): t.evaluator = evaluator

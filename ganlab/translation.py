@@ -15,8 +15,9 @@ from .core import GanlabError
 from .config import TrainConfig, LR_SCALINGS
 from .data import diff_augment, to_tensor
 from .losses import d_real_loss, d_fake_loss, g_loss, patch_nce_loss
-from .models import ResnetGenerator, _ResnetBlock, _WEIGHTED, cyclegan_init, dcgan_init, trainable_weight, translator, patch_discriminator
-from .runtime import Dist, mix_seed, seed_dropout
+from .models import ResnetGenerator, _ResnetBlock, _WEIGHTED, cyclegan_init, dcgan_init, trainable_weight
+from .models import translator, patch_discriminator
+from .runtime import Dist, Stream, mix_seed, evaluating
 from .tasks import Task
 from .unpaired import cyclegan_augment, load_domain
 
@@ -70,7 +71,7 @@ def jitter(
 
 # %% ../nbs/05e_translation.ipynb #17344e59
 class TranslatorTask(Task):
-    "What the photo → Monet tasks share: two domains with held-out photos, MiFID, the schedule, the augmentations, translating photos"
+    "What the photo → Monet tasks share: two domains with held-out photos, MiFID, the schedule, the augmentations"
     metric = 'mifid'
     train_keys = ('monet', 'photo')
 
@@ -79,69 +80,97 @@ class TranslatorTask(Task):
         cfg:TrainConfig, # the run's config
         dataset=None, # {'monet': uint8 array, 'photo': uint8 array} (default: load cfg.monet and cfg.photo)
     ) -> dict:
-        "{'monet': paintings, 'photo': training photos, 'held_out': the photos of the sample grids}, uint8 N x H x W x 3"
+        "{'monet': paintings, 'photo': training photos, 'held_out': the sample grids' photos}, uint8 N x H x W x 3"
         if dataset is None:
             for k in ('monet', 'photo'):
-                if getattr(cfg, k) is None: raise GanlabError(f'no {k} images: give --{k} (TFRecords, an image folder or a zip)')
-            dataset = {k: load_domain(getattr(cfg, k), size=cfg.size, limit=cfg.limit).images for k in ('monet', 'photo')}
+                if getattr(cfg, k) is None:
+                    raise GanlabError(f'no {k} images: give --{k} (TFRecords, an image folder or a zip)')
+            load = lambda k: load_domain(getattr(cfg, k), size=cfg.size, limit=cfg.limit).images
+            dataset = {k: load(k) for k in ('monet', 'photo')}
         if not isinstance(dataset, dict) or set(dataset) != {'monet', 'photo'}:
             raise GanlabError("an image-translation dataset is a dict {'monet': images, 'photo': images}")
         monet, photo = (np.asarray(dataset[k][:cfg.limit] if cfg.limit else dataset[k]) for k in ('monet', 'photo'))
-        if len(photo) <= cfg.samples: raise GanlabError(f'{len(photo)} photos: more than samples={cfg.samples} are needed (those are held out for the grids)')
-        keep = torch.randperm(len(photo), generator=torch.Generator().manual_seed(mix_seed(cfg.seed, 10))).numpy()
+        if len(photo) <= cfg.samples:
+            raise GanlabError(f'{len(photo)} photos: more than samples={cfg.samples} are needed '
+                              '(those are held out for the grids)')
+        gen = torch.Generator().manual_seed(mix_seed(cfg.seed, Stream.HELD_OUT))
+        keep = torch.randperm(len(photo), generator=gen).numpy()
         held, train_ = np.sort(keep[:cfg.samples]), np.sort(keep[cfg.samples:])
         return {'monet': monet, 'photo': photo[train_], 'held_out': photo[held]}
 
     def wants_channels_last(self) -> bool:
+        "The config's choice, with two or more images per process (see above)"
         return super().wants_channels_last() and self.cfg.batch // self.dist.world > 1
 
-    def fixed_inputs(self, n:int, gen:torch.Generator) -> torch.Tensor:
+    def fixed_inputs(self,
+        n:int, # how many
+        gen:torch.Generator, # unused: the photos are fixed
+    ) -> torch.Tensor:
         "What the sample grids show every epoch: the held-out photos (uint8)"
         return self.domains['held_out'][:n].cpu()
 
-    def lr_factor(self,
-        step:int, # the global step
-    ) -> float:
-        "The learning rates' multiplier at `step`: CycleGAN's schedule over the planned run, times the batch scaling"
-        cfg, spe = self.cfg, self.steps_per_epoch
-        f = 1.0
-        if cfg.lr_decay == 'linear':
-            planned = self.total_steps / spe if self.total_steps else cfg.epochs  # in epochs; fewer under a time budget
-            decay = (cfg.epochs // 2 if cfg.decay_epochs is None else cfg.decay_epochs) * planned / cfg.epochs
-            f = max(0.0, lr_factor(step // spe, planned, decay))
-        return f * lr_scale(cfg.lr_scaling, cfg.batch)
+# %% ../nbs/05e_translation.ipynb #2b2ac36e
+@patch
+def lr_factor(self:TranslatorTask,
+    step:int, # the global step
+) -> float:
+    "The learning rates' multiplier at `step`: CycleGAN's schedule over the planned run, times the batch scaling"
+    cfg, spe = self.cfg, self.steps_per_epoch
+    f = 1.0
+    if cfg.lr_decay == 'linear':
+        planned = self.total_steps / spe if self.total_steps else cfg.epochs  # in epochs; fewer under a time budget
+        decay = (cfg.epochs // 2 if cfg.decay_epochs is None else cfg.decay_epochs) * planned / cfg.epochs
+        f = max(0.0, lr_factor(step // spe, planned, decay))
+    return f * lr_scale(cfg.lr_scaling, cfg.batch)
 
-    def bn_inputs(self, gen:torch.Generator, n:int, batch:int=16) -> list:
-        "Batches of training photos (as argument tuples), for the averaged generator's batch-norm statistics"
-        photos = self.domains['photo']
-        pick = torch.randint(len(photos), (n,), generator=gen, device=gen.device).to(photos.device)
-        return [(to_tensor(photos[pick[i:i + batch]].to(self.device)).contiguous(),) for i in range(0, n, batch)]
+# %% ../nbs/05e_translation.ipynb #18bb7572
+@patch
+def bn_inputs(self:TranslatorTask,
+    gen:torch.Generator, # where the draws come from
+    n:int, # how many inputs in all
+    batch:int=16, # photos per batch
+) -> list:
+    "Batches of training photos (as argument tuples), for the averaged generator's batch-norm statistics"
+    photos = self.domains['photo']
+    pick = torch.randint(len(photos), (n,), generator=gen, device=gen.device).to(photos.device)
+    return [(to_tensor(photos[pick[i:i + batch]].to(self.device)).contiguous(),) for i in range(0, n, batch)]
 
 # %% ../nbs/05e_translation.ipynb #617e827e
 @patch
-def _begin(self:TranslatorTask,
-    real:dict, # this process's part of the batch: {'monet': ..., 'photo': ...} in [-1, 1]
-    step:int, # the global step
-) -> tuple:
-    "A step's start: learning rates set, dropout seeded; (this process's generator, the photos and the paintings augmented, D's augmentation)"
-    cfg, dv, r = self.cfg, self.device, self.dist.rank
-    self.set_lrs(step)
-    gen = torch.Generator(dv).manual_seed(mix_seed(cfg.seed, 3, step, r))
-    seed_dropout(dv, mix_seed(cfg.seed, 4, step, r))
-    return gen, self._augment(real['photo'], gen), self._augment(real['monet'], gen), self._diffaug(gen)
-
-@patch
-def _augment(self:TranslatorTask, x:torch.Tensor, gen:torch.Generator) -> torch.Tensor:
+def _augment(self:TranslatorTask,
+    x:torch.Tensor, # training images N x 3 x S x S in [-1, 1]
+    gen:torch.Generator, # this process's augmentation generator
+) -> torch.Tensor:
     "The training images `x` augmented as the config says (the seed's crop and flip, or `jitter`)"
     cfg = self.cfg
-    if not cfg.augment: return x
-    if cfg.rotate or cfg.zoom: return jitter(x, gen, cfg.rotate, cfg.zoom)
+    if not cfg.augment:
+        return x
+    if cfg.rotate or cfg.zoom:
+        return jitter(x, gen, cfg.rotate, cfg.zoom)
     return cyclegan_augment(x, generator=gen)
 
 @patch
-def _diffaug(self:TranslatorTask, gen:torch.Generator):
+def _diffaug(self:TranslatorTask,
+    gen:torch.Generator, # this process's augmentation generator
+):
     "What the discriminators' inputs go through: DiffAugment when asked, else nothing"
     return (lambda x: diff_augment(x, self.cfg.diffaug, generator=gen)) if self.cfg.diffaug else (lambda x: x)
+
+@patch
+def _inputs(self:TranslatorTask,
+    real:dict, # this process's part of the batch: {'monet': ..., 'photo': ...} in [-1, 1]
+    gen:torch.Generator, # this process's augmentation generator (from `begin_step`)
+) -> tuple:
+    "A step's inputs: (the photos augmented, the paintings augmented, what the discriminators' inputs go through)"
+    return self._augment(real['photo'], gen), self._augment(real['monet'], gen), self._diffaug(gen)
+
+# %% ../nbs/05e_translation.ipynb #93b3dc63
+@patch
+def halve_d_loss(self:TranslatorTask,
+    ld:torch.Tensor, # the discriminators' loss: their real and fake terms summed
+) -> torch.Tensor:
+    "The translators' discriminator loss: `ld` halved, unless the loss is LSGAN, whose terms are halved already"
+    return ld if self.cfg.loss == 'lsgan' else ld / 2
 
 # %% ../nbs/05e_translation.ipynb #3cd565cc
 @patch
@@ -152,17 +181,14 @@ def _rows(self:TranslatorTask,
     batch:int=16, # photos per forward pass
 ) -> torch.Tensor:
     "For each photo, the photo and then each network's output in turn, in [-1, 1], in eval mode"
-    was = [m.training for m in nets]
-    for m in nets: m.eval()
-    try:
-        out = []
+    out = []
+    with evaluating(*nets):
         for i in range(0, len(photos), batch):
             row = [to_tensor(photos[i:i + batch].to(self.device)).contiguous()]
-            for m in nets: row.append(m(row[-1]).float())
+            for m in nets:
+                row.append(m(row[-1]).float())
             out.append(torch.stack(row, 1).flatten(0, 1))
-        return torch.cat(out)
-    finally:
-        for m, w in zip(nets, was): m.train(w)
+    return torch.cat(out)
 
 @patch
 @torch.no_grad()
@@ -173,11 +199,11 @@ def eval_batches(self:TranslatorTask,
 ):
     "Batches of Monet-style translations of `n` training photos (a fixed pick by `seed`) for FID/MiFID"
     photos = self.domains['photo']
-    pick = torch.randperm(len(photos), generator=torch.Generator().manual_seed(mix_seed(seed, 6)))[:n]
-    g = self.sampler; was = g.training; g.eval()
-    try:
-        for i in range(0, len(pick), batch): yield g(to_tensor(photos[pick[i:i + batch].to(photos.device)]).contiguous()).float()
-    finally: g.train(was)
+    pick = torch.randperm(len(photos), generator=torch.Generator().manual_seed(mix_seed(seed, Stream.EVAL)))[:n]
+    g = self.sampler
+    with evaluating(g):
+        for i in range(0, len(pick), batch):
+            yield g(to_tensor(photos[pick[i:i + batch].to(photos.device)]).contiguous()).float()
 
 # %% ../nbs/05e_translation.ipynb #9d751c53
 class ImagePool:
@@ -215,28 +241,48 @@ class ImagePool:
 # %% ../nbs/05e_translation.ipynb #db3e8020
 class CycleGANTask(TranslatorTask):
     "Photo ↔ Monet: generators G (photo → Monet) and F (Monet → photo), PatchGAN discriminators for each domain"
+    losses = ('loss_d', 'loss_g', 'd_real', 'd_fake', 'cycle', 'identity')
+    panels = {'mean D output': ('d_real', 'd_fake')}
     grid_cols = 3 # photo, G(photo), F(G(photo))
     optimizers = {'g': ('g', 'f'), 'd': ('d_monet', 'd_photo')}
 
-    def __init__(self, cfg, device=torch.device('cpu'), dst=Dist(), family=None):
+    def __init__(self,
+        cfg:TrainConfig, # the run's config
+        device:torch.device=torch.device('cpu'), # where the networks run
+        dst:Dist=Dist(), # the process group
+        family=None, # the family (default: the one `cfg` belongs to)
+    ):
         super().__init__(cfg, device, dst, family)
         self.pools = {k: ImagePool(cfg.pool) for k in ('monet', 'photo')}
 
-    def state(self) -> dict: return {**super().state(), 'pools': {k: p.state_dict() for k, p in self.pools.items()}}
-    def load_state(self, s:dict):
+    def state(self) -> dict:
+        "What every task keeps, and the image pools"
+        return {**super().state(), 'pools': {k: p.state_dict() for k, p in self.pools.items()}}
+
+    def load_state(self,
+        s:dict, # from `state`
+    ):
+        "Restore what `state` returned"
         super().load_state(s)
-        for k, p in self.pools.items(): p.load_state_dict(s['pools'][k], self.device)
+        for k, p in self.pools.items():
+            p.load_state_dict(s['pools'][k], self.device)
 
 # %% ../nbs/05e_translation.ipynb #3ecacb48
 @patch
-def _pooled(self:CycleGANTask, k:str, fake:torch.Tensor, gen:torch.Generator) -> torch.Tensor:
+def _pooled(self:CycleGANTask,
+    k:str, # which pool: 'monet' or 'photo'
+    fake:torch.Tensor, # this process's new fakes for that domain
+    gen:torch.Generator, # the step's pool generator (a CPU one, the same in every process)
+) -> torch.Tensor:
     "Fakes through the global pool `k`: gathered over the processes, queried once, this process's slice kept"
     w, r, b = self.dist.world, self.dist.rank, len(fake)
-    if w == 1: return self.pools[k].query(fake, gen)
+    if w == 1:
+        return self.pools[k].query(fake, gen)
     parts = [torch.empty_like(fake) for _ in range(w)]
     dist.all_gather(parts, fake.detach().contiguous())
     return self.pools[k].query(torch.cat(parts), gen)[r * b:(r + 1) * b]
 
+# %% ../nbs/05e_translation.ipynb #0498ee47
 @patch
 def step(self:CycleGANTask,
     real:dict, # this process's part of the batch: {'monet': ..., 'photo': ...} in [-1, 1]
@@ -245,11 +291,12 @@ def step(self:CycleGANTask,
     scaler:torch.amp.GradScaler, # loss scaler (disabled unless fp16)
 ) -> dict:
     "One generators' step and one discriminators' step; the losses as 0-d tensors"
-    cfg, dv = self.cfg, self.device
-    gen, A, B, aug = self._begin(real, step)
-    pool_gen = torch.Generator().manual_seed(mix_seed(cfg.seed, 9, step))
-    ac = lambda: torch.autocast(dv.type, amp, enabled=amp is not None)
-    G, Fn, DM, DP, b, idt = self.run['g'], self.run['f'], self.run['d_monet'], self.run['d_photo'], len(A), cfg.identity > 0
+    cfg = self.cfg
+    gen, ac = self.begin_step(step, amp)
+    A, B, aug = self._inputs(real, gen)
+    pool_gen = self.step_rng(Stream.POOL, step, device='cpu')
+    G, Fn, DM, DP = self.run['g'], self.run['f'], self.run['d_monet'], self.run['d_photo']
+    b, idt = len(A), cfg.identity > 0
     # generators, with the discriminators frozen
     self.opts['g'].zero_grad(set_to_none=True)
     with self.frozen('d'):
@@ -267,7 +314,8 @@ def step(self:CycleGANTask,
         scaler.scale(loss).backward()
     self.average_grads('g')
     scaler.step(self.opts['g'])
-    if self.ema is not None: self.ema.update_parameters(self.nets['g'])
+    if self.ema is not None:
+        self.ema.update_parameters(self.nets['g'])
     # discriminators: real images against pooled fakes, one forward each
     self.opts['d'].zero_grad(set_to_none=True)
     pb, pa = self._pooled('monet', fake_B.float(), pool_gen), self._pooled('photo', fake_A.float(), pool_gen)
@@ -275,17 +323,19 @@ def step(self:CycleGANTask,
         ob = DM(aug(torch.cat([B, pb]))).float()
         oa = DP(aug(torch.cat([A, pa]))).float()
     ls = cfg.label_smooth
-    ld = d_real_loss(cfg.loss, ob[:b], ls) + d_fake_loss(cfg.loss, ob[b:]) + d_real_loss(cfg.loss, oa[:b], ls) + d_fake_loss(cfg.loss, oa[b:])
-    if cfg.loss != 'lsgan': ld = ld / 2  # CycleGAN halves the discriminators' loss (built into our LSGAN terms)
+    ld = d_real_loss(cfg.loss, ob[:b], ls) + d_fake_loss(cfg.loss, ob[b:])
+    ld = self.halve_d_loss(ld + d_real_loss(cfg.loss, oa[:b], ls) + d_fake_loss(cfg.loss, oa[b:]))
     scaler.scale(ld).backward()
     self.average_grads('d')
     scaler.step(self.opts['d'])
     scaler.update()
     res = dict(loss_d=ld.detach(), loss_g=adv.detach(), d_real=(ob[:b].mean() + oa[:b].mean()).detach() / 2,
                d_fake=(ob[b:].mean() + oa[b:].mean()).detach() / 2, cycle=cyc.detach())
-    if idt: res['identity'] = idl.detach()
+    if idt:
+        res['identity'] = idl.detach()
     return res
 
+# %% ../nbs/05e_translation.ipynb #73f9ece9
 @patch
 def sample(self:CycleGANTask,
     photos:torch.Tensor, # uint8 N x H x W x 3 photos
@@ -393,10 +443,17 @@ def patch_heads(cfg) -> PatchHeads:
 # %% ../nbs/05e_translation.ipynb #504ff39c
 class CUTTask(TranslatorTask):
     "Photo → Monet with CUT: a generator G, a PatchGAN D, and the MLP heads of PatchNCE over G's encoder"
+    losses = ('loss_d', 'loss_g', 'd_real', 'd_fake', 'nce', 'nce_identity') # PatchNCE, and its identity term on Monet images
+    panels = {'mean D output': ('d_real', 'd_fake')}
     grid_cols = 2 # photo, G(photo)
     optimizers = {'g': ('g', 'heads'), 'd': ('d',)}
 
-    def __init__(self, cfg, device=torch.device('cpu'), dst=Dist(), family=None):
+    def __init__(self,
+        cfg:TrainConfig, # the run's config
+        device:torch.device=torch.device('cpu'), # where the networks run
+        dst:Dist=Dist(), # the process group
+        family=None, # the family (default: the one `cfg` belongs to)
+    ):
         super().__init__(cfg, device, dst, family)
         where = resnet_layers(self.nets['g'])
         self.taps = [where[s.strip()] for s in cfg.nce_layers.split(',') if s.strip()]
@@ -419,10 +476,12 @@ def _nce(self:CUTTask,
 ) -> torch.Tensor:
     "PatchNCE between the queries `q` and the keys `k`, averaged over the layers"
     places = sample_places(k, self.cfg.nce_patches, gen)
-    with torch.no_grad(): kp = self.run['heads'](k, places)  # detached by the loss anyway: no graph needed
+    with torch.no_grad():
+        kp = self.run['heads'](k, places)  # detached by the loss anyway: no graph needed
     qp = self.run['heads'](q, places)
     return sum(patch_nce_loss(a, b, self.cfg.nce_t) for a, b in zip(qp, kp)) / len(qp)
 
+# %% ../nbs/05e_translation.ipynb #549766f0
 @patch
 def step(self:CUTTask,
     real:dict, # this process's part of the batch: {'monet': ..., 'photo': ...} in [-1, 1]
@@ -431,23 +490,26 @@ def step(self:CUTTask,
     scaler:torch.amp.GradScaler, # loss scaler (disabled unless fp16)
 ) -> dict:
     "One discriminator step and one generator-and-heads step; the losses as 0-d tensors"
-    cfg, dv = self.cfg, self.device
-    gen, A, B, aug = self._begin(real, step)
-    nce_gen = torch.Generator(dv).manual_seed(mix_seed(cfg.seed, 11, step))  # the same on every process
-    ac = lambda: torch.autocast(dv.type, amp, enabled=amp is not None)
+    cfg, G = self.cfg, self.nets['g']
+    gen, ac = self.begin_step(step, amp)
+    A, B, aug = self._inputs(real, gen)
+    nce_gen = self.step_rng(Stream.PATCHES, step)  # the same in every process
     D, b, nce_on = self.run['d'], len(A), cfg.lambda_nce > 0
     idt = nce_on and cfg.nce_idt
     src = torch.cat([A, B]) if idt else A
-    flip = cfg.flip_equivariance and torch.rand((), generator=torch.Generator().manual_seed(mix_seed(cfg.seed, 12, step))).item() < 0.5
-    with ac(): fake, keys = self.features(self.nets['g'], src.flip(3) if flip else src, self.taps, full=True)
+    coin = self.step_rng(Stream.FLIP, step, device='cpu')
+    flip = cfg.flip_equivariance and torch.rand((), generator=coin).item() < 0.5
+    with ac():
+        fake, keys = self.features(G, src.flip(3) if flip else src, self.taps, full=True)
     if flip and nce_on:
-        with torch.no_grad(), ac(): keys = self.features(self.nets['g'], src, self.taps)[1]
+        with torch.no_grad(), ac():
+            keys = self.features(G, src, self.taps)[1]
     fake_B = fake[:b]
     # the discriminator: real paintings against the new translations
     self.opts['d'].zero_grad(set_to_none=True)
-    with ac(): o = D(aug(torch.cat([B, fake_B.detach()]))).float()
-    ld = d_real_loss(cfg.loss, o[:b], cfg.label_smooth) + d_fake_loss(cfg.loss, o[b:])
-    if cfg.loss != 'lsgan': ld = ld / 2  # as the CycleGAN: half the sum (built into our LSGAN terms)
+    with ac():
+        o = D(aug(torch.cat([B, fake_B.detach()]))).float()
+    ld = self.halve_d_loss(d_real_loss(cfg.loss, o[:b], cfg.label_smooth) + d_fake_loss(cfg.loss, o[b:]))
     scaler.scale(ld).backward()
     self.average_grads('d')
     scaler.step(self.opts['d'])
@@ -458,17 +520,22 @@ def step(self:CUTTask,
             adv = g_loss(cfg.loss, D(aug(fake_B)).float())
             loss = cfg.lambda_gan * adv
             if nce_on:
-                queries = self.features(self.nets['g'], fake, self.taps)[1]
-                if flip: queries = [f.flip(3) for f in queries]
+                queries = self.features(G, fake, self.taps)[1]
+                if flip:
+                    queries = [f.flip(3) for f in queries]
                 nce = self._nce([f[:b] for f in queries], [f[:b] for f in keys], nce_gen)
-                if idt: nce_y = self._nce([f[b:] for f in queries], [f[b:] for f in keys], nce_gen)
+                if idt:
+                    nce_y = self._nce([f[b:] for f in queries], [f[b:] for f in keys], nce_gen)
                 loss = loss + cfg.lambda_nce * ((nce + nce_y) / 2 if idt else nce)
         scaler.scale(loss).backward()
     self.average_grads('g')
     scaler.step(self.opts['g'])
-    if self.ema is not None: self.ema.update_parameters(self.nets['g'])
+    if self.ema is not None:
+        self.ema.update_parameters(G)
     scaler.update()
     res = dict(loss_d=ld.detach(), loss_g=adv.detach(), d_real=o[:b].mean().detach(), d_fake=o[b:].mean().detach())
-    if nce_on: res['cycle'] = nce.detach()
-    if idt: res['identity'] = nce_y.detach()
+    if nce_on:
+        res['nce'] = nce.detach()
+    if idt:
+        res['nce_identity'] = nce_y.detach()
     return res

@@ -27,8 +27,10 @@ __all__ = ['TFRECORD_SUFFIXES', 'SKIP_REASONS', 'MAX_RECORD', 'DUPLICATES', 'crc
 # %% ../nbs/02a_unpaired.ipynb #7e4438c8
 @lru_cache(maxsize=None)
 def _crc_module():
-    try: import google_crc32c
-    except ImportError: raise GanlabError('reading TFRecords needs the google-crc32c package: pip install google-crc32c') from None
+    try:
+        import google_crc32c
+    except ImportError:
+        raise GanlabError('reading TFRecords needs the google-crc32c package: pip install google-crc32c') from None
     return google_crc32c
 
 def crc32c(
@@ -71,13 +73,15 @@ def write_tfrecord(
 ) -> Path:
     "Write `records` as an uncompressed TFRecord file (atomically)"
     with atomic_write(path) as f:
-        for r in records: f.write(tfrecord_frame(r))
+        for r in records:
+            f.write(tfrecord_frame(r))
     return Path(path)
 
 # %% ../nbs/02a_unpaired.ipynb #955adcf3
 SKIP_REASONS = {
     'data_crc': "the record's data fails its CRC: the record is skipped, reading goes on",
-    'length_crc': "the record's length fails its CRC: where the next record starts is unknown, the rest of the file is not read",
+    'length_crc': "the record's length fails its CRC: where the next record starts is unknown, "
+                  "the rest of the file is not read",
     'too_large': 'the record is longer than the record limit: skipped unread, reading goes on',
     'truncated': 'the file ends inside this record: it (and nothing after it) is lost',
     'short_file': "the file ends cleanly but holds fewer records than its Kaggle name says: the missing ones are lost",
@@ -98,10 +102,12 @@ class Skipped:
     name: str|None = None # its name, when known
     def where(self) -> str:
         "The record, in words: file, index and offset"
-        at = (f' record {self.index}' if self.index is not None else '') + (f' (byte {self.offset:,})' if self.offset is not None else '')
+        at = f' record {self.index}' if self.index is not None else ''
+        at += f' (byte {self.offset:,})' if self.offset is not None else ''
         return f'{self.source}:{at}' if at else self.source
     def __str__(self): return f'{self.where()}: {self.reason}: {self.detail}'
 
+# %% ../nbs/02a_unpaired.ipynb #ca35c4d7
 @dataclass
 class DomainReport:
     "What a domain load read, kept and skipped"
@@ -120,7 +126,8 @@ class DomainReport:
         "A few lines: counts, reasons, and the first losses"
         s = [f'{len(self.sources)} files, {self.kept:,} images kept, {len(self.skipped):,} skipped']
         s += [f'  {k:<12}{v:>6,}  {SKIP_REASONS[k]}' for k, v in self.by_reason.most_common()]
-        s += [f'    {x}' for x in self.skipped[:5]] + ([f'    ... and {len(self.skipped) - 5:,} more'] if len(self.skipped) > 5 else [])
+        s += [f'    {x}' for x in self.skipped[:5]]
+        s += [f'    ... and {len(self.skipped) - 5:,} more'] if len(self.skipped) > 5 else []
         return '\n'.join(s)
     def __repr__(self):
         why = ', '.join(f'{k} {v}' for k, v in self.by_reason.most_common())
@@ -140,28 +147,46 @@ def iter_tfrecord(
 ):
     "Yield `(index, offset, data)` for each intact record of the TFRecord file at `path`"
     path = Path(path)
-    try: f = open(path, 'rb')
+    try:
+        f = open(path, 'rb')
     except OSError as e: raise GanlabError(f'{path}: cannot open ({e.strerror or e})') from None
     with f:
         size = os.fstat(f.fileno()).st_size
-        if f.read(2) == b'\x1f\x8b': raise GanlabError(f'{path}: gzip-compressed TFRecord; decompress it first (gunzip, or read it with gzip)')
+        if f.read(2) == b'\x1f\x8b':
+            raise GanlabError(f'{path}: gzip-compressed TFRecord; decompress it first (gunzip, or read it with gzip)')
         f.seek(0)
         i = pos = 0
         while pos < size:
             lost = lambda reason, detail: _problem(report, Skipped(str(path), i, pos, reason, detail))
             head = f.read(12)
-            if len(head) < 12: lost('truncated', f'the file ends {len(head)} bytes into a 12-byte header'); return
+            if len(head) < 12:
+                lost('truncated', f'the file ends {len(head)} bytes into a 12-byte header')
+                return
             n = int.from_bytes(head[:8], 'little')
             if masked_crc(head[:8]) != int.from_bytes(head[8:], 'little'):
-                lost('length_crc', f'length field {n:,} fails its CRC; the last {size - pos:,} bytes of the file are not read'); return
-            if n + 16 > size - pos: lost('truncated', f'a record of {n:,} bytes, but the file ends {size - pos - 12:,} bytes after its header'); return
+                lost('length_crc',
+                     f'length field {n:,} fails its CRC; the last {size - pos:,} bytes of the file are not read')
+                return
+            if n + 16 > size - pos:
+                lost('truncated',
+                     f'a record of {n:,} bytes, but the file ends {size - pos - 12:,} bytes after its header')
+                return
             if n > max_record:
-                lost('too_large', f'{n:,} bytes > limit {max_record:,}'); f.seek(n + 4, 1); pos += n + 16; i += 1; continue
+                lost('too_large', f'{n:,} bytes > limit {max_record:,}')
+                f.seek(n + 4, 1)
+                pos += n + 16
+                i += 1
+                continue
             data, crc = f.read(n), f.read(4)
-            if len(data) < n or len(crc) < 4: lost('truncated', 'the file shrank while it was read'); return
-            if masked_crc(data) == int.from_bytes(crc, 'little'): yield i, pos, data
-            else: lost('data_crc', f'{n:,} bytes of data fail their CRC')
-            pos += n + 16; i += 1
+            if len(data) < n or len(crc) < 4:
+                lost('truncated', 'the file shrank while it was read')
+                return
+            if masked_crc(data) == int.from_bytes(crc, 'little'):
+                yield i, pos, data
+            else:
+                lost('data_crc', f'{n:,} bytes of data fail their CRC')
+            pos += n + 16
+            i += 1
         expected = tfrecord_count(path)
         if expected is not None and i < expected:
             _problem(report, Skipped(str(path), i, pos, 'short_file', f'{i:,} records, but the name says {expected:,}'))
@@ -176,25 +201,33 @@ def example_classes() -> dict:
     fd = descriptor_pb2.FileDescriptorProto(name='ganlab_tf_example.proto', package='ganlab_tf', syntax='proto3')
     def message(name, *fields, oneof=None):
         m = fd.message_type.add(name=name)
-        if oneof: m.oneof_decl.add(name=oneof)
+        if oneof:
+            m.oneof_decl.add(name=oneof)
         for fname, number, typ, repeated, type_name in fields:
             f = m.field.add(name=fname, number=number, type=_T[typ], label=3 if repeated else 1)
-            if type_name: f.type_name = '.ganlab_tf.' + type_name
-            if oneof: f.oneof_index = 0
-            if repeated and typ in ('float', 'int64'): f.options.packed = True
+            if type_name:
+                f.type_name = '.ganlab_tf.' + type_name
+            if oneof:
+                f.oneof_index = 0
+            if repeated and typ in ('float', 'int64'):
+                f.options.packed = True
         return m
     message('BytesList', ('value', 1, 'bytes', True, None))
     message('FloatList', ('value', 1, 'float', True, None))
     message('Int64List', ('value', 1, 'int64', True, None))
-    message('Feature', ('bytes_list', 1, 'message', False, 'BytesList'), ('float_list', 2, 'message', False, 'FloatList'),
+    message('Feature', ('bytes_list', 1, 'message', False, 'BytesList'),
+            ('float_list', 2, 'message', False, 'FloatList'),
             ('int64_list', 3, 'message', False, 'Int64List'), oneof='kind')
     features = message('Features', ('feature', 1, 'message', True, 'Features.FeatureEntry'))
-    entry = features.nested_type.add(name='FeatureEntry'); entry.options.map_entry = True
+    entry = features.nested_type.add(name='FeatureEntry')
+    entry.options.map_entry = True
     entry.field.add(name='key', number=1, type=_T['string'], label=1)
     entry.field.add(name='value', number=2, type=_T['message'], label=1, type_name='.ganlab_tf.Feature')
     message('Example', ('features', 1, 'message', False, 'Features'))
-    pool = descriptor_pool.DescriptorPool(); pool.Add(fd)
-    get = getattr(message_factory, 'GetMessageClass', None) or message_factory.MessageFactory(pool).GetPrototype  # protobuf < 4.22
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fd)
+    # protobuf < 4.22
+    get = getattr(message_factory, 'GetMessageClass', None) or message_factory.MessageFactory(pool).GetPrototype
     return {m.name: get(pool.FindMessageTypeByName(f'ganlab_tf.{m.name}')) for m in fd.message_type}
 
 # %% ../nbs/02a_unpaired.ipynb #2e4e630c
@@ -206,10 +239,14 @@ def make_example(
     for k, v in features.items():
         vals = list(v) if isinstance(v, (list, tuple)) else [v]
         f = ex.features.feature[k]
-        if all(isinstance(x, (bytes, str)) for x in vals): f.bytes_list.value.extend(x.encode() if isinstance(x, str) else x for x in vals)
-        elif all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in vals): f.int64_list.value.extend(int(x) for x in vals)
-        elif all(isinstance(x, (int, float, np.number)) and not isinstance(x, bool) for x in vals): f.float_list.value.extend(float(x) for x in vals)
-        else: raise GanlabError(f'feature {k!r}: values must all be bytes/str, all ints or all floats, not {vals!r:.80}')
+        if all(isinstance(x, (bytes, str)) for x in vals):
+            f.bytes_list.value.extend(x.encode() if isinstance(x, str) else x for x in vals)
+        elif all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in vals):
+            f.int64_list.value.extend(int(x) for x in vals)
+        elif all(isinstance(x, (int, float, np.number)) and not isinstance(x, bool) for x in vals):
+            f.float_list.value.extend(float(x) for x in vals)
+        else:
+            raise GanlabError(f'feature {k!r}: values must all be bytes/str, all ints or all floats, not {vals!r:.80}')
     return ex.SerializeToString()
 
 def parse_example(
@@ -218,7 +255,8 @@ def parse_example(
 ) -> dict:
     "The features of a `tf.train.Example` as `{name: [values]}`, or a `GanlabError` naming `where`"
     ex = example_classes()['Example']()
-    try: ex.ParseFromString(bytes(data))
+    try:
+        ex.ParseFromString(bytes(data))
     except Exception as e:  # untrusted bytes: DecodeError mostly, but protobuf's pure-Python runtime has raised others
         raise GanlabError(f'{where}: not a tf.train.Example ({type(e).__name__}: {e})') from None
     out = {}
@@ -235,11 +273,16 @@ def kaggle_record(
 ) -> tuple:
     "`(name, image bytes)` of a Kaggle record, or a `GanlabError` (with a `reason` attribute) naming file and record"
     where = f'{path}: record {index}'
-    try: feats = parse_example(data, where)
-    except GanlabError as e: e.reason = 'not_example'; raise
+    try:
+        feats = parse_example(data, where)
+    except GanlabError as e:
+        e.reason = 'not_example'
+        raise
     img = feats.get('image') or []
     if len(img) != 1 or not isinstance(img[0], bytes):
-        e = GanlabError(f"{where}: no single 'image' bytes feature (features: {', '.join(sorted(feats)) or 'none'})"); e.reason = 'no_image'; raise e
+        e = GanlabError(f"{where}: no single 'image' bytes feature (features: {', '.join(sorted(feats)) or 'none'})")
+        e.reason = 'no_image'
+        raise e
     name = feats.get('image_name') or []
     name = name[0].decode('utf-8', 'replace').strip() if len(name) == 1 and isinstance(name[0], bytes) else ''
     return name or f'{tfrecord_stem(path)}-{index:05d}', img[0]
@@ -274,7 +317,8 @@ def domain_parts(
         if tf: return [('tfrecord', q) for q in tf]
         domains = sorted(q.name for q in p.iterdir() if q.is_dir() and q.name.endswith(('_jpg', '_tfrec')))
         if len(domains) > 1: raise GanlabError(f"{p}: holds several domains ({', '.join(domains)}); name one of them")
-    if p.is_file() and not zipfile.is_zipfile(p): raise GanlabError(f'{p}: not a TFRecord file ({", ".join(TFRECORD_SUFFIXES)}), a folder or a zip of images')
+    if p.is_file() and not zipfile.is_zipfile(p):
+        raise GanlabError(f'{p}: not a TFRecord file ({", ".join(TFRECORD_SUFFIXES)}), a folder or a zip of images')
     kind, names, members = list_images(p)
     return [('images', kind, p, names, members)]
 
@@ -290,17 +334,27 @@ class Encoded:
     index: int|None = None # its record index in a TFRecord file
     offset: int|None = None # its byte offset in a TFRecord file
     @property
-    def where(self) -> str: return Skipped(self.source, self.index, self.offset, 'bad_image').where() + (f' ({self.name})' if self.index is not None else '')
+    def where(self) -> str:
+        at = Skipped(self.source, self.index, self.offset, 'bad_image').where()
+        return at + (f' ({self.name})' if self.index is not None else '')
 
+# %% ../nbs/02a_unpaired.ipynb #be41b658
 def _unique(e:Encoded, seen:dict, duplicates:str, report) -> Encoded|None:
     "`e` with its name made unique under the `duplicates` rule, or None when it is skipped"
     name = e.name
-    if name not in seen: seen[name] = 1; return e
+    if name not in seen:
+        seen[name] = 1
+        return e
     s = Skipped(e.source, e.index, e.offset, 'duplicate', f'an image named {name!r} was read before', name)
     if duplicates == 'error': raise GanlabError(f'{s.where()}: {s.detail}')
-    if duplicates == 'skip': _problem(report, s); return None
-    while f'{name}~{seen[name] + 1}' in seen: seen[name] += 1
-    seen[name] += 1; new = f'{name}~{seen[name]}'; seen[new] = 1
+    if duplicates == 'skip':
+        _problem(report, s)
+        return None
+    while f'{name}~{seen[name] + 1}' in seen:
+        seen[name] += 1
+    seen[name] += 1
+    new = f'{name}~{seen[name]}'
+    seen[new] = 1
     return Encoded(new, e.data, e.source, e.index, e.offset)
 
 def iter_encoded(
@@ -310,22 +364,29 @@ def iter_encoded(
     max_record:int=MAX_RECORD, # longest TFRecord record read, in bytes
 ):
     "Yield an `Encoded` (name, bytes, where it is) for each image of the domain `spec`, names unique"
-    if duplicates not in DUPLICATES: raise GanlabError(f"duplicates must be one of {', '.join(DUPLICATES)}, not {duplicates!r}")
+    if duplicates not in DUPLICATES:
+        raise GanlabError(f"duplicates must be one of {', '.join(DUPLICATES)}, not {duplicates!r}")
     seen = {}
     for part in domain_parts(spec):
         if part[0] == 'tfrecord':
             path = part[1]
-            if report is not None: report.sources.append(str(path))
+            if report is not None:
+                report.sources.append(str(path))
             for i, off, data in iter_tfrecord(path, report, max_record):
-                try: name, img = kaggle_record(data, path, i)
+                try:
+                    name, img = kaggle_record(data, path, i)
                 except GanlabError as e:
-                    _problem(report, Skipped(str(path), i, off, e.reason, str(e).split(f'record {i}: ', 1)[-1])); continue
-                if (e := _unique(Encoded(name, img, str(path), i, off), seen, duplicates, report)) is not None: yield e
+                    _problem(report, Skipped(str(path), i, off, e.reason, str(e).split(f'record {i}: ', 1)[-1]))
+                    continue
+                if (e := _unique(Encoded(name, img, str(path), i, off), seen, duplicates, report)) is not None:
+                    yield e
         else:
             _, kind, path, names, members = part
-            if report is not None: report.sources.append(str(path))
+            if report is not None:
+                report.sources.append(str(path))
             for name, (data, where) in zip(names, image_bytes(kind, path, members)):
-                if (e := _unique(Encoded(name, data, where), seen, duplicates, report)) is not None: yield e
+                if (e := _unique(Encoded(name, data, where), seen, duplicates, report)) is not None:
+                    yield e
 
 # %% ../nbs/02a_unpaired.ipynb #dd79a6da
 def _total(parts, limit):
@@ -346,8 +407,10 @@ def iter_domain(
     show_progress:bool|None=None, # progress bar (None: on a terminal only)
 ):
     "Yield `(name, image)` for each image of the domain `spec`: S x S x 3 uint8, one at a time"
-    if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1: raise GanlabError(f'size must be a positive int, not {size!r}')
-    if limit is not None and (not isinstance(limit, (int, np.integer)) or isinstance(limit, bool) or limit < 0): raise GanlabError(f'limit must be None or an int >= 0, not {limit!r}')
+    if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1:
+        raise GanlabError(f'size must be a positive int, not {size!r}')
+    if limit is not None and (not isinstance(limit, (int, np.integer)) or isinstance(limit, bool) or limit < 0):
+        raise GanlabError(f'limit must be None or an int >= 0, not {limit!r}')
     _check_crop(crop)
     parts = domain_parts(spec)
     if limit == 0: return
@@ -357,12 +420,17 @@ def iter_domain(
     n = 0
     with bar:
         for e in iter_encoded(_Parts(parts), report, duplicates, max_record):
-            try: im = open_image_file(e.data, e.where, max_pixels)
+            try:
+                im = open_image_file(e.data, e.where, max_pixels)
             except GanlabError as err:
-                _problem(report, Skipped(e.source, e.index, e.offset, 'bad_image', str(err).removeprefix(e.where + ': '), e.name)); continue
-            if report is not None: report.kept += 1
+                why = str(err).removeprefix(e.where + ': ')
+                _problem(report, Skipped(e.source, e.index, e.offset, 'bad_image', why, e.name))
+                continue
+            if report is not None:
+                report.kept += 1
             yield e.name, np.asarray(fit_image(im, size, crop))
-            n += 1; bar.update()
+            n += 1
+            bar.update()
             if limit is not None and n >= limit: return
 
 # %% ../nbs/02a_unpaired.ipynb #d8dd55e6
@@ -394,11 +462,14 @@ def load_domain(
     report = DomainReport(strict=strict)
     names, images = [], []
     for name, a in iter_domain(spec, size, limit, report, show_progress=show_progress, **kw):
-        names.append(name); images.append(a)
+        names.append(name)
+        images.append(a)
     report.kept = len(names)
     src = ', '.join(map(str, spec)) if isinstance(spec, (list, tuple)) else str(spec)
-    if not names: raise GanlabError(f'{src}: no image came through' + (f'\n{report.summary()}' if report.skipped else ''))
-    if report.skipped: warnings.warn(f'{src}: {len(report.skipped):,} records or images skipped\n{report.summary()}', stacklevel=2)
+    if not names:
+        raise GanlabError(f'{src}: no image came through' + (f'\n{report.summary()}' if report.skipped else ''))
+    if report.skipped:
+        warnings.warn(f'{src}: {len(report.skipped):,} records or images skipped\n{report.summary()}', stacklevel=2)
     return Domain(np.stack(images), names, report, src)
 
 # %% ../nbs/02a_unpaired.ipynb #8c6cc823
@@ -408,16 +479,18 @@ def domain_info(
     report:DomainReport|None=None, # where problems go; None: raise `GanlabError` at the first
     **kw, # passed to `iter_encoded`: duplicates, max_record
 ):
-    "One row per image of the domain `spec` from its header (nothing decoded): name, source, format, mode, width, height, bytes"
+    "One row per image of domain `spec`, read from its header: name, source, format, mode, width, height, bytes"
     import pandas as pd
     from PIL import Image, UnidentifiedImageError
     from ganlab.records import SAFE_FORMATS
     rows = []
     for e in iter_encoded(spec, report, **kw):
         if limit is not None and len(rows) >= limit: break
-        try: im = Image.open(io.BytesIO(e.data), formats=SAFE_FORMATS)
+        try:
+            im = Image.open(io.BytesIO(e.data), formats=SAFE_FORMATS)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-            _problem(report, Skipped(e.source, e.index, e.offset, 'bad_image', f'header: {err}', e.name)); continue
+            _problem(report, Skipped(e.source, e.index, e.offset, 'bad_image', f'header: {err}', e.name))
+            continue
         rows.append((e.name, e.source, im.format, im.mode, im.width, im.height, len(e.data)))
     return pd.DataFrame(rows, columns=['name', 'source', 'format', 'mode', 'width', 'height', 'bytes'])
 
@@ -430,15 +503,18 @@ def cyclegan_augment(
 ) -> torch.Tensor:
     "CycleGAN's jitter: resize to `load`, a random S x S crop and a random horizontal flip per image"
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or not x.is_floating_point() or x.shape[-1] != x.shape[-2]:
-        raise GanlabError(f'cyclegan_augment needs an N x C x S x S float tensor, not {getattr(x, "dtype", type(x).__name__)} {tuple(getattr(x, "shape", ()))}')
+        raise GanlabError('cyclegan_augment needs an N x C x S x S float tensor, not '
+                          f'{getattr(x, "dtype", type(x).__name__)} {tuple(getattr(x, "shape", ()))}')
     n, _, s, _ = x.shape
     load = round(s * 286 / 256) if load is None else load
-    if not isinstance(load, (int, np.integer)) or load < s: raise GanlabError(f'cyclegan_augment: load must be an int >= the image side {s}, not {load!r}')
+    if not isinstance(load, (int, np.integer)) or load < s:
+        raise GanlabError(f'cyclegan_augment: load must be an int >= the image side {s}, not {load!r}')
     big = F.interpolate(x, size=(load, load), mode='bilinear', align_corners=False) if load != s else x
     top, left = _integers(x, generator, 0, load - s + 1, n, 1), _integers(x, generator, 0, load - s + 1, n, 1)
     steps = torch.arange(s, device=x.device)
     rows, cols = top + steps, left + steps  # n x s each
-    if flip: cols = torch.where(_integers(x, generator, 0, 2, n, 1).bool(), left + (s - 1 - steps), cols)
+    if flip:
+        cols = torch.where(_integers(x, generator, 0, 2, n, 1).bool(), left + (s - 1 - steps), cols)
     out = big[torch.arange(n, device=x.device)[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # n x s x s x C
     last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     return out.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last if last else torch.contiguous_format)

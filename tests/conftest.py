@@ -28,3 +28,19 @@ def npz(tmp_path_factory):
     d = tmp_path_factory.mktemp('data')
     np.savez(d/'digits.npz', images=draw_digits(128, seed=0, size=16)[0], ids=np.array([f'd{i}' for i in range(128)]))
     return d/'digits.npz'
+
+
+@pytest.fixture(scope='module')
+def digits():
+    "256 synthetic 16x16 digits as a training set (8 steps per epoch at batch 32)"
+    from ganlab.data import ImageArrayDataset, draw_digits
+    return ImageArrayDataset(draw_digits(256, seed=3, size=16)[0])
+
+
+@pytest.fixture(scope='module')
+def pairs():
+    "Unpaired 64x64 domains for CycleGAN and CUT: 12 random 'Monet' images and 20 digit 'photos' (2 held out for the grid)"
+    import numpy as np
+    from ganlab.data import draw_digits
+    rng = np.random.default_rng(0)
+    return {'monet': (rng.random((12, 64, 64, 3)) * 255).astype(np.uint8), 'photo': draw_digits(20, seed=1, size=64)[0]}

@@ -40,6 +40,7 @@ def write_pngs(folder, images, labels=None):
     return folder
 
 
+@pytest.mark.slow
 def test_learns(trained):
     clf, _ = trained
     x, y = draw_digits(300, seed=77, show_progress=False)  # digits it never saw
@@ -52,6 +53,7 @@ def _weights(clf):
     return b''.join(v.numpy().tobytes() for _, v in sorted(clf.net.state_dict().items()))
 
 
+@pytest.mark.slow
 def test_deterministic():
     ds = digits(160, 3)
     a, b = (C.train_classifier(ds, epochs=2, seed=5, shift=2, **{**TINY, 'flip': True}) for _ in range(2))
@@ -66,6 +68,7 @@ class Boom:
     def __reduce__(self): return (os.system, ('touch /tmp/ganlab-classifier-pwned',))
 
 
+@pytest.mark.slow
 def test_bad_files_refused(trained, tmp_path):
     clf, good = trained
     ck = torch.load(good, weights_only=True)
@@ -97,6 +100,7 @@ def test_bad_files_refused(trained, tmp_path):
     with pytest.raises(GanlabError, match='not a ganlab classifier'): M.Extractor(f'classifier:{tmp_path}/bare state dict.pt')
 
 
+@pytest.mark.slow
 def test_extractor_fd_equals_direct(trained, tmp_path):
     clf, path = trained
     a = draw_digits(90, seed=21, show_progress=False)[0]
@@ -156,6 +160,7 @@ def test_accuracy_per_class_by_hand():
         with pytest.raises(GanlabError, match=msg): C.classification_accuracy(imgs, bad, clf)
 
 
+@pytest.mark.slow
 def test_split_layout_zip(tmp_path):
     "A zip in CIFAR-10's layout: training reads train/ (and holds a share out), evaluation reads test/"
     x, y = draw_digits(260, seed=8, show_progress=False)
@@ -181,6 +186,7 @@ def test_bad_training_input(tmp_path):
         with pytest.raises(GanlabError, match=msg): C.train_classifier(ds, **{**TINY, **kw})
 
 
+@pytest.mark.slow
 def test_cifar_zip(shared, tmp_path):
     "The real CIFAR-10 zip read in place through the training and evaluation paths (a few hundred images)"
     z = shared/'cifar10-jpg.zip'

@@ -36,6 +36,7 @@ def demo_dir(tmp_path_factory):
     return d
 
 
+@pytest.mark.slow
 def test_demo_writes_everything(demo_dir):
     names = {p.name for p in (demo_dir/'doctor').iterdir()}
     assert {'decoded.npz', 'decoded.csv', 'report.json', 'rejected.csv', 'contact_sheet.png', 'reasons.png', 'channels.png', 'sizes.png'} <= names
@@ -46,6 +47,7 @@ def test_demo_writes_everything(demo_dir):
     assert z['images'].shape == (rep['counts']['decoded'], 32, 32, 3) and z['images'].dtype == np.uint8 and z['ids'].dtype.kind == 'U'
 
 
+@pytest.mark.slow
 def test_doctor_is_the_same_with_one_or_two_workers(demo_dir, tmp_path):
     for w in (1, 2): run('doctor', demo_dir/'shards', '--out', tmp_path/f'w{w}', '--workers', w, '--no-plots', '--quiet')
     a, b = np.load(tmp_path/'w1'/'decoded.npz'), np.load(tmp_path/'w2'/'decoded.npz')
@@ -53,6 +55,7 @@ def test_doctor_is_the_same_with_one_or_two_workers(demo_dir, tmp_path):
     assert (tmp_path/'w1'/'rejected.csv').read_text() == (tmp_path/'w2'/'rejected.csv').read_text()
 
 
+@pytest.mark.slow
 def test_doctor_options(demo_dir, tmp_path):
     r = run('doctor', str(demo_dir/'shards'/'shard-00*'), '--out', tmp_path/'o', '--size', 16, '--background', '0,0,0', '--rotation', 'ccw', '--samples', 8)
     assert 'decoded' in r.stdout
@@ -71,7 +74,7 @@ def test_empty_shard(tmp_path):
                                       (['doctor', 'x.jsonl', '--out', 'x', '--size', '0'], 'size must be a positive integer, not 0'),
                                       (['doctor', 'x.jsonl', '--out', 'x', '--background', 'nope'], "background: 'nope' is not a colour"),
                                       (['doctor', 'x.jsonl', '--out', 'x', '--truth', 'nowhere'], 'truth: nowhere has no truth.jsonl'),
-                                      (['demo', '--n', '3', '--out', 'x'], 'demo: n must be at least 10')])
+                                      pytest.param(['demo', '--n', '3', '--out', 'x'], 'demo: n must be at least 10', marks=pytest.mark.slow)])  # imports torch: seconds
 def test_bad_input_is_one_clear_line(tmp_path, args, msg):
     (tmp_path/'x.jsonl').write_text('{}\n'); (tmp_path/'empty').mkdir()
     r = subprocess.run([GANLAB, *args], capture_output=True, text=True, cwd=tmp_path)
@@ -88,6 +91,7 @@ def fid_weights(tmp_path_factory):
     return p
 
 
+@pytest.mark.slow
 def test_features_writes_one_row_per_image(demo_dir, fid_weights, tmp_path):
     "The seed's submission.csv: 1,000 generated images in, 1,000 rows of id,f0..f2047 out, ids from the file names"
     import zipfile, pandas as pd
@@ -103,6 +107,7 @@ def test_features_writes_one_row_per_image(demo_dir, fid_weights, tmp_path):
     assert df['id'].tolist() == [f'dig-{i:06d}' for i in range(1000)] and np.isfinite(df.iloc[:, 1:].to_numpy()).all()
 
 
+@pytest.mark.slow
 def test_fid_json_and_stats(demo_dir, fid_weights, tmp_path):
     npz = demo_dir/'doctor'/'decoded.npz'
     z = np.load(npz)
@@ -117,6 +122,7 @@ def test_fid_json_and_stats(demo_dir, fid_weights, tmp_path):
     assert abs(json.loads((tmp_path/'m2.json').read_text())['fid'] - m['fid']) <= 1e-9 * m['fid']
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('args,msg', [(['fid', 'nowhere', 'x.npz'], 'nowhere: no such file or folder'),
                                       (['fid', 'empty', 'x.npz'], 'empty: folder holds no images'),
                                       (['fid', 'x.npz', 'x.npz', '--weights', 'missing.pth'], 'given path missing.pth is not a file'),

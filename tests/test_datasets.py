@@ -104,6 +104,7 @@ def test_crop_modes(pets):
 
 # --- CIFAR-10 ---------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_cifar10_zip_split_counts_and_balance():
     z = _cifar_zip()
     t0 = time.time(); train = cifar10(z, 'train'); dt = time.time() - t0
@@ -115,6 +116,7 @@ def test_cifar10_zip_split_counts_and_balance():
     assert dt < 60, f'50,000 CIFAR-10 JPEGs took {dt:.0f} s'
 
 
+@pytest.mark.slow
 def test_open_dataset_reads_the_cifar_zip_by_split():
     z = _cifar_zip()
     ds = open_dataset(z, 32, split='test', limit=100)
@@ -133,6 +135,7 @@ def _fake_torchvision_cifar(root):
     return d
 
 
+@pytest.mark.slow
 def test_cifar10_from_torchvision_folder(tmp_path):
     d = _fake_torchvision_cifar(tmp_path)
     with mock.patch('torchvision.datasets.cifar.check_integrity', return_value=True):

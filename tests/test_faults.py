@@ -68,6 +68,7 @@ def run(npz, tmp_path_factory):
 
 # --- two commands, one output --------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_two_trains_on_one_folder_the_second_is_refused_at_once(npz, tmp_path):
     out = tmp_path/'r'
     a = start('train', 'dcgan', '--data', npz, '--out', out, '--epochs', 3, '--log-every', 1, *TINY)
@@ -92,6 +93,7 @@ def test_two_trains_on_one_folder_the_second_is_refused_at_once(npz, tmp_path):
     no_leftovers(out)
 
 
+@pytest.mark.slow
 def test_two_generates_into_one_folder_never_mix(run, tmp_path):
     from ganlab.generate import generate
     out, ck = tmp_path/'g', run/'checkpoints'/'last.pt'
@@ -108,6 +110,7 @@ def test_two_generates_into_one_folder_never_mix(run, tmp_path):
     assert all((out/n).read_bytes() == (tmp_path/'one'/n).read_bytes() for n in names[:3])  # all of the first command's seed
 
 
+@pytest.mark.slow
 def test_a_stale_lock_is_taken_over_with_a_note(run, tmp_path):
     out, ck = tmp_path/'g', run/'checkpoints'/'last.pt'
     holder = subprocess.Popen([sys.executable, '-c', f'from ganlab.core import OutputLock\nOutputLock({str(out)!r}).acquire()\n'
@@ -139,6 +142,7 @@ def test_a_lock_is_released_on_every_way_out(npz, run, tmp_path, monkeypatch):
     assert not lk.lock.exists()
 
 
+@pytest.mark.slow
 def test_a_lock_from_another_host_is_never_taken_over(tmp_path):
     (tmp_path/'o').mkdir()
     (tmp_path/'o'/LOCK_NAME).write_text(json.dumps(dict(pid=1, host='elsewhere', command='ganlab train dcgan', since='2025-01-01 00:00:00')))
@@ -164,6 +168,7 @@ def test_a_multi_process_run_holds_its_folder_in_the_launcher(npz, tmp_path):
 
 # --- a full disk, a file-size limit ----------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_train_under_a_file_size_limit_keeps_last_pt_and_resumes(run, npz, tmp_path):
     r2 = tmp_path/'r'; shutil.copytree(run, r2)
     last = (r2/'checkpoints'/'last.pt').read_bytes()
@@ -185,6 +190,7 @@ def test_a_fresh_run_that_cannot_write_its_first_checkpoint(npz, tmp_path):
     no_leftovers(tmp_path/'r')
 
 
+@pytest.mark.slow
 def test_generate_into_a_full_disk(run, tmp_path, monkeypatch):
     ck = run/'checkpoints'/'last.pt'
     r = ganlab('generate', ck, '--n', 300, '--out', tmp_path/'g.zip', '--quiet', fsize=20_000)
@@ -206,6 +212,7 @@ def test_generate_into_a_full_disk(run, tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path/'h').iterdir()) == [f'img-{i:06d}.png' for i in range(7)]
 
 
+@pytest.mark.slow
 def test_monet_submit_into_a_full_disk(tmp_path):
     from PIL import Image
     from ganlab.train import train
@@ -223,6 +230,7 @@ def test_monet_submit_into_a_full_disk(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ['cg', 'images.zip', 'photos']
 
 
+@pytest.mark.slow
 def test_stats_and_doctor_into_a_full_disk(tmp_path):
     from ganlab.metrics import random_fid_weights
     random_fid_weights(tmp_path/'w.pth')
@@ -241,9 +249,9 @@ def test_stats_and_doctor_into_a_full_disk(tmp_path):
 # --- mocked ENOSPC -----------------------------------------------------------------------------------------------------------
 
 def test_a_metrics_row_that_does_not_fit_is_not_written_at_all(tmp_path, monkeypatch):
-    from ganlab.train import RunLog
+    from ganlab.runlog import RunLog
     from ganlab.config import make_config
-    log = RunLog(tmp_path, make_config('dcgan', tensorboard=False), 'dcgan', quiet=True)
+    log = RunLog(tmp_path, make_config('dcgan', tensorboard=False), 'dcgan', quiet=True, columns=['epoch', 'step', 'images', 'seconds', 'loss_d', 'img_per_s'])
     log.row(epoch=1, step=1, images=32, seconds=0.5, loss_d=1.0)
     before = (tmp_path/'metrics.csv').read_bytes()
     real = os.write

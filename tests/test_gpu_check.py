@@ -29,6 +29,7 @@ def dry(tmp_path_factory):
     return r, json.loads((out/'report.json').read_text()), out, wall
 
 
+@pytest.mark.slow
 def test_every_check_ran_and_none_failed(dry):
     r, rep, out, wall = dry
     got = {c['name']: c for c in rep['checks']}
@@ -41,6 +42,7 @@ def test_every_check_ran_and_none_failed(dry):
         assert any('dry-run: cpu' in n for n in c['notes']), c['name']  # said in the report, check by check
 
 
+@pytest.mark.slow
 def test_the_report_says_what_ran_where(dry):
     r, rep, out, wall = dry
     assert rep['dry_run'] and rep['mode'] == 'dry-run: cpu' and 'bench/gpu_check.py --dry-run --out' in rep['command']
@@ -63,6 +65,7 @@ def test_the_report_says_what_ran_where(dry):
     for ch in rep['checks']: assert ch['seconds'] <= ch['budget_s'] + 6, (ch['name'], ch['seconds'], ch['budget_s'])
 
 
+@pytest.mark.slow
 def test_markdown_section_and_log(dry):
     r, rep, out, wall = dry
     md = (out/'RESULTS-section.md').read_text()

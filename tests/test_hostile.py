@@ -44,12 +44,14 @@ def test_any_setting_is_taken_or_refused_clearly(family, field, value):
         v = getattr(cfg, name)
         assert not isinstance(v, float) or np.isfinite(v)  # a number that is not finite is never a setting
 
+@pytest.mark.slow
 def test_non_finite_settings_are_refused_on_the_command_line(npz, tmp_path):
     for flag in ('--lr-d', '--gp-weight', '--beta1', '--ema'):
         for bad in ('inf', 'nan', '-inf'):
             one_clear_line(ganlab('train', 'dcgan', '--data', npz, '--out', tmp_path/'r', f'{flag}={bad}'), 'not a finite number')
     assert not (tmp_path/'r').exists()
 
+@pytest.mark.slow
 def test_a_yaml_bomb_is_refused_at_once(tmp_path, npz):
     lines = ['a0: &a0 [x, x, x, x, x, x, x, x, x]'] + [f'a{i}: &a{i} [' + ', '.join([f'*a{i - 1}'] * 9) + ']' for i in range(1, 9)]
     (tmp_path/'bomb.yaml').write_text('\n'.join(lines) + '\nepochs: 1\n')  # 9^9 strings if expanded
@@ -62,6 +64,7 @@ def test_a_yaml_bomb_is_refused_at_once(tmp_path, npz):
 
 # --- runs: losses that blow up, --overwrite, interrupted writes, Ctrl-C --------------------------------------------------
 
+@pytest.mark.slow
 def test_losses_that_blow_up_stop_the_run_with_the_last_good_checkpoint(npz, tmp_path):
     r = ganlab('train', 'dcgan', '--data', npz, '--out', tmp_path/'r', '--size', 16, '--g-width', 8, '--d-width', 8, '--latent', 16,
                '--batch', 32, '--epochs', 3, '--log-every', 1, '--no-tensorboard', '--quiet', '--device', 'cpu', '--lr-d', '1e30', '--lr-g', '1e30',
@@ -84,6 +87,7 @@ def test_stale_temporaries_are_removed_and_a_lost_numbered_checkpoint_is_written
     assert 'removed 3 temporary file(s)' in err and 'epoch_001.pt was missing' in err
     assert not list((r2/'checkpoints').glob('.*.tmp')) and (r2/'checkpoints'/'epoch_001.pt').is_file() and t.epoch == 2
 
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_and_exits_130(npz, tmp_path):
     p = subprocess.Popen([GANLAB, *map(str, ['train', 'dcgan', '--data', npz, '--out', tmp_path/'r', '--size', 16, '--g-width', 8, '--d-width', 8,
                           '--latent', 16, '--batch', 8, '--epochs', 500, '--no-tensorboard', '--device', 'cpu'])],
@@ -99,6 +103,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(npz, tmp_path):
 
 # --- checkpoints --------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_bad_checkpoints_are_one_line(run, npz, tmp_path):
     s = torch.load(run/'checkpoints'/'last.pt', weights_only=True)
     from ganlab.checkpoint import save_checkpoint
@@ -113,6 +118,7 @@ def test_bad_checkpoints_are_one_line(run, npz, tmp_path):
     save_checkpoint({k: v for k, v in s.items() if k != 'opts'}, r2/'checkpoints'/'last.pt')
     one_clear_line(ganlab('train', 'dcgan', '--out', r2, '--resume', '--epochs', 2, '--data', npz), "has no 'opts'")
 
+@pytest.mark.slow
 def test_generate_writes_only_inside_out_and_takes_only_sane_seeds(run, tmp_path):
     for prefix in ('../x', 'a/b', '..', '/tmp/x'):
         one_clear_line(ganlab('generate', run/'checkpoints'/'last.pt', '--n', 2, '--out', tmp_path/'g', '--prefix', prefix), 'prefix')
@@ -136,6 +142,7 @@ def _kernel(folder:Path, **meta):
     (folder/'kernel-metadata.json').write_text(json.dumps({**m, **meta}))
     return folder
 
+@pytest.mark.slow
 def test_kaggle_push_checks_code_files_and_notebooks(tmp_path):
     (tmp_path/'outside').mkdir(); (tmp_path/'outside'/'x.ipynb').write_text(json.dumps({'cells': []}))
     k = _kernel(tmp_path/'k', code_file='../outside/x.ipynb')

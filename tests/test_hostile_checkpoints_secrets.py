@@ -30,6 +30,7 @@ def test_checkpoints_carry_the_writers_version(tmp_path):
     assert load_checkpoint(tmp_path/'b.pt')['versions'] == {'ganlab': '0.0.9', 'torch': 'x'}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('stamp, says', [
     ({'ganlab': '0.7.2'}, "written by ganlab 0.7.2 in format 'ganlab-checkpoint-3', newer than this ganlab"),
     (None, "written by a newer ganlab in format 'ganlab-checkpoint-3'"),

@@ -148,6 +148,7 @@ def test_image_side(case, entry, ex, good, tmp_path):
 
 # ---- odd but valid input: every image is counted ----------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_large_images_stream_and_count(ex, good, tmp_path):
     "Large images (a few MB each decoded, a few KB each in the zip) are fitted one by one: all counted, same as one at a time"
     big = np.zeros((1500, 1400, 3), np.uint8); big[::7] = 255
@@ -159,6 +160,7 @@ def test_large_images_stream_and_count(ex, good, tmp_path):
     assert M.write_features_csv(z, tmp_path/'f.csv', ex, quiet=True) == 3
 
 
+@pytest.mark.slow
 def test_every_mode_is_counted(ex, tmp_path):
     "Grey, grey+alpha, RGBA, palette, 16-bit and CMYK images of several sizes: no image is dropped"
     g = np.random.default_rng(1)

@@ -178,6 +178,7 @@ def test_blank_lines_never_reach_a_worker(tmp_path):
 surrogate = st.sampled_from(['\ud800', '\udfff', 'a\udc80b', '\ud83d'])  # lone surrogates: legal JSON escapes, not UTF-8
 
 
+@pytest.mark.slow
 @FAST
 @given(st.sampled_from(['id', 'mode', 'exif_rot', 'invert', 'img_b64', 'alpha_b64', 'key']), surrogate)
 def test_lone_surrogates_anywhere(tmp_path_factory, field, s):
@@ -222,6 +223,7 @@ def test_out_that_is_a_file_or_unwritable_is_one_clear_error(tmp_path):
 
 # --- no entry point lets anything but GanlabError out ---------------------------------------------------------------
 
+@pytest.mark.slow
 @FAST
 @given(st.binary(max_size=400), st.sampled_from(['s.jsonl', 's.jsonl.gz']))
 def test_any_bytes_as_a_shard_file(tmp_path_factory, data, name):

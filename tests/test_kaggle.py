@@ -203,6 +203,7 @@ def test_fake_kaggle_tree_drives_the_environment(tmp_path, monkeypatch):
     assert not gk.on_kaggle() and gk.output_dir('x') == Path('x')
 
 
+@pytest.mark.slow
 def test_plan_monet_competition_run():
     from ganlab.config import CycleGANConfig
     from ganlab import planner as gp

@@ -107,6 +107,7 @@ def _text(nb) -> str:
     return '\n'.join(o.get('text', '') for c in nb.cells if c.cell_type == 'code' for o in c.get('outputs', []) if o.get('output_type') == 'stream')
 
 
+@pytest.mark.slow
 def test_monet_kernel_rehearses_with_two_processes(kaggle_env):
     nb = _rehearse('monet.ipynb', kaggle_env)
     run = kaggle_env/'working'/'run'
@@ -121,6 +122,7 @@ def test_monet_kernel_rehearses_with_two_processes(kaggle_env):
     _check_figures(nb, 'monet.ipynb')  # PNGs under matplotlib's Agg backend too
 
 
+@pytest.mark.slow
 def test_noisy_kernel_rehearses_with_two_processes(kaggle_env):
     nb = _rehearse('noisy_dcgan.ipynb', kaggle_env)
     md = json.loads((kaggle_env/'working'/'run'/'metadata.json').read_text())
@@ -132,6 +134,7 @@ def test_noisy_kernel_rehearses_with_two_processes(kaggle_env):
     _check_figures(nb, 'noisy_dcgan.ipynb')
 
 
+@pytest.mark.slow
 def test_the_guard_fails_a_kernel_that_touches_cuda_before_training(kaggle_env):
     with pytest.raises(nbclient.exceptions.CellExecutionError) as e:
         _rehearse('noisy_dcgan.ipynb', kaggle_env, {1: 'import torch\nprint("CUDA here:", torch.cuda.is_available())'})

@@ -48,6 +48,7 @@ def _train_failing(out, data, at_step, rank, error):
     train('dcgan', data=str(data), out=out, quiet=True, epochs=50, **TINY)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('error,kind,says', [(GanlabError('an injected failure'), GanlabError, 'process 1 of 2: an injected failure'),
                                               (ValueError('an injected bug'), LaunchError, 'process 1 of 2 raised ValueError: an injected bug')])
 def test_a_rank_that_raises_ends_the_group_with_its_error(tmp_path, digits_npz, error, kind, says):
@@ -80,6 +81,7 @@ def _wait_for_steps(p, out, n=3, timeout=120):
     p.kill(); raise AssertionError('the run did not start training')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('to', ['launcher', 'rank 1'])
 def test_ctrl_c_stops_every_process_with_a_checkpoint_that_resumes(tmp_path, digits_npz, to):
     out = tmp_path/'run'
@@ -102,6 +104,7 @@ def test_ctrl_c_stops_every_process_with_a_checkpoint_that_resumes(tmp_path, dig
     assert load_checkpoint(out/'checkpoints'/'last.pt')['step'] == stopped['step'] + 3
 
 
+@pytest.mark.slow
 def test_a_killed_rank_ends_the_command_with_one_line(tmp_path, digits_npz):
     out = tmp_path/'run'
     p = _cli(out, digits_npz, '--epochs', '200')
@@ -114,6 +117,7 @@ def test_a_killed_rank_ends_the_command_with_one_line(tmp_path, digits_npz):
     assert not any(r.is_running() and r.status() != psutil.STATUS_ZOMBIE for r in ranks)
 
 
+@pytest.mark.slow
 def test_under_torchrun_a_ctrl_c_to_one_rank_stops_both_after_the_same_step(tmp_path, digits_npz):
     "torchrun's ranks each take their own signals; without an agreement the other rank would wait in a collective until its timeout"
     torchrun = shutil.which('torchrun') or str(Path(sys.executable).parent/'torchrun')

@@ -106,18 +106,21 @@ def test_layout_is_the_fid_weights_layout(weights):
            {k: tuple(v.shape) for k, v in sd.items() if not k.endswith('num_batches_tracked')}
 
 
+@pytest.mark.slow
 def test_features_equal_torch_fidelity(ours_feats, fidelity):
     for (f, l), (tf, tl) in zip(ours_feats, fidelity[0]):
         assert rel(f, tf) < 1e-4, rel(f, tf)
         assert rel(l, tl) < 1e-4, rel(l, tl)
 
 
+@pytest.mark.slow
 def test_unfused_network_equals_torch_fidelity(weights, images, fidelity):
     "The plain torchvision forward (fused=False) is the reference path too"
     f, _ = M.Extractor('fid', weights, device='cpu', fused=False)(images[0][:16])
     assert rel(f, fidelity[0][0][0][:16]) < 1e-4
 
 
+@pytest.mark.slow
 def test_fid_kid_is_equal_torch_fidelity(ours, npz_sides, fidelity):
     res = M.compare(*npz_sides, ours, metrics=('fid', 'kid', 'is'), kid_subset_size=N // 2, quiet=True)
     m = fidelity[1]
@@ -129,6 +132,7 @@ def test_fid_kid_is_equal_torch_fidelity(ours, npz_sides, fidelity):
     assert res['fid'] > 1e-3  # two different image sets: the comparison is not between zeros
 
 
+@pytest.mark.slow
 def test_sqrtm_method_equals_eigh(ours_feats):
     a, b = (M.FeatureStats().append(f) for f, _ in ours_feats)
     d1 = M.frechet_distance(a.mu, a.sigma, b.mu, b.sigma, 'eigh')
@@ -164,6 +168,7 @@ def _pytorch_fid_distance(monkeypatch, *stats):
     return fid_score.calculate_frechet_distance(*stats)
 
 
+@pytest.mark.slow
 def test_resize_torch_equals_pytorch_fid(weights, images, pytorch_fid_model, monkeypatch):
     ex = M.Extractor('fid', weights, device='cpu', resize='torch', batch=32)
     stats = []
@@ -179,6 +184,7 @@ def test_resize_torch_equals_pytorch_fid(weights, images, pytorch_fid_model, mon
         assert abs(d - ref) <= 1e-4 * abs(ref), (method, d, ref)
 
 
+@pytest.mark.slow
 def test_the_two_resizes_differ(ours, weights, images):
     "The reason for the option: the peers' resizes give measurably different features"
     f1 = ours(images[0][:8])[0]
@@ -186,6 +192,7 @@ def test_the_two_resizes_differ(ours, weights, images):
     assert rel(f1, f2) > 1e-3
 
 
+@pytest.mark.slow
 def test_stats_files_interoperate_with_pytorch_fid(ours, npz_sides, tmp_path, pytorch_fid_model):
     "ganlab's statistics .npz loads in pytorch-fid, and pytorch-fid's in ganlab"
     from pytorch_fid.fid_score import compute_statistics_of_path
@@ -209,6 +216,7 @@ def _torchmetrics_mifid(gen, real):
     return float(m.compute())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('case', ['different', 'near_copies'])
 def test_mifid_equals_torchmetrics(ours_feats, case):
     real = ours_feats[1][0].numpy()
@@ -224,6 +232,7 @@ def test_mifid_equals_torchmetrics(ours_feats, case):
 
 # ---- behaviour -------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_fid_of_a_set_with_itself_is_zero(ours, images, npz_sides, tmp_path):
     "The same images as an .npz and as a folder of PNG files (lossless): two full passes, FID 0"
     for i, x in enumerate(images[0]): Image.fromarray(x).save(tmp_path/f'{i:03d}.png')
@@ -232,6 +241,7 @@ def test_fid_of_a_set_with_itself_is_zero(ours, images, npz_sides, tmp_path):
     assert abs(res['fid']) <= 1e-6 * ref['fid']
 
 
+@pytest.mark.slow
 def test_fid_rises_with_noise(ours, images):
     x = images[0].astype(np.float64)
     ref = M.FeatureStats().append(ours(images[0])[0])
@@ -243,6 +253,7 @@ def test_fid_rises_with_noise(ours, images):
     assert all(a < b for a, b in zip(fids, fids[1:])), fids
 
 
+@pytest.mark.slow
 def test_saved_stats_give_the_same_fid(ours, npz_sides, tmp_path):
     M.write_stats(npz_sides[1], tmp_path/'ref.npz', ours, features=True, quiet=True)
     direct = M.compare(*npz_sides, ours, metrics=('fid', 'kid', 'mifid'), kid_subset_size=N // 2, quiet=True)
@@ -250,6 +261,7 @@ def test_saved_stats_give_the_same_fid(ours, npz_sides, tmp_path):
     for k in ('fid', 'kid', 'mifid'): assert abs(direct[k] - saved[k]) <= 1e-9 * max(abs(direct[k]), 1e-12), k
 
 
+@pytest.mark.slow
 def test_torchvision_extractor_equals_torchvision(images, tmp_path):
     "The fused torchvision extractor equals torchvision's own inception_v3 (transform_input on, fc removed)"
     from torchvision.models import inception_v3
@@ -278,6 +290,7 @@ def test_missing_weights_is_one_clear_error(tmp_path, monkeypatch):
     assert M.FID_WEIGHTS.name in msg and M.FID_WEIGHTS.sha256 in msg and str(tmp_path) in msg and M.WEIGHTS_ENV in msg
 
 
+@pytest.mark.slow
 def test_features_csv_one_row_per_image(ours, images, tmp_path):
     import pandas as pd
     d = tmp_path/'gen'; d.mkdir()
@@ -287,35 +300,3 @@ def test_features_csv_one_row_per_image(ours, images, tmp_path):
     assert list(df.columns) == ['id'] + [f'f{i}' for i in range(2048)]
     assert df['id'].tolist() == [f'dig-{i:06d}' for i in range(20)]
     assert np.array_equal(df.iloc[:, 1:].to_numpy(np.float32), ours(images[0][:20])[0].numpy())  # PNG is lossless; 9 digits round-trip
-
-
-def _ganlab_imports() -> dict:
-    "module -> the ganlab modules its source imports, at module level or inside functions (cli's 'module:name' strings are not imports)"
-    import ast, pathlib, ganlab
-    root = pathlib.Path(ganlab.__file__).parent
-    mods = {p.stem for p in root.glob('*.py')} - {'__init__', '_modidx'}
-    graph = {}
-    for m in mods:
-        deps = set()
-        for n in ast.walk(ast.parse((root/f'{m}.py').read_text(encoding='utf-8'))):
-            if isinstance(n, ast.ImportFrom) and (n.level == 1 or (n.module or '').split('.')[0] == 'ganlab'):
-                parts = (n.module or '').split('.')[0 if n.level else 1:]  # `.x`/`ganlab.x` -> x; `.`/`ganlab` -> the names imported
-                deps |= {parts[0]} if parts and parts[0] else {a.name for a in n.names}
-            elif isinstance(n, ast.Import): deps |= {a.name.split('.')[1] for a in n.names if a.name.startswith('ganlab.')}
-        graph[m] = deps & mods - {m}
-    return graph
-
-
-def test_no_import_circle_among_ganlab_modules():
-    "No ganlab module imports, directly or through others, one that imports it back (metrics names the classifier extractor by a string)"
-    graph, state, cycles = _ganlab_imports(), {}, []
-    def visit(m, path):
-        state[m] = 'open'
-        for d in sorted(graph[m]):
-            if state.get(d) == 'open': cycles.append(' -> '.join(path[path.index(d):] + [d]))
-            elif d not in state: visit(d, path + [d])
-        state[m] = 'done'
-    for m in sorted(graph):
-        if m not in state: visit(m, [m])
-    assert 'metrics' in graph['classifier'] and 'classifier' not in graph['metrics']  # the parser sees imports; the registry is no import
-    assert not cycles, cycles

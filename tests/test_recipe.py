@@ -18,6 +18,7 @@ def labelled():
 def _images(g, z):
     with torch.no_grad(): return g(z)
 
+@pytest.mark.slow
 def test_the_ema_generator_is_useful_after_a_short_run(tmp_path, labelled):
     "The issue's failing case (hinge, spectral norm, no BN in D, DiffAugment, ema 0.999) after 300 steps: the EMA draws images, not grey squares"
     kw = dict(TINY, loss='hinge', spectral=True, d_norm='none', diffaug='color,translation,cutout', ema=0.999, epochs=30)
@@ -41,6 +42,7 @@ def test_the_ema_generator_is_useful_after_a_short_run(tmp_path, labelled):
         other(latents(0, 2048, 16, seed=9))
     assert (_images(other.eval(), z) - avg).abs().mean().item() < 0.03
 
+@pytest.mark.slow
 def test_linear_decay_reaches_zero_and_resume_stays_bitwise(tmp_path, labelled):
     kw = dict(TINY, lr_decay='linear', ema=0.99, epochs=2)
     a = train('dcgan', dataset=labelled, out=tmp_path/'a', quiet=True, **kw)
@@ -53,6 +55,7 @@ def test_linear_decay_reaches_zero_and_resume_stays_bitwise(tmp_path, labelled):
         for n, v in sa['nets'][k].items(): assert torch.equal(v, sb['nets'][k][n]), (k, n)
     for n, v in sa['task']['ema'].items(): assert torch.equal(v, sb['task']['ema'][n]), n
 
+@pytest.mark.slow
 def test_a_time_budget_stops_the_run_cleanly_and_can_be_extended(tmp_path, labelled):
     kw = dict(TINY, epochs=10_000, lr_decay='linear', ema=0.99)
     t0 = time.perf_counter()
@@ -69,6 +72,7 @@ def test_a_time_budget_stops_the_run_cleanly_and_can_be_extended(tmp_path, label
     assert u.step > t.step and u.elapsed > t.elapsed
     with pytest.raises(GanlabError, match='time_budget must be a duration'): train('dcgan', dataset=labelled, out=tmp_path/'x', quiet=True, time_budget='soon', **TINY)
 
+@pytest.mark.slow
 def test_the_conditional_gan(tmp_path, labelled):
     kw = dict(TINY, epochs=2, ema=0.9, samples=20)
     t = train('cgan', dataset=labelled, out=tmp_path/'c', quiet=True, **kw)

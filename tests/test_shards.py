@@ -95,6 +95,7 @@ def test_bad_settings_are_clear_errors(tmp_path):
     with pytest.raises(GanlabError, match='no such file or folder'): decode_shards(tmp_path/'none.jsonl')
 
 
+@pytest.mark.slow
 def test_a_big_gzip_shard_stays_in_bounded_memory(tmp_path):
     "200,000 garbage lines in one .gz shard: the reader holds a few batches, not the shard's outcomes"
     import gzip
