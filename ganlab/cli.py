@@ -305,14 +305,16 @@ def fid(
     kid:bool=False, # also KID (needs images, or statistics saved with --features)
     mifid:bool=False, # also Kaggle's MiFID (the same)
     isc:bool=False, # also the Inception Score of each image side
+    prdc:bool=False, # also precision, recall, density and coverage (k nearest neighbours; needs images or --features)
     also:str='', # more metrics by name, comma-separated: any registered in ganlab.scores.METRICS
     json:str|None=None, # also write the metrics to this file as a JSON object
     quiet:bool=False, # print nothing but errors
     **kw, # the extractor's and the metrics' settings: see `ganlab.metrics.compare`
 ) -> dict:
-    "FID (and KID, MiFID, IS, any registered metric) between two image sets; A is the generated side (for MiFID and IS)"
+    "FID (and KID, MiFID, IS, PRDC, any registered metric) between two image sets; A is the generated side"
     from ganlab.metrics import compare, format_metrics, write_metrics_json
-    names = ['fid'] + [m for m, on in (('kid', kid), ('mifid', mifid), ('is', isc)) if on] + [m.strip() for m in also.split(',') if m.strip()]
+    switches = (('kid', kid), ('mifid', mifid), ('is', isc), ('prdc', prdc))
+    names = ['fid'] + [m for m, on in switches if on] + [m.strip() for m in also.split(',') if m.strip()]
     res = compare(a, b, metrics=names, quiet=quiet, **kw)
     if json: write_metrics_json(res, json, inputs=(a, b))
     if not quiet: print(format_metrics(res))
@@ -335,7 +337,7 @@ COMMANDS = {
                    help='Serve a web page to sample a checkpoint, translate photos and browse a run folder (pip install "ganlab[app]")'),
     'fid': Command('ganlab.cli:fid', skip=('extractor', 'metrics'), flags={'kind': 'extractor', 'isc': 'is', 'also': 'metrics'},
                    extra=('ganlab.metrics:compare',),
-                   writes={'json': 'file'}, help='FID (and KID, MiFID, IS) between two image sets: folders, zips, decoded .npz files or saved statistics'),
+                   writes={'json': 'file'}, help='FID (and KID, MiFID, IS, PRDC) between two image sets: folders, zips, decoded .npz files or saved statistics'),
     'stats': Command('ganlab.metrics:write_stats', skip=('extractor', 'fused', 'download'), required=('out',), flags={'kind': 'extractor', 'spec': 'images'},
                      extra=('ganlab.metrics:Extractor.__init__',), show=_show_stats, writes={'out': 'file'},
                      help="Save an image set's Inception statistics (pytorch-fid's .npz) to compare against later with ganlab fid"),

@@ -487,11 +487,12 @@ def compare(
     batch:int=50, # images per forward pass of a new extractor
     amp:bool=False, # float16 autocast on CUDA for a new extractor (faster, no longer reference-exact)
     download:bool=True, # a new extractor may download its weights when no copy is found
-    metrics=('fid',), # registered metrics by name (`ganlab.scores.METRICS`): 'fid', 'kid', 'mifid', 'is', ...
+    metrics=('fid',), # registered metrics by name (`ganlab.scores.METRICS`): 'fid', 'kid', 'mifid', 'is', 'prdc', ...
     method:str='eigh', # matrix-root method of FID
     kid_subsets:int=100, # KID: number of subsets
     kid_subset_size:int=1000, # KID: images per subset
     is_splits:int=10, # IS splits
+    prdc_k:int=5, # PRDC: nearest neighbours
     quiet:bool=False, # no progress bars
 ) -> dict:
     "Every metric in `metrics` between image sets `a` and `b`, as a flat dict"
@@ -506,7 +507,8 @@ def compare(
     mb = ma if same else measure(sb, ex, features=feats, logits=logits and sb.kind != 'stats', quiet=quiet)
     out = {'n_a': ma.n, 'n_b': mb.n, 'extractor': ex.kind, 'resize': ex.resize}
     return {**out, **evaluate([m.name for m in ms], ma, mb, getattr(ex, 'fd_key', 'fid'), method=method,
-                              kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, is_splits=is_splits)}
+                              kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, is_splits=is_splits,
+                              prdc_k=prdc_k)}
 
 # %% ../nbs/07_metrics.ipynb #4ac96de4
 def write_features_csv(

@@ -15,8 +15,8 @@ import torch
 from .core import GanlabError
 
 # %% auto #0
-__all__ = ['METRICS', 'FeatureStats', 'frechet_distance', 'kid', 'memorization_distance', 'mifid', 'inception_score', 'Metric',
-           'Pair', 'register_metric', 'metric', 'evaluate', 'needed', 'metric_lines']
+__all__ = ['METRICS', 'FeatureStats', 'frechet_distance', 'kid', 'memorization_distance', 'mifid', 'inception_score', 'knn_radii',
+           'prdc', 'Metric', 'Pair', 'register_metric', 'metric', 'evaluate', 'needed', 'metric_lines']
 
 # %% ../nbs/05ca_scores.ipynb #64359160
 class FeatureStats:
@@ -179,6 +179,53 @@ def inception_score(
         scores.append((p[s] * (logp[s] - q.log())).sum(1).mean().exp().item())
     return {'is': float(np.mean(scores)), 'is_std': float(np.std(scores))}
 
+# %% ../nbs/05ca_scores.ipynb #2e4f86f3
+def _distances(
+    a:np.ndarray, b:np.ndarray, # rows of features, float64
+    a2:np.ndarray, b2:np.ndarray, # their squared norms
+) -> np.ndarray:
+    "Euclidean distances between the rows of `a` and of `b`, as scikit-learn computes them (the dot-product form)"
+    d = -2 * (a @ b.T)
+    d += a2[:, None]
+    d += b2[None]
+    return np.sqrt(np.maximum(d, 0, out=d), out=d)
+
+def knn_radii(
+    x:np.ndarray, # features, N x D float64
+    k:int, # the neighbour whose distance is the radius (itself not counted)
+    rows:int, # rows per block
+) -> np.ndarray:
+    "Each row's distance to its k-th nearest neighbour in `x` (its (k+1)-th nearest, counting itself)"
+    x2 = (x * x).sum(1)
+    out = np.empty(len(x))
+    for i in range(0, len(x), rows):  # one block of rows at a time: only its radii are kept
+        out[i:i + rows] = np.partition(_distances(x[i:i + rows], x, x2[i:i + rows], x2), k, axis=1)[:, k]
+    return out
+
+# %% ../nbs/05ca_scores.ipynb #58eba1e5
+def prdc(
+    real:np.ndarray, # features of real images, N x D
+    fake:np.ndarray, # features of generated images, M x D
+    k:int=5, # nearest neighbours (fewer when a side has no more than k images: the result says which k)
+    block:int=1 << 25, # distances per block of rows (memory: 8 bytes each)
+) -> dict:
+    "Precision, recall (Kynkäänniemi et al.), density and coverage (Naeem et al.) of `fake` against `real`"
+    real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
+    if min(len(real), len(fake)) < 2: raise GanlabError(f'PRDC needs at least 2 images per side, not {len(fake)} and {len(real)}')
+    k = min(k, len(real) - 1, len(fake) - 1)
+    rows = max(1, block // max(len(real), len(fake)))
+    r_real, r_fake = knn_radii(real, k, rows), knn_radii(fake, k, rows)
+    real2, fake2 = (real * real).sum(1), (fake * fake).sum(1)
+    inside, covered = np.zeros(len(fake)), np.zeros(len(real), bool)
+    nearest = np.full(len(real), np.inf)
+    for j in range(0, len(fake), rows):  # real x a block of generated: every count needs only this block
+        d = _distances(real, fake[j:j + rows], real2, fake2[j:j + rows])
+        inside[j:j + rows] = (d < r_real[:, None]).sum(0)
+        covered |= (d < r_fake[None, j:j + rows]).any(1)
+        nearest = np.minimum(nearest, d.min(1))
+    return {'precision': float((inside > 0).mean()), 'recall': float(covered.mean()), 'density': float(inside.mean() / k),
+            'coverage': float((nearest < r_real).mean()), 'prdc_k': k, 'prdc_real': len(real), 'prdc_fake': len(fake)}
+
 # %% ../nbs/05ca_scores.ipynb #fc7db1f7
 @dataclass(frozen=True)
 class Metric:
@@ -283,6 +330,18 @@ def _show_is(r:dict) -> list:
 
 register_metric(Metric('is', _is, _show_is, needs=('logits',), columns=('is_a', 'is_a_std'), lower_is_better=False,
                        help="Inception score of each side that is images (torch-fidelity's), over splits"))
+
+# %% ../nbs/05ca_scores.ipynb #eab1a105
+def _prdc(p:Pair) -> dict: return prdc(p.b.features, p.a.features, p.option('prdc_k', 5))
+
+def _show_prdc(r:dict) -> list:
+    said = f"k={r['prdc_k']} nearest neighbours; {r['prdc_fake']:,} generated vs {r['prdc_real']:,} real"
+    return [f"Precision {r['precision']:.4f}  recall {r['recall']:.4f}  (Kynkäänniemi et al.: fidelity and diversity; {said})",
+            f"Density   {r['density']:.4f}  coverage {r['coverage']:.4f}  (Naeem et al.)"]
+
+register_metric(Metric('prdc', _prdc, _show_prdc, needs=('features',), columns=('precision', 'recall', 'density', 'coverage'),
+                       lower_is_better=False, periodic=True,
+                       help='precision and recall (Kynkäänniemi et al.), density and coverage (Naeem et al.), k nearest neighbours'))
 
 # %% ../nbs/05ca_scores.ipynb #fa7e5ef0
 def evaluate(

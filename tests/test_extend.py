@@ -107,7 +107,7 @@ def test_a_new_metric_is_in_ganlab_fid(tmp_path, gap_metric, fid_weights, capsys
     assert out[0].startswith('FID ') and out[1].startswith('gap    ') and float(out[1].split()[1]) > 0
     assert json.loads((tmp_path/'m.json').read_text())['mean_gap'] == pytest.approx(float(out[1].split()[1]), abs=1e-6)
     assert main(['fid', str(tmp_path/'a'), str(tmp_path/'b'), '--metrics', 'sharpness', '--weights', str(fid_weights)]) != 0
-    assert "unknown metric 'sharpness'; known: fid, kid, mifid, is, mean_gap" in capsys.readouterr().err
+    assert "unknown metric 'sharpness'; known: fid, kid, mifid, is, prdc, mean_gap" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -116,7 +116,8 @@ def test_a_new_metric_is_in_periodic_evaluation(tmp_path, gap_metric, fid_weight
     t = train('dcgan', dataset=digits, out=tmp_path/'r', quiet=True, **dict(TINY, fid_every=1, fid_images=16))
     df = pd.read_csv(tmp_path/'r'/'metrics.csv')
     ev = df[df['fid'].notna()]
-    assert list(df.columns[-2:]) == ['fid', 'mean_gap'] and len(ev) == 2 and (ev['mean_gap'] > 0).all()
+    assert list(df.columns[-6:]) == ['fid', 'precision', 'recall', 'density', 'coverage', 'mean_gap']
+    assert len(ev) == 2 and (ev['mean_gap'] > 0).all() and ev[['precision', 'recall', 'density', 'coverage']].notna().all().all()
     assert t.best == pytest.approx(ev['fid'].min(), rel=1e-8)  # the task's metric still picks best.pt
 
 

@@ -230,6 +230,52 @@ def test_mifid_equals_torchmetrics(ours_feats, case):
     if case == 'near_copies': assert dist < 0.1 and ours > 10 * fid  # memorisation is punished
 
 
+def _prdc_sides(seed=0, d=64):
+    "Real features in clusters, generated ones covering some clusters well and others not at all: PRDC far from 0 and 1"
+    g = np.random.default_rng(seed)
+    centres = g.normal(size=(8, d)) * 3
+    real = centres[g.integers(0, 8, 600)] + g.normal(size=(600, d))
+    fake = centres[g.integers(0, 6, 500)] * 1.02 + g.normal(size=(500, d)) * 1.1
+    return real.astype(np.float32), fake.astype(np.float32)
+
+
+@pytest.mark.parametrize('k', [3, 5])
+def test_prdc_equals_the_reference_and_torch_fidelity(k):
+    from prdc import compute_prdc
+    from torch_fidelity.metric_prc import calculate_precision_recall_full
+    from ganlab.scores import prdc
+    real, fake = _prdc_sides()
+    ours, streamed = prdc(real, fake, k), prdc(real, fake, k, block=3000)  # blocks of 5 rows
+    ref = compute_prdc(real.astype(np.float64), fake.astype(np.float64), k)
+    for key in ('precision', 'recall', 'density', 'coverage'):
+        assert abs(ours[key] - ref[key]) <= 1e-6 and streamed[key] == ours[key], (key, ours[key], ref[key])
+    assert 0.05 < ours['precision'] < 0.99 and 0.05 < ours['recall'] < 0.99  # neither trivial
+    p, r = calculate_precision_recall_full(torch.from_numpy(fake).double(), torch.from_numpy(real).double(), k)  # 1: generated
+    assert abs(ours['precision'] - p) <= 1e-6 and abs(ours['recall'] - r) <= 1e-6
+
+
+def test_prdc_memory_is_bounded_by_the_block():
+    "The distance blocks, not the N x M matrix: 3,000 x 3,000 images in blocks of 2^20 distances stay far below 72 MB"
+    import tracemalloc
+    from ganlab.scores import prdc
+    g = np.random.default_rng(1)
+    real, fake = g.normal(size=(3000, 32)), g.normal(size=(3000, 32))
+    tracemalloc.start()
+    prdc(real, fake, block=1 << 20)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 30e6, peak  # one 3,000 x 349 block of float64 is 8.4 MB; the whole matrix would be 72 MB
+
+
+@pytest.mark.slow
+def test_prdc_in_inception_features_equals_the_reference(ours_feats):
+    from prdc import compute_prdc
+    from ganlab.scores import prdc
+    gen, real = ours_feats[0][0].double().numpy(), ours_feats[1][0].double().numpy()
+    ours, ref = prdc(real, gen, 5), compute_prdc(real, gen, 5)
+    for key in ('precision', 'recall', 'density', 'coverage'): assert abs(ours[key] - ref[key]) <= 1e-6, key
+
+
 # ---- behaviour -------------------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
@@ -300,3 +346,20 @@ def test_features_csv_one_row_per_image(ours, images, tmp_path):
     assert list(df.columns) == ['id'] + [f'f{i}' for i in range(2048)]
     assert df['id'].tolist() == [f'dig-{i:06d}' for i in range(20)]
     assert np.array_equal(df.iloc[:, 1:].to_numpy(np.float32), ours(images[0][:20])[0].numpy())  # PNG is lossless; 9 digits round-trip
+
+
+def test_ganlab_fid_prints_prdc_with_its_counts(tmp_path, capsys):
+    "`ganlab fid --prdc`: precision, recall, density and coverage, with k and the two counts, and in --json"
+    import json
+    from ganlab.cli import main
+    from ganlab.data import draw_digits
+    M.random_fid_weights(tmp_path/'w.pth')
+    for side, seed, n in (('a', 0, 12), ('b', 1, 10)):
+        (tmp_path/side).mkdir()
+        for i, im in enumerate(draw_digits(n, seed=seed, size=16)[0]): Image.fromarray(im[..., 0]).convert('RGB').save(tmp_path/side/f'{i}.png')
+    assert main(['fid', str(tmp_path/'a'), str(tmp_path/'b'), '--prdc', '--weights', str(tmp_path/'w.pth'), '--device', 'cpu',
+                 '--json', str(tmp_path/'m.json')]) in (0, None)
+    out = capsys.readouterr().out
+    assert 'Precision ' in out and 'Density ' in out and 'k=5 nearest neighbours; 12 generated vs 10 real' in out, out
+    res = json.loads((tmp_path/'m.json').read_text())
+    assert all(0 <= res[k] <= 1 for k in ('precision', 'recall', 'coverage')) and res['prdc_k'] == 5
