@@ -338,7 +338,7 @@ def test_run_tab_says_when_a_run_has_no_evaluations(run, tmp_path):
     assert app.eval_columns(app.run_metrics(run)) == []  # the tiny run measured no FID
     r = tmp_path/'r'; shutil.copytree(run, r)
     text = (r/'metrics.csv').read_text().splitlines()  # an FID column and row, as training with --fid-every writes them
-    (r/'metrics.csv').write_text('\n'.join([text[0] + ',fid'] + [l + ',' for l in text[1:]] + ['2,16,512,5.0' + ',' * len(text[0].split(',')[4:]) + '123.5']) + '\n')
+    (r/'metrics.csv').write_text('\n'.join([text[0] + ',fid'] + [l + ',' for l in text[1:]] + ['2,16,512,5.0' + ',' * (len(text[0].split(',')) - 3) + '123.5']) + '\n')
     for folder, evaluated in ((run, False), (r, True)):
         demo = app.launch(folder, port=_free_port(), share=False, device='cpu')
         try:
