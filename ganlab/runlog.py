@@ -41,7 +41,7 @@ def run_columns(
     task, # a task (or its class): its `losses`, `panels` and `metric`
     evaluating:bool=True, # whether the run evaluates periodically (`fid_every`)
 ) -> dict:
-    "What a run's metrics.csv holds: its columns, which are losses and how they are drawn, which are evaluations, which picks best.pt"
+    "What a run's metrics.csv holds: its columns, which are losses (and how drawn), which evaluations, which picks best.pt"
     from ganlab.scores import metric
     evals = []
     for name in eval_metrics(task) if evaluating else []:
@@ -88,7 +88,7 @@ def save_grid(
 def columns_of(
     header, # a metrics.csv's column names, in order
 ) -> tuple:
-    "`(losses, evaluations)` of a metrics.csv from its header: the losses stand between the loop's columns and the speed"
+    "`(losses, evaluations)` of a metrics.csv from its header: losses stand between the loop's columns and the speed"
     header = list(header)
     if SPEED_COLUMN not in header: return [], []
     at = header.index(SPEED_COLUMN)
@@ -103,7 +103,7 @@ def metric_title(
 
 def run_figure(
     df, # a run's metrics.csv as a pandas DataFrame
-    panels:dict|None=None, # losses drawn apart from the others: title -> columns (the run's `run_columns`; default: the D outputs)
+    panels:dict|None=None, # losses drawn apart: title -> columns (the run's `run_columns`; default: the D outputs)
 ):
     "A figure of a run: its losses (and each panel) against the step, each evaluation against the epoch"
     from matplotlib.figure import Figure
@@ -162,7 +162,8 @@ def _kept_rows(
         rows = [row for row in r if _step(row) is not None and _step(row) <= resume_step]
         old = r.fieldnames or []
     (lo, eo), (ln, en) = columns_of(old), columns_of(columns)
-    losses, evals = ln + [c for c in lo if c not in ln], en + [c for c in eo if c not in en]  # nothing logged is dropped
+    losses = ln + [c for c in lo if c not in ln]  # nothing logged is dropped
+    evals = en + [c for c in eo if c not in en]
     return rows, [*LOG_COLUMNS, *losses, SPEED_COLUMN, *evals]
 
 class RunLog:
@@ -180,7 +181,8 @@ class RunLog:
         self.columns = list(columns or [*LOG_COLUMNS, SPEED_COLUMN])
         self.out.mkdir(parents=True, exist_ok=True)
         rows = []
-        if resume_step is not None and self.csv.is_file(): rows, self.columns = _kept_rows(self.csv, resume_step, self.columns)
+        if resume_step is not None and self.csv.is_file():
+            rows, self.columns = _kept_rows(self.csv, resume_step, self.columns)
         with atomic_write(self.csv, 'w', newline='') as f:
             w = csv.DictWriter(f, self.columns)
             w.writeheader()
@@ -202,8 +204,8 @@ def _wandb(self:RunLog, family:str, resume_step:int|None):
     "Open an offline Weights & Biases run (a note when wandb is not installed)"
     try: import wandb
     except ImportError: return self.note('wandb is not installed; no Weights & Biases logs')
-    self.wb = wandb.init(project='ganlab', dir=str(self.out), mode='offline', config=dict(family=family, **asdict(self.cfg)),
-                         resume='allow' if resume_step is not None else None)
+    self.wb = wandb.init(project='ganlab', dir=str(self.out), mode='offline',
+                         config=dict(family=family, **asdict(self.cfg)), resume='allow' if resume_step is not None else None)
 
 @patch
 def note(self:RunLog, msg:str):
@@ -213,18 +215,20 @@ def note(self:RunLog, msg:str):
 # %% ../nbs/05ea_runlog.ipynb #c6640ce3
 @patch
 def row(self:RunLog, **values):
-    "Append a row to metrics.csv and log its numbers (a row that cannot be written whole, on a full disk, is not written at all)"
+    "Append a row to metrics.csv and log its numbers (a row that cannot be written whole is not written at all)"
     if bad := [k for k in values if k not in self.columns]:
         raise GanlabError(f"{self.csv}: no column for {', '.join(bad)} (its columns: {', '.join(self.columns)})")
     line = io.StringIO()
-    csv.DictWriter(line, self.columns).writerow({k: (f'{v:.9g}' if isinstance(v, float) else v) for k, v in values.items()})
+    cells = {k: (f'{v:.9g}' if isinstance(v, float) else v) for k, v in values.items()}
+    csv.DictWriter(line, self.columns).writerow(cells)
     fd = os.open(self.csv, os.O_WRONLY | os.O_APPEND)
     try:
         end, rest = os.lseek(fd, 0, os.SEEK_END), memoryview(line.getvalue().encode())
         try:
             while rest: rest = rest[os.write(fd, rest):]
         except OSError:
-            with contextlib.suppress(OSError): os.ftruncate(fd, end)  # as SQLite rolls back: no half row for the next reader
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, end)  # as SQLite rolls back: no half row for the next reader
             raise
     finally: os.close(fd)
     scal = {k: v for k, v in values.items() if k not in ('epoch', 'step', 'images') and isinstance(v, (int, float))}

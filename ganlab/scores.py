@@ -211,7 +211,8 @@ def prdc(
 ) -> dict:
     "Precision, recall (Kynkäänniemi et al.), density and coverage (Naeem et al.) of `fake` against `real`"
     real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
-    if min(len(real), len(fake)) < 2: raise GanlabError(f'PRDC needs at least 2 images per side, not {len(fake)} and {len(real)}')
+    if min(len(real), len(fake)) < 2:
+        raise GanlabError(f'PRDC needs at least 2 images per side, not {len(fake)} and {len(real)}')
     k = min(k, len(real) - 1, len(fake) - 1)
     rows = max(1, block // max(len(real), len(fake)))
     r_real, r_fake = knn_radii(real, k, rows), knn_radii(fake, k, rows)
@@ -223,8 +224,9 @@ def prdc(
         inside[j:j + rows] = (d < r_real[:, None]).sum(0)
         covered |= (d < r_fake[None, j:j + rows]).any(1)
         nearest = np.minimum(nearest, d.min(1))
-    return {'precision': float((inside > 0).mean()), 'recall': float(covered.mean()), 'density': float(inside.mean() / k),
-            'coverage': float((nearest < r_real).mean()), 'prdc_k': k, 'prdc_real': len(real), 'prdc_fake': len(fake)}
+    return {'precision': float((inside > 0).mean()), 'recall': float(covered.mean()),
+            'density': float(inside.mean() / k), 'coverage': float((nearest < r_real).mean()),
+            'prdc_k': k, 'prdc_real': len(real), 'prdc_fake': len(fake)}
 
 # %% ../nbs/05ca_scores.ipynb #fc7db1f7
 @dataclass(frozen=True)
@@ -234,22 +236,23 @@ class Metric:
     compute:Callable # `compute(pair:Pair) -> dict`: its results, numbers by key
     show:Callable # `show(res:dict) -> list`: the lines `ganlab fid` prints for it, from the whole result
     needs:tuple = () # beyond mean and covariance: 'features' (both sides), 'logits' (the sides that are images)
-    columns:tuple|None = None # the results that are columns of metrics.csv when training computes it (default: its name)
+    columns:tuple|None = None # its results that are metrics.csv columns when training computes it (default: its name)
     lower_is_better:bool = True # which way is better, when it picks a run's best checkpoint
     periodic:bool = False # computed at every evaluation during training (a task may ask for others: `Task.metric`)
     help:str = '' # one line for `--help` and the docs
 
     def __post_init__(self):
         bad = set(self.needs) - {'features', 'logits'}
-        if bad: raise GanlabError(f"metric {self.name!r}: needs {sorted(bad)}; a metric may need 'features' or 'logits'")
+        if bad:
+            raise GanlabError(f"metric {self.name!r}: needs {sorted(bad)}; a metric may need 'features' or 'logits'")
         if self.columns is None: object.__setattr__(self, 'columns', (self.name,))
 
 # %% ../nbs/05ca_scores.ipynb #9729d92a
 class Pair:
-    "Two measured image sets as a metric sees them: `a` generated (the side MiFID and IS judge), `b` real, and the options"
+    "Two measured image sets as a metric sees them: `a` generated (the side MiFID and IS judge), `b` real; options"
     def __init__(self,
         a, b, # each with `mu`, `sigma`, `n`, and `features` and `logits` (None when not kept)
-        fd_key:str='fid', # the name of the Fréchet distance ('fd_classifier' in a trained classifier's features: not FID)
+        fd_key:str='fid', # the Fréchet distance's name ('fd_classifier' in a trained classifier's features: not FID)
         **options, # the metrics' settings: method (FID), kid_subsets, kid_subset_size (KID), is_splits (IS)
     ):
         self.a, self.b, self.fd_key, self.options = a, b, fd_key, options
@@ -292,7 +295,7 @@ def _show_fid(r:dict) -> list:
     return [f"FID    {r['fid']:.4f}"] if 'fid' in r else []
 
 register_metric(Metric('fid', _fid, _show_fid, periodic=True,
-                       help="Fréchet Inception distance (pytorch-fid's); in a classifier's features, the Fréchet distance 'fd_classifier'"))
+                       help="Fréchet Inception distance (pytorch-fid's); in a classifier's features 'fd_classifier'"))
 
 # %% ../nbs/05ca_scores.ipynb #c74d31f4
 def _kid(p:Pair) -> dict:
@@ -313,7 +316,7 @@ def _show_mifid(r:dict) -> list:
     return [f"MiFID  {r['mifid']:.4f}  (memorization distance {r['memorization_distance']:.4f})"]
 
 register_metric(Metric('mifid', _mifid, _show_mifid, needs=('features',),
-                       help="Kaggle's memorization-informed FID: FID divided by the generated images' distance to the real ones when small"))
+                       help="Kaggle's memorization-informed FID: FID over the generated images' distance to the real"))
 
 # %% ../nbs/05ca_scores.ipynb #58893678
 def _is(p:Pair) -> dict:
@@ -336,12 +339,13 @@ def _prdc(p:Pair) -> dict: return prdc(p.b.features, p.a.features, p.option('prd
 
 def _show_prdc(r:dict) -> list:
     said = f"k={r['prdc_k']} nearest neighbours; {r['prdc_fake']:,} generated vs {r['prdc_real']:,} real"
-    return [f"Precision {r['precision']:.4f}  recall {r['recall']:.4f}  (Kynkäänniemi et al.: fidelity and diversity; {said})",
+    pr = f"Precision {r['precision']:.4f}  recall {r['recall']:.4f}"
+    return [f"{pr}  (Kynkäänniemi et al.: fidelity and diversity; {said})",
             f"Density   {r['density']:.4f}  coverage {r['coverage']:.4f}  (Naeem et al.)"]
 
-register_metric(Metric('prdc', _prdc, _show_prdc, needs=('features',), columns=('precision', 'recall', 'density', 'coverage'),
-                       lower_is_better=False, periodic=True,
-                       help='precision and recall (Kynkäänniemi et al.), density and coverage (Naeem et al.), k nearest neighbours'))
+register_metric(Metric('prdc', _prdc, _show_prdc, needs=('features',),
+                       columns=('precision', 'recall', 'density', 'coverage'), lower_is_better=False, periodic=True,
+                       help='precision and recall (Kynkäänniemi et al.), density and coverage (Naeem et al.)'))
 
 # %% ../nbs/05ca_scores.ipynb #fa7e5ef0
 def evaluate(
