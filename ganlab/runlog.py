@@ -47,8 +47,9 @@ def run_columns(
     for name in eval_metrics(task) if evaluating else []:
         evals += [c for c in metric(name).columns if c not in evals]
     losses = list(task.losses)
+    panels = {k: [c for c in v if c in losses] for k, v in task.panels.items()}  # of the losses it declares
     return dict(columns=[*LOG_COLUMNS, *losses, SPEED_COLUMN, *evals], losses=losses,
-                panels={k: list(v) for k, v in task.panels.items()}, evaluation=evals, best=task.metric)
+                panels={k: v for k, v in panels.items() if v}, evaluation=evals, best=task.metric)
 
 # %% ../nbs/05ea_runlog.ipynb #3e13356d
 def git_hash(
@@ -97,18 +98,20 @@ def columns_of(
 def metric_title(
     c:str, # a metrics.csv column
 ) -> str:
-    "How a column is named to people: a registered metric's name in capitals (FID, KID, MiFID, IS), any other as it is"
+    "How a column is named to people: a registered metric's `title` (FID, KID, MiFID, IS), any other as it is"
     from ganlab.scores import METRICS
-    return c.upper().replace('MIFID', 'MiFID') if c in METRICS else c
+    return METRICS[c].title if c in METRICS else c
 
 def run_figure(
     df, # a run's metrics.csv as a pandas DataFrame
-    panels:dict|None=None, # losses drawn apart: title -> columns (the run's `run_columns`; default: the D outputs)
+    panels:dict|None=None, # losses drawn apart: title -> columns (the run's `run_columns`; default: `Task.panels`)
 ):
     "A figure of a run: its losses (and each panel) against the step, each evaluation against the epoch"
     from matplotlib.figure import Figure
     losses, evals = columns_of(df.columns)
-    panels = {'mean D output': ['d_real', 'd_fake']} if panels is None else panels
+    if panels is None:
+        from ganlab.tasks import Task
+        panels = Task.panels
     apart = {c for cs in panels.values() for c in cs}
     drawn = {'losses': [c for c in losses if c not in apart], **panels}
     evals = [c for c in evals if df[c].notna().any()]

@@ -240,12 +240,14 @@ class Metric:
     lower_is_better:bool = True # which way is better, when it picks a run's best checkpoint
     periodic:bool = False # computed at every evaluation during training (a task may ask for others: `Task.metric`)
     help:str = '' # one line for `--help` and the docs
+    title:str = '' # how people read its name, in logs and plots (default: the name in capitals)
 
     def __post_init__(self):
         bad = set(self.needs) - {'features', 'logits'}
         if bad:
             raise GanlabError(f"metric {self.name!r}: needs {sorted(bad)}; a metric may need 'features' or 'logits'")
         if self.columns is None: object.__setattr__(self, 'columns', (self.name,))
+        if not self.title: object.__setattr__(self, 'title', self.name.upper())
 
 # %% ../nbs/05ca_scores.ipynb #9729d92a
 class Pair:
@@ -315,7 +317,7 @@ def _mifid(p:Pair) -> dict:
 def _show_mifid(r:dict) -> list:
     return [f"MiFID  {r['mifid']:.4f}  (memorization distance {r['memorization_distance']:.4f})"]
 
-register_metric(Metric('mifid', _mifid, _show_mifid, needs=('features',),
+register_metric(Metric('mifid', _mifid, _show_mifid, needs=('features',), title='MiFID',
                        help="Kaggle's memorization-informed FID: FID over the generated images' distance to the real"))
 
 # %% ../nbs/05ca_scores.ipynb #58893678

@@ -60,7 +60,7 @@ class Task:
     "What every family's task shares: networks built and placed, Adam, EMA, SyncBatchNorm, gradient averaging, state"
     metric = 'fid' # the periodic evaluation's number that picks best.pt
     losses = () # the losses `step` can return, as metrics.csv's columns, in display order
-    panels = {} # losses drawn apart from the others in losses.png and the app: title -> columns (the rest: 'losses')
+    panels = {'mean D output': ('d_real', 'd_fake')} # losses drawn apart in losses.png and the app (those declared)
     grid_cols = None # images per row of a sample grid (None: square)
     train_keys = ('images',) # the image sets a step takes a batch of
     optimizers = {'g': ('g',), 'd': ('d',)} # optimiser name -> the networks it steps (at the config's lr_<name>)
@@ -255,7 +255,6 @@ def unsynced_bn(
 class DCGANTask(Task):
     "One generator and one discriminator trained adversarially: the DCGAN, GoogLeNet and MLP families"
     losses = ('loss_d', 'loss_g', 'd_real', 'd_fake', 'penalty')
-    panels = {'mean D output': ('d_real', 'd_fake')}
 
     @staticmethod
     def open_data(

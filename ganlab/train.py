@@ -504,7 +504,7 @@ class FIDEvaluator:
         self.keep, self.logits = (any(w in m.needs for m in ms) for w in ('features', 'logits'))
         # download=False: a run never waits on the network; `ganlab fid` (or the file put where the error says) fetches it
         self.ext = Extractor('fid', weights, device=device, batch=batch, download=False, quiet=True)
-        self.Stats, self.n_gen, self.n, self.seed = FeatureStats, n, min(n, len(images)), seed
+        self.n_gen, self.n, self.seed = n, min(n, len(images)), seed
         pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(mix_seed(seed, Stream.FID_REAL)))[:self.n]
         self.real = FeatureStats(keep=self.keep)
         for i in range(0, self.n, 500):
@@ -513,8 +513,8 @@ class FIDEvaluator:
 
     def __call__(self, trainer:Trainer) -> dict:
         "The metrics of the trainer's generator (its moving average when it keeps one): `{'fid': ...}` and the others"
-        from ganlab.scores import evaluate
-        gen, logits = self.Stats(keep=self.keep), []
+        from ganlab.scores import FeatureStats, evaluate
+        gen, logits = FeatureStats(keep=self.keep), []
         for x in trainer.task.eval_batches(self.n_gen, self.seed):
             f, l = self.ext(rgb_images(x))
             gen.append(f)

@@ -242,7 +242,6 @@ class ImagePool:
 class CycleGANTask(TranslatorTask):
     "Photo ↔ Monet: generators G (photo → Monet) and F (Monet → photo), PatchGAN discriminators for each domain"
     losses = ('loss_d', 'loss_g', 'd_real', 'd_fake', 'cycle', 'identity')
-    panels = {'mean D output': ('d_real', 'd_fake')}
     grid_cols = 3 # photo, G(photo), F(G(photo))
     optimizers = {'g': ('g', 'f'), 'd': ('d_monet', 'd_photo')}
 
@@ -444,7 +443,6 @@ def patch_heads(cfg) -> PatchHeads:
 class CUTTask(TranslatorTask):
     "Photo → Monet with CUT: a generator G, a PatchGAN D, and the MLP heads of PatchNCE over G's encoder"
     losses = ('loss_d', 'loss_g', 'd_real', 'd_fake', 'nce', 'nce_identity') # PatchNCE, and its identity term on Monet images
-    panels = {'mean D output': ('d_real', 'd_fake')}
     grid_cols = 2 # photo, G(photo)
     optimizers = {'g': ('g', 'heads'), 'd': ('d',)}
 
