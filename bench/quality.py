@@ -17,7 +17,12 @@ process, as a user runs it, then 10,000 images are generated and measured:
   the ruler;
 - `cgan`: the class-conditional GAN with the same recipe; also its classification accuracy, overall and per class
   (the ruler reads the class each image was asked for; chance is 10%);
-- any other name in CANDIDATES: a recipe candidate (the search that chose the default).
+- any other name in CANDIDATES (unconditional) or CGAN (class-conditional): a recipe candidate.
+
+Every run is also measured for fidelity and diversity apart: precision, recall, density and coverage (k = 5) in the
+ruler's features against the 10,000 test images. A conditional run adds GAN-test (the ruler reads the class each
+image was asked for, overall and per class) and, with --cas, the classification accuracy score (a fresh classifier of
+the ruler's recipe trained on the 10,000 generated images, tested on the 10,000 real test images).
 
 Prints one row per run (steps, images/s, Fréchet distance, and the accuracy for conditional runs) and saves an 8x8
 grid of each run's generated images to --grids.
@@ -47,9 +52,25 @@ CANDIDATES = {  # recipe candidates: ganlab train dcgan settings, on top of the 
     'bce-da': dict(SEED, ema=0.999, lr_decay='linear', diffaug='translation,cutout'),
     'resnet': dict(SEED, arch='resnet', g_width=128, d_width=128, latent=128, loss='hinge', spectral=True, ema=0.999, lr_decay='linear',
                    diffaug='translation,cutout', batch=64, beta1=0.0, beta2=0.9),
-    'default': {},
+    'default': {},  # issue 24: R3GAN's loss (rpgan, lazy R1 and R2, beta1 0) on issue 15's recipe
     'default-bf16': dict(amp='bf16'),  # the default in bf16 autocast, and in float32: what `--amp auto` chooses between on a CPU (issue 18)
     'default-fp32': dict(amp='off'),
+    # issue 24: on top of the default (the family's defaults of issue 15's search: BCE, batch norm, batch 64, EMA, DiffAugment)
+    'default-bce': dict(loss='bce', r1_gamma=0.0, r2_gamma=0.0, penalty_every=1, beta1=0.5, beta2=0.999),  # the default before issue 24
+    'r3gan': dict(loss='rpgan', r1_gamma=0.05, r2_gamma=0.05, penalty_every=16, beta1=0.0, beta2=0.99),  # RpGAN + lazy R1 + R2
+    'd2': dict(g_every=2),  # two D steps per G step
+    'w48': dict(g_width=48, d_width=48),  # narrower networks, more steps
+    'w96': dict(g_width=96, d_width=96),  # wider networks, fewer steps
+    'r3gan-w96': dict(loss='rpgan', r1_gamma=0.05, r2_gamma=0.05, penalty_every=16, beta1=0.0, beta2=0.99, g_width=96, d_width=96),
+    'r3gan-lr4': dict(loss='rpgan', r1_gamma=0.05, r2_gamma=0.05, penalty_every=16, beta1=0.0, beta2=0.99, lr_g=4e-4, lr_d=4e-4),
+}
+CGAN = {  # class-conditional candidates (issue 24): ganlab train cgan settings on top of the family's defaults
+    'cgan': {},
+    'cgan-projection': dict(cond='projection'),  # Miyato and Koyama's projection discriminator (the default until issue 24)
+    'cgan-ac': dict(cond='ac'),  # an AC-GAN class head, cross-entropy weight 1
+    'cgan-d2dce': dict(cond='d2dce'),  # ReACGAN's normalised embedding and data-to-data cross-entropy
+    'cgan-d2dce-w2': dict(cond='d2dce', cond_weight=2.0),  # the same, its loss weighted twice
+    'cgan-ac-w03': dict(cond='ac', cond_weight=0.3),  # a lighter AC-GAN head
 }
 
 
@@ -171,6 +192,14 @@ def pytorch_run(examples:Path, data:Path, work:Path, budget_s:float) -> dict:
     return dict(steps=steps, ips=steps * 64 / secs, wall=secs, images=np.concatenate(imgs), labels=None, epochs=round(steps / n, 2), settings={})
 
 
+def class_score(r:dict, test, work:Path, name:str) -> dict:
+    "The classification accuracy score: a classifier of the ruler's recipe trained on the run's generated images, read on the real test images"
+    from ganlab.fidelity import classification_accuracy_score
+    from ganlab.data import ImageArrayDataset
+    gen = ImageArrayDataset(r['images'], labels=r['labels'], classes=list(test.classes))
+    return classification_accuracy_score(gen, test, quiet=True)
+
+
 def grid(images, path:Path, ncol:int=8):
     from ganlab.eda import image_grid, save_image
     save_image(image_grid(images, ncol=ncol), path)
@@ -187,12 +216,14 @@ def main():
     ap.add_argument('--images', type=int, default=None, help='instead of a budget: train on this many images (epochs of the 10,000)')
     ap.add_argument('--threads', type=int, default=None, help='CPU threads of each training run (default: torch\'s)')
     ap.add_argument('--jobs', type=int, default=1, help='training runs at a time (with --threads 1: runs side by side on equal terms)')
+    ap.add_argument('--cas', action='store_true', help='conditional runs: also the classification accuracy score (trains a classifier per run)')
     a = ap.parse_args()
     global THREADS
     THREADS = a.threads
     from ganlab.core import shared_data
     from ganlab.config import parse_duration
     from ganlab.classifier import fd_classifier, classification_accuracy, format_accuracy
+    from ganlab.scores import prdc
     zp = Path(a.data) if a.data else shared_data('cifar10-jpg.zip')
     if zp is None or not zp.is_file(): sys.exit('the CIFAR-10 zip is not there: give --data')
     work = Path(a.work); work.mkdir(parents=True, exist_ok=True)
@@ -201,15 +232,16 @@ def main():
     data = subset(zp, work)
     clf, test_stats, test = ruler(zp, work)
     print(f'ruler: {clf!r}; test split {len(test.images):,} images', flush=True)
+    test_feats = np.asarray(clf.features(test.images))
     rows = []
     def one(run):
         name, _, budget = run.partition('@')
         budget = budget or a.budget
         if name == 'pytorch': return pytorch_run(Path(a.examples), data, work, parse_duration(budget))
-        if name == 'cgan': return ganlab_run(name, 'cgan', {}, data, work, budget, a.images)
+        if name in CGAN: return ganlab_run(name, 'cgan', CGAN[name], data, work, budget, a.images)
         return ganlab_run(name, 'dcgan', CANDIDATES[name], data, work, budget, a.images)
     runs = [n for n in a.runs.split(',') if n.partition('@')[0] != 'pytorch' or a.examples]
-    if bad := [n for n in runs if n.partition('@')[0] not in CANDIDATES and n.partition('@')[0] not in ('pytorch', 'cgan')]: sys.exit(f'unknown run {bad[0]!r}')
+    if bad := [n for n in runs if n.partition('@')[0] not in {**CANDIDATES, **CGAN, 'pytorch': 0}]: sys.exit(f'unknown run {bad[0]!r}')
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(a.jobs) as ex: results = list(ex.map(one, runs))
     names = [n if '@' in n or a.images else f'{n}@{a.budget}' for n in runs]
@@ -222,15 +254,29 @@ def main():
         png = Path(a.grids)/f"{name.partition('@')[0]}-{tag}.png"
         if r['labels'] is None: grid(r['images'][:64], png)
         else: grid(r['images'][:100][np.argsort(r['labels'][:100], kind='stable')], png, ncol=10)  # a row per class
-        rows.append((name, r, fd, acc))
+        pr = prdc(test_feats, np.asarray(clf.features(r['images'])), k=5)
+        cas = class_score(r, test, work, name) if acc and a.cas else None
+        rows.append((name, r, fd, acc, pr, cas))
         ips = '-' if r['ips'] is None else f"{r['ips']:,.0f}"
-        print(f"{name:<18} steps {r['steps']:>7,}  img/s {ips:>6}  wall {r['wall']:6.0f} s  "
-              f"FD(ruler) {fd:9.3f}" + (f"  accuracy {acc['accuracy']:.1%}" if acc else '') + (f"  (epochs {r['epochs']})" if 'epochs' in r else ''), flush=True)
-        if acc: print(format_accuracy(acc), flush=True)
-    ref = {n: fd for n, _, fd, _ in rows}
-    print('\nrun                FD(ruler)' + ('   vs seed' if 'seed' in ref else '') + ('   vs pytorch' if 'pytorch' in ref else ''))
-    for n, r, fd, acc in rows:
-        print(f"{n:<18} {fd:9.3f} " + (f"  {ref['seed'] / fd:7.2f}x" if 'seed' in ref else '') + (f"  {ref['pytorch'] / fd:9.2f}x" if 'pytorch' in ref else ''))
+        print(f"{name:<18} steps {r['steps']:>7,}  img/s {ips:>6}  wall {r['wall']:6.0f} s  FD(ruler) {fd:9.3f}  "
+              f"P {pr['precision']:.3f} R {pr['recall']:.3f} D {pr['density']:.3f} C {pr['coverage']:.3f}"
+              + (f"  GAN-test {acc['accuracy']:.1%}" if acc else '') + (f"  CAS {cas['accuracy']:.1%}" if cas else '')
+              + (f"  (epochs {r['epochs']})" if 'epochs' in r else ''), flush=True)
+        if acc: print('GAN-test: ' + format_accuracy(acc), flush=True)
+        if cas: print('CAS: ' + format_accuracy(cas), flush=True)
+    ref = {n: fd for n, _, fd, *_ in rows}
+    print(f"\nprecision, recall, density, coverage: k = 5, {len(test_feats):,} real test images against 10,000 generated, in the ruler's features")
+    print('run                FD(ruler)  precision  recall  density  coverage  GAN-test      CAS' + ('   vs seed' if 'seed' in ref else '') + ('   vs pytorch' if 'pytorch' in ref else ''))
+    for n, r, fd, acc, pr, cas in rows:
+        print(f"{n:<18} {fd:9.3f}  {pr['precision']:9.3f}  {pr['recall']:6.3f}  {pr['density']:7.3f}  {pr['coverage']:8.3f}  "
+              + (f"{acc['accuracy']:8.1%}" if acc else f"{'-':>8}") + (f"  {cas['accuracy']:7.1%}" if cas else f"  {'-':>7}")
+              + (f"  {ref['seed'] / fd:7.2f}x" if 'seed' in ref else '') + (f"  {ref['pytorch'] / fd:9.2f}x" if 'pytorch' in ref else ''))
+    if any(acc for *_, acc, _, _ in rows):
+        classes = list(next(acc for *_, acc, _, _ in rows if acc)['per_class'])
+        print('\nper class (GAN-test' + (' / CAS' if a.cas else '') + '): ' + ', '.join(classes))
+        for n, r, fd, acc, pr, cas in rows:
+            if acc: print(f"{n:<18} " + ' '.join(f"{acc['per_class'][c]:5.1%}" + (f"/{cas['per_class'][c]:5.1%}" if cas else '') for c in classes)
+                          + f"  lowest {min(acc['per_class'].values()):.1%}")
 
 
 if __name__ == '__main__': main()

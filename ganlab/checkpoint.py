@@ -11,7 +11,7 @@ from pathlib import Path
 import torch, torch.nn as nn
 import ganlab
 from .core import GanlabError, atomic_write
-from .config import Family, TrainConfig, get_family, make_config
+from .config import Family, TrainConfig, get_family, make_config, stored_config
 
 # %% auto #0
 __all__ = ['CKPT_FORMAT', 'CKPT_FORMATS', 'content_digest', 'save_checkpoint', 'load_checkpoint', 'remove_stale_temporaries',
@@ -165,7 +165,7 @@ def checkpoint_config(
         raise GanlabError(f"checkpoint {path}: its config is not a mapping of settings ({type(s['config']).__name__})")
     try:
         fam = get_family(s['family'])
-        cfg = make_config(fam.name, s['config'])
+        cfg = stored_config(fam.name, s['config'])
     except GanlabError as e: raise GanlabError(f'checkpoint {path}: {e}') from None
     return fam, cfg
 

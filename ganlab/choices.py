@@ -6,10 +6,13 @@ Docs: https://ganlab.github.io/ganlab/choices.html.md"""
 
 # %% auto #0
 __all__ = ['LOSSES', 'TRANSLATION_LOSSES', 'AMP_MODES', 'DIFFAUG', 'SIZES', 'G_NORMS', 'D_NORMS', 'UPSAMPLINGS', 'PROJECTIONS',
-           'HEADS', 'ACTIVATIONS', 'G_ARCHS', 'LR_DECAYS', 'ROTATIONS', 'CYCLEGAN_NORMS', 'CYCLEGAN_GENERATORS']
+           'HEADS', 'D_CONDS', 'ACTIVATIONS', 'G_ARCHS', 'LR_DECAYS', 'ROTATIONS', 'CYCLEGAN_NORMS',
+           'CYCLEGAN_GENERATORS']
 
 # %% ../nbs/00a_choices.ipynb #d9d6c8d3
-LOSSES = ('bce', 'lsgan', 'hinge', 'wgan-gp') # adversarial losses of the noise-to-image families
+# adversarial losses of the noise-to-image families; rpgan: the relativistic pairing loss (Jolicoeur-Martineau 2019),
+# R3GAN's with R1 and R2 (Huang et al. 2024)
+LOSSES = ('bce', 'lsgan', 'hinge', 'wgan-gp', 'rpgan')
 TRANSLATION_LOSSES = ('lsgan', 'bce', 'hinge') # an image translator's (no gradient penalty through two generators)
 # mixed precision: auto is bf16 on GPUs that compute it, fp16 on older ones;
 # on the CPU bf16 where measured faster, else off
@@ -21,6 +24,9 @@ D_NORMS = ('batch', 'none', 'instance', 'layer') # DCGAN discriminator normalisa
 UPSAMPLINGS = ('convt', 'upsample') # generator upsampling: transposed convolution, or nearest upsampling then a conv
 PROJECTIONS = ('conv', 'dense') # generator: latent vector to the first 4x4 map
 HEADS = ('conv', 'dense') # discriminator: last 4x4 map to the logit
+# how a conditional discriminator uses the class: a projection term (Miyato and Koyama 2018), an AC-GAN classifier head
+# (Odena et al. 2017), or ReACGAN's normalised embedding with the data-to-data cross-entropy (Kang et al. 2021)
+D_CONDS = ('projection', 'ac', 'd2dce')
 ACTIVATIONS = ('relu', 'leaky') # generator hidden activation
 G_ARCHS = ('dcgan', 'resnet') # the noise-to-image networks' shape: DCGAN's (strided convolutions) or SNGAN's ResNet
 LR_DECAYS = ('none', 'linear') # learning-rate schedules: constant, or a linear decay to 0 over the run

@@ -1,4 +1,4 @@
-"""A quality ruler that needs no download: a small CNN trained on labelled real images, its penultimate features as a space to measure a Fréchet distance in (not FID), and the classification accuracy of class-conditional samples.
+"""A quality ruler that needs no download: a small CNN trained on labelled real images, its penultimate features as a space to measure a Fréchet distance in (not FID), and how often it reads the class each image was meant to show.
 
 Docs: https://ganlab.github.io/ganlab/classifier.html.md"""
 
@@ -19,9 +19,8 @@ from .scores import FeatureStats, frechet_distance
 
 # %% auto #0
 __all__ = ['CLASSIFIER_FORMAT', 'CLASSIFIER_VERSION', 'DEGRADATIONS', 'LEVELS', 'RulerNet', 'Classifier', 'load_classifier',
-           'train_classifier', 'classification_accuracy', 'format_accuracy', 'evaluate_classifier',
-           'ClassifierExtractor', 'feature_stats', 'fd_classifier', 'score_images', 'degrade', 'calibrate',
-           'format_calibration']
+           'train_classifier', 'classification_accuracy', 'format_accuracy', 'ClassifierExtractor', 'feature_stats',
+           'fd_classifier', 'score_images', 'degrade', 'calibrate', 'format_calibration']
 
 # %% ../nbs/07a_classifier.ipynb #a55bedd9
 class RulerNet(nn.Module):
@@ -343,7 +342,8 @@ def _one_cycle_sgd(net:nn.Module, lr:float, weight_decay:float, total:int) -> tu
     rest = [p for p in net.parameters() if p.ndim <= 1]
     opt = torch.optim.SGD([dict(params=decay, weight_decay=weight_decay), dict(params=rest, weight_decay=0)],
                           lr, momentum=0.9, nesterov=True)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=total, pct_start=0.25, anneal_strategy='linear',
+    pct = 0.25 if total != 4 else 0.375  # OneCycleLR divides by zero when the warm-up is exactly one step
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=total, pct_start=pct, anneal_strategy='linear',
                                                 div_factor=10, final_div_factor=100)
     return opt, sched
 
@@ -393,19 +393,19 @@ def train_classifier(
             acc = float((_forward(net, X[hot])[1].argmax(1).cpu() == Y[hot]).double().mean()) if len(ho) else None
             history.append(acc)
             if not quiet:
-                held, secs = '–' if acc is None else f'{acc:.1%}', time.perf_counter() - t0
-                pb.write(f'epoch {ep + 1}/{epochs}: loss {loss.item():.3f}, held-out accuracy {held} ({secs:.0f} s)')
+                held = '' if acc is None else f', held-out accuracy {acc:.1%}'
+                pb.write(f'epoch {ep + 1}/{epochs}: loss {loss.item():.3f}{held} ({time.perf_counter() - t0:.0f} s)')
     source = str(data) if not isinstance(data, ImageArrayDataset) else None
     info = dict(accuracy=acc, held_out=len(ho), trained_on=len(tr), epochs=epochs, batch=batch, lr=lr, seed=seed,
                 flip=flip, shift=shift, history=history, seconds=round(time.perf_counter() - t0, 1),
                 cpu_seconds=round(time.process_time() - c0, 1), source=source)
     clf = Classifier(net, ds.classes, size, channels, info)
-    if out is not None:
-        clf.save(out)
+    if out is not None: clf.save(out)
     if not quiet:
-        held, saved = '(none held out)' if acc is None else f'{acc:.1%}', f'; saved {out}' if out is not None else ''
-        print(f"held-out accuracy {held} on {len(ho):,} images of {len(ds.classes)} classes; trained on {len(tr):,} "
-              f"for {epochs} epochs in {info['seconds']:.0f} s ({info['cpu_seconds']:.0f} s of CPU time){saved}")
+        held = (f'held-out accuracy {acc:.1%} on {len(ho):,} images of {len(ds.classes)} classes; trained on '
+                f'{len(tr):,}' if acc is not None else f'trained on {len(tr):,} images of {len(ds.classes)} classes')
+        print(f"{held} for {epochs} epochs in {info['seconds']:.0f} s ({info['cpu_seconds']:.0f} s of CPU time)"
+              + (f'; saved {out}' if out is not None else ''))
     return clf
 
 # %% ../nbs/07a_classifier.ipynb #93c6183b
@@ -460,49 +460,20 @@ def classification_accuracy(
     y = _label_indices(labels, clf.classes, len(images))
     return _tally(clf.run(images, batch)[1].argmax(1).cpu().numpy(), y, clf.classes)
 
+# %% ../nbs/07a_classifier.ipynb #37ceb275
 def format_accuracy(
-    res:dict, # what `classification_accuracy` returned
+    res:dict, # what `classification_accuracy` (or `ganlab.fidelity.classification_accuracy_score`) returned
 ) -> str:
     "The accuracy overall and per class as a few readable lines"
     w = max(len(c) for c in res['per_class'])
-    head = f"accuracy {res['accuracy']:.1%} of {res['n']:,} images"
-    rows = [f"  {c:{w}s} {a:6.1%} of {res['counts'][c]:,}" for c, a in res['per_class'].items() if res['counts'][c]]
-    return '\n'.join([head + ' (classifier reading the class each was meant to show)'] + rows)
-
-# %% ../nbs/07a_classifier.ipynb #1e8b13c2
-def _npz_labelled(
-    path:Path, # an .npz with `images` and `labels`
-) -> tuple:
-    "`(images, labels)` of an .npz, read without pickles"
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if not {'images', 'labels'} <= set(z.files):
-                raise GanlabError(f"{path}: needs images and labels arrays (it has {', '.join(z.files)})")
-            return z['images'], z['labels']
-    except (ValueError, OSError) as e: raise GanlabError(f'{path}: not a readable .npz ({e})') from None
-
-def evaluate_classifier(
-    images, # a folder/zip with a subfolder per class (CIFAR-10's zip: its `test/`), or an .npz of `images` and `labels`
-    clf, # the classifier file (or a `Classifier`)
-    split:str='test', # which split of a source with `train/` and `test/` folders
-    limit:int|None=None, # read only the first `limit` images (CIFAR-10's classes in turn)
-    quiet:bool=False, # no progress bar and no printed result
-) -> dict:
-    "Read labelled images with the classifier and print its accuracy, overall and per class"
-    clf, p = _classifier(clf), Path(images).expanduser()
-    if p.suffix.lower() == '.npz' and p.is_file():
-        x, y = _npz_labelled(p)
-        x, y = x[:limit], y[:limit]
+    if 'trained_on' in res:
+        head = (f"CAS {res['accuracy']:.1%}: a classifier trained on {res['trained_on']:,} generated images "
+                f"({res['epochs']} epochs), tested on {res['n']:,} real ones")
     else:
-        ds = open_dataset(images, clf.size, clf.channels, limit, split=split, show_progress=False if quiet else None)
-        if ds.labels is None:
-            raise GanlabError(f'{images}: has no class labels; put the images in one subfolder per class (named as '
-                              'the classifier\'s classes)')
-        x, y = ds.images, np.array(ds.classes)[ds.labels]
-    res = classification_accuracy(x, y, clf)
-    if not quiet:
-        print(format_accuracy(res))
-    return res
+        head = (f"accuracy {res['accuracy']:.1%} of {res['n']:,} images (classifier reading the class each was meant "
+                'to show)')
+    rows = [f"  {c:{w}s} {a:6.1%} of {res['counts'][c]:,}" for c, a in res['per_class'].items() if res['counts'][c]]
+    return '\n'.join([head] + rows)
 
 # %% ../nbs/07a_classifier.ipynb #15ac7838
 class ClassifierExtractor(Extractor):

@@ -347,7 +347,10 @@ COMMANDS = {
     'classifier': Group('Train and check the quality ruler, a small classifier of labelled images (then: ganlab fid --extractor classifier:FILE)', {
         'train': Command('ganlab.classifier:train_classifier', required=('data', 'out'), skip=('widths',), writes={'out': 'file'},
                          help='Train the ruler on labelled images (class subfolders), report its held-out accuracy, and save it'),
-        'eval': Command('ganlab.classifier:evaluate_classifier', required=('clf',), help="A classifier's accuracy on labelled images, overall and per class"),
+        'eval': Command('ganlab.fidelity:evaluate_classifier', required=('clf',), help="A classifier's accuracy on labelled images, overall and per class"),
+        'cas': Command('ganlab.fidelity:classification_accuracy_score', required=('test',), skip=('widths',),
+                       writes={'out': 'file'}, help='Train a classifier on generated images (class subfolders or '
+                       'ganlab generate --class all files), test it on real ones: the classification accuracy score'),
     }),
     'kaggle': Group('Kaggle: environment, wheel dataset, checked kernel push, time planner', {
         'env': Command('ganlab.kaggle:kaggle_env', skip=('gpu_list',), show=_show_print, help='Say where this process runs: Kaggle or not, the inputs attached, the output folder, the GPUs and the training defaults'),

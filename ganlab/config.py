@@ -7,11 +7,11 @@ Docs: https://ganlab.github.io/ganlab/config.html.md"""
 # %% ../nbs/05_config.ipynb #c670778a
 from __future__ import annotations
 import dataclasses, difflib, functools, importlib, math, os, re, typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, MISSING
 from pathlib import Path
 from fastcore.basics import patch
 from .core import GanlabError
-from .choices import (LOSSES, TRANSLATION_LOSSES, AMP_MODES, DIFFAUG, SIZES, G_NORMS, D_NORMS, UPSAMPLINGS, PROJECTIONS, HEADS,
+from .choices import (LOSSES, TRANSLATION_LOSSES, AMP_MODES, DIFFAUG, SIZES, G_NORMS, D_NORMS, UPSAMPLINGS, PROJECTIONS, HEADS, D_CONDS,
                             CYCLEGAN_NORMS, CYCLEGAN_GENERATORS, G_ARCHS, LR_DECAYS)
 
 # %% auto #0
@@ -19,7 +19,7 @@ __all__ = ['ROLES', 'LR_SCALINGS', 'CUT_GENERATORS', 'CUT_INITS', 'FAMILY_KINDS'
            'DCGAN_2015', 'MONET_IMAGES', 'TRANSLATOR_COST', 'setting', 'parse_duration', 'TrainConfig', 'DCGANConfig',
            'GoogLeNetConfig', 'CGANConfig', 'MLPConfig', 'TranslatorConfig', 'CycleGANConfig', 'CUTConfig', 'role_of',
            'fields_of', 'field_types', 'coerce', 'Cost', 'Family', 'resolve', 'register', 'get_family', 'alias_note',
-           'family_of', 'load_yaml', 'make_config', 'resume_config']
+           'family_of', 'load_yaml', 'budget_settings', 'make_config', 'resume_config', 'stored_config']
 
 # %% ../nbs/05_config.ipynb #0b2d37c8
 ROLES = {
@@ -38,10 +38,12 @@ def setting(
     high=None, # the largest value allowed
     above=None, # values must be greater than this
     below=None, # values must be smaller than this
+    absent=MISSING, # what a stored config without this field meant (a field added, or a default changed, since)
 ) -> dataclasses.Field:
     "A config field whose metadata holds its role and its allowed values"
     if role not in ROLES: raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
-    return field(default=default, metadata=dict(role=role, choices=choices, many=many, low=low, high=high, above=above, below=below))
+    meta = dict(role=role, choices=choices, many=many, low=low, high=high, above=above, below=below)
+    return field(default=default, metadata=meta if absent is MISSING else {**meta, 'absent': absent})
 
 # %% ../nbs/05_config.ipynb #40f6351c
 def _field_problems(
@@ -103,6 +105,8 @@ class TrainConfig:
     label_smooth:float = setting(0.0, low=0, below=1) # one-sided label smoothing: real targets become 1 - label_smooth
     gp_weight:float = setting(10.0, low=0) # WGAN-GP gradient penalty weight
     r1_gamma:float = setting(0.0, low=0) # R1 penalty weight on real images (0: off)
+    r2_gamma:float = setting(0.0, low=0, absent=0.0) # R2 penalty weight on generated images (0: off; R3GAN pairs it with R1)
+    penalty_every:int = setting(1, low=1, absent=1) # lazy penalties: R1 and R2 every N steps, weighted N times (StyleGAN2's 16)
     g_every:int = setting(1, low=1) # a generator step every N discriminator steps (5 for WGAN-GP)
     diffaug:str = setting('', choices=DIFFAUG, many=True) # DiffAugment policies, comma-separated, e.g. color,translation,cutout ('' off)
     ema:float = setting(0.0, low=0, below=1) # EMA decay of the generator, ramped up from the start as (1+t)/(10+t) (0: off; 0.999 typical)
@@ -136,6 +140,13 @@ class DCGANConfig(TrainConfig):
     batch:int = setting(64, low=1) # global batch: split over the processes of a DDP run (the seeds' was 128)
     diffaug:str = setting('translation,cutout', choices=DIFFAUG, many=True) # DiffAugment policies, comma-separated ('' off; color is also there)
     ema:float = setting(0.999, low=0, below=1) # EMA decay of the generator, ramped up from the start as (1+t)/(10+t) (0: off)
+    # R3GAN's loss (Huang et al. 2024): relativistic pairing with zero-centred R1 and R2, lazily, and Adam's beta1 0
+    loss:str = setting('rpgan', choices=LOSSES) # adversarial loss (BCE until issue 24)
+    r1_gamma:float = setting(0.05, low=0) # R1 penalty weight on real images (0: off)
+    r2_gamma:float = setting(0.05, low=0, absent=0.0) # R2 penalty weight on generated images (0: off)
+    penalty_every:int = setting(16, low=1, absent=1) # lazy penalties: R1 and R2 every N steps, weighted N times
+    beta1:float = setting(0.0, low=0, below=1) # Adam beta1
+    beta2:float = setting(0.99, low=0, below=1) # Adam beta2
     size:int = setting(32, 'model', choices=SIZES) # image side in pixels (16 is for tests)
     arch:str = setting('dcgan', 'model', choices=G_ARCHS) # the networks' shape: DCGAN's strided convolutions, or SNGAN's ResNet (16 to 64 px)
     latent:int = setting(100, 'model', low=1) # size of z
@@ -165,7 +176,12 @@ class GoogLeNetConfig(DCGANConfig):
     diffaug:str = setting('', choices=DIFFAUG, many=True) # DiffAugment policies, comma-separated ('' off)
     spectral:bool = setting(True, 'model') # spectral norm on the head
     ema:float = setting(0.999, low=0, below=1) # EMA decay of the generator (0: off)
+    loss:str = setting('bce', choices=LOSSES) # adversarial loss
     r1_gamma:float = setting(0.1, low=0) # R1 penalty weight on real images (0: off)
+    r2_gamma:float = setting(0.0, low=0, absent=0.0) # R2 penalty weight on generated images (0: off)
+    penalty_every:int = setting(1, low=1, absent=1) # lazy penalties: R1 and R2 every N steps, weighted N times
+    beta1:float = setting(0.5, low=0, below=1) # Adam beta1
+    beta2:float = setting(0.999, low=0, below=1) # Adam beta2
     epochs:int = setting(50, 'run', low=1) # passes over the data
     sample_every:int = setting(10, 'run', low=1) # sample grid every N epochs
 
@@ -175,9 +191,20 @@ class GoogLeNetConfig(DCGANConfig):
 # %% ../nbs/05_config.ipynb #efea5955
 @dataclass
 class CGANConfig(DCGANConfig):
-    "A class-conditional GAN: class-conditional batch norm in the generator, a projection discriminator (Miyato and Koyama 2018)"
+    "A class-conditional GAN: class-conditional batch norm in the generator, a discriminator with a class head: by default ReACGAN's (Kang et al. 2021)"
     classes:int|None = setting(None, 'model', low=2) # number of classes (default: the data's class folders)
     class_names:str|None = setting(None, 'data') # the classes' names, comma-separated (default: the data's)
+    # how D uses the class: a projection term, an AC-GAN class head, or ReACGAN's D2D-CE embedding (models.D_CONDS);
+    # runs saved before it had the projection
+    cond:str = setting('d2dce', 'model', choices=D_CONDS, absent='projection')
+    cond_weight:float = setting(2.0, low=0, absent=1.0) # weight of the class head's loss in D's loss on reals and G's on fakes
+    # the BCE recipe the class heads were measured with (bench/quality.py, issue 24), not the DCGAN family's R3GAN loss
+    loss:str = setting('bce', choices=LOSSES) # adversarial loss
+    r1_gamma:float = setting(0.0, low=0) # R1 penalty weight on real images (0: off)
+    r2_gamma:float = setting(0.0, low=0, absent=0.0) # R2 penalty weight on generated images (0: off)
+    penalty_every:int = setting(1, low=1, absent=1) # lazy penalties: R1 and R2 every N steps, weighted N times
+    beta1:float = setting(0.5, low=0, below=1) # Adam beta1
+    beta2:float = setting(0.999, low=0, below=1) # Adam beta2
 
 # %% ../nbs/05_config.ipynb #4ae47d31
 @dataclass
@@ -358,6 +385,9 @@ class Family:
     presets:dict = field(default_factory=dict) # preset name -> the settings that differ from the config's defaults
     preset_help:dict = field(default_factory=dict) # preset name -> its line in `ganlab train FAMILY --help`
     cost:Cost = field(default_factory=Cost) # how `ganlab.planner` estimates its runs
+    # settings measured best by time budget: rows (longest budget they are for, or None for any longer; settings) in
+    # increasing order; `--time-budget` fills the settings a run does not give from the first row that covers it
+    budgets:tuple = ()
 
     def __repr__(self):
         return f'Family({self.name!r}, {self.config.__name__}, nets {", ".join(self.nets)}, {self.kind})'
@@ -500,6 +530,20 @@ def load_yaml(
     if not isinstance(d, dict): raise GanlabError(f'config {path}: must hold a mapping of settings, not a {type(d).__name__}')
     return d
 
+# %% ../nbs/05_config.ipynb #55c36d3d
+def budget_settings(
+    fam:Family, # a family
+    time_budget:str, # a run's --time-budget, e.g. '12m'
+) -> tuple:
+    "The row of `fam.budgets` that covers `time_budget`: (what it is for, in words; its settings); ('', {}) for none"
+    try: secs = parse_duration(time_budget)
+    except ValueError: return '', {}  # the config's own check names the bad duration
+    for up_to, settings in fam.budgets:
+        if up_to is None or secs <= parse_duration(up_to):
+            return (f'budgets up to {up_to}' if up_to else f'budgets over {fam.budgets[-2][0]}' if len(fam.budgets) > 1
+                    else 'any budget'), dict(settings)
+    return '', {}
+
 # %% ../nbs/05_config.ipynb #4cb3cc67
 def make_config(
     family:str='dcgan', # a family's name (or an alias)
@@ -520,6 +564,8 @@ def make_config(
         elif isinstance(config, (str, Path)): _applied(cls, values, load_yaml(config), f'config {config}')
         else: raise GanlabError(f'config must be a YAML file or a dict of settings, not a {type(config).__name__}')
     _applied(cls, values, {k: v for k, v in overrides.items() if v is not None}, 'setting')
+    if values.get('time_budget'):
+        values = {**budget_settings(fam, values['time_budget'])[1], **values}
     cfg = cls(**values)
     if bad := _problems(cfg): raise GanlabError('bad settings:\n  ' + '\n  '.join(bad))
     return cfg
@@ -532,7 +578,7 @@ def resume_config(
     where:str='--resume', # what to name in messages
 ) -> TrainConfig:
     "The stored config with the given settings applied, refusing changes to fields that would change the training"
-    cfg = make_config(family, stored)
+    cfg = stored_config(family, stored)
     cls, new = type(cfg), {}
     for k, v in _applied(cls, {}, {k: v for k, v in settings.items() if v is not None}, 'setting').items():
         if v != getattr(cfg, k): new[k] = v
@@ -546,7 +592,7 @@ def resume_config(
 # %% ../nbs/05_config.ipynb #5f3619ba
 DCGAN_2015 = dict(arch='dcgan', loss='bce', g_norm='batch', d_norm='batch', spectral=False, lr_g=2e-4, lr_d=2e-4,
                   beta1=0.5, beta2=0.999, lr_decay='none', ema=0.0, diffaug='', batch=128, g_every=1, latent=100,
-                  g_width=64, d_width=64) # the seeds' DCGAN recipe (Radford et al. 2015)
+                  g_width=64, d_width=64, r1_gamma=0.0, r2_gamma=0.0, penalty_every=1) # the seeds' recipe (Radford et al. 2015)
 MONET_IMAGES = {'monet': 300, 'photo': 7038} # the Monet competition's paintings and photos (gan-getting-started)
 TRANSLATOR_COST = Cost(count_batch=1, area_sizes=(32, 48, 64), images=MONET_IMAGES) # batch of one, fully convolutional
 register(Family('dcgan', DCGANConfig, 'ganlab.tasks:DCGANTask',
@@ -574,6 +620,16 @@ register(Family('cyclegan', CycleGANConfig, 'ganlab.translation:CycleGANTask', k
                 nets={'g': 'ganlab.models:translator', 'f': 'ganlab.models:translator',
                       'd_monet': 'ganlab.models:patch_discriminator', 'd_photo': 'ganlab.models:patch_discriminator'},
                 cost=TRANSLATOR_COST));
+
+# %% ../nbs/05_config.ipynb #784bc938
+def stored_config(
+    family:str, # the run's family
+    stored:dict, # the settings a checkpoint or metadata.json holds
+) -> TrainConfig:
+    "The checked config of a saved run: fields it lacks take the value they had then (`absent`), else their default"
+    fields = {f.name: f for f in dataclasses.fields(get_family(family).config)}
+    then = {k: f.metadata['absent'] for k, f in fields.items() if 'absent' in f.metadata and k not in stored}
+    return make_config(family, {**then, **stored})
 
 # %% ../nbs/05_config.ipynb #cd6f1ae4
 register(Family('cut', CUTConfig, 'ganlab.translation:CUTTask', kind='photo', data=('monet', 'photo'),

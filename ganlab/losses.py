@@ -1,4 +1,4 @@
-"""The adversarial losses (BCE with one-sided label smoothing, least squares, hinge, Wasserstein) split into their real and fake halves, the gradient penalties WGAN-GP and R1, and CUT's contrastive PatchNCE.
+"""The adversarial losses (BCE with one-sided label smoothing, least squares, hinge, Wasserstein) split into their real and fake halves, the gradient penalties WGAN-GP and R1, the class losses of a conditional discriminator's class head (AC-GAN's cross-entropy, ReACGAN's data-to-data cross-entropy), and CUT's contrastive PatchNCE.
 
 Docs: https://ganlab.github.io/ganlab/losses.html.md"""
 
@@ -11,10 +11,12 @@ from .core import GanlabError
 from .choices import LOSSES
 
 # %% auto #0
-__all__ = ['d_real_loss', 'd_fake_loss', 'g_loss', 'gradient_penalty', 'r1_penalty', 'patch_nce_loss']
+__all__ = ['d_real_loss', 'd_fake_loss', 'g_loss', 'rp_loss', 'gradient_penalty', 'r1_penalty', 'd2d_ce_loss', 'class_loss',
+           'patch_nce_loss']
 
 # %% ../nbs/05a_losses.ipynb #04801c45
 def _bad_loss(kind):
+    if kind == 'rpgan': return GanlabError('rpgan judges real and fake images in pairs: its loss is rp_loss')
     return GanlabError(f"loss must be one of {', '.join(LOSSES)}, not {kind!r}")
 
 def d_real_loss(
@@ -41,7 +43,7 @@ def d_fake_loss(
     raise _bad_loss(kind)
 
 def g_loss(
-    kind:str, # one of LOSSES
+    kind:str, # one of LOSSES but rpgan (a pairing loss: `rp_loss`)
     logits:torch.Tensor, # D's logits on generated images
 ) -> torch.Tensor:
     "The generator's loss (non-saturating for BCE)"
@@ -49,6 +51,14 @@ def g_loss(
     if kind == 'lsgan': return (logits - 1).pow(2).mean()
     if kind in ('hinge', 'wgan-gp'): return -logits.mean()
     raise _bad_loss(kind)
+
+# %% ../nbs/05a_losses.ipynb #65ed8395
+def rp_loss(
+    winner:torch.Tensor, # logits that should be the higher: D's on real images for D, on the fakes for G
+    loser:torch.Tensor, # the logits they are paired with, one for one
+) -> torch.Tensor:
+    "The relativistic pairing loss (RpGAN): softplus(loser - winner), D's with (real, fake), G's with (fake, real)"
+    return F.softplus(loser - winner).mean()
 
 # %% ../nbs/05a_losses.ipynb #59bf78c3
 def gradient_penalty(
@@ -73,6 +83,33 @@ def r1_penalty(
     out = d(x).float()
     g, = torch.autograd.grad(out.sum(), x, create_graph=True)
     return g.flatten(1).pow(2).sum(1).mean()
+
+# %% ../nbs/05a_losses.ipynb #9ed2e782
+def d2d_ce_loss(
+    embed:torch.Tensor, # unit-length embeddings of a batch, N x dim
+    proxy:torch.Tensor, # the unit-length proxy of each one's class, N x dim
+    y:torch.Tensor, # the class labels, N
+    tau:float=0.5, # temperature
+    m_p:float=0.98, # positive margin: no pull once an embedding's cosine to its proxy passes it (m_n is 1 - m_p)
+) -> torch.Tensor:
+    "ReACGAN's data-to-data cross-entropy (Kang et al. 2021): to the class proxy, away from other classes' samples"
+    with torch.autocast(embed.device.type, enabled=False):
+        e, p = embed.float(), proxy.float()
+        pos = ((e * p).sum(1) - m_p).clamp(max=0) / tau  # N
+        neg = ((e @ e.T) - (1 - m_p)).clamp(min=0) / tau  # N x N
+        neg = neg.masked_fill(y[:, None] == y[None, :], float('-inf'))  # only other classes (and never itself)
+        return (torch.logsumexp(torch.cat([pos[:, None], neg], 1), 1) - pos).mean()
+
+def class_loss(
+    kind:str, # the discriminator's `cond`: 'ac' or 'd2dce' ('projection' has none)
+    out, # the class head's output: class logits (ac), or the pair (embedding, proxy) (d2dce)
+    y:torch.Tensor, # the class labels, N
+) -> torch.Tensor:
+    "The class loss of a discriminator's class head"
+    if kind == 'ac':
+        with torch.autocast(out.device.type, enabled=False): return F.cross_entropy(out.float(), y)
+    if kind == 'd2dce': return d2d_ce_loss(*out, y)
+    raise GanlabError(f"class_loss: kind must be 'ac' or 'd2dce', not {kind!r}")
 
 # %% ../nbs/05a_losses.ipynb #73889201
 def patch_nce_loss(

@@ -7,18 +7,18 @@ Docs: https://ganlab.github.io/ganlab/models.html.md"""
 # %% ../nbs/04_models.ipynb #919dfc90
 from __future__ import annotations
 import math, numbers
-import torch, torch.nn as nn
+import torch, torch.nn as nn, torch.nn.functional as F
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm, _SpectralNorm
 from .core import GanlabError, WeightsFile, find_weights, load_state
-from .choices import (SIZES, G_NORMS, D_NORMS, UPSAMPLINGS, PROJECTIONS, HEADS, ACTIVATIONS, CYCLEGAN_NORMS,
+from .choices import (SIZES, G_NORMS, D_NORMS, UPSAMPLINGS, PROJECTIONS, HEADS, D_CONDS, ACTIVATIONS, CYCLEGAN_NORMS,
                             CYCLEGAN_GENERATORS)
 
 # %% auto #0
 __all__ = ['GOOGLENET_WEIGHTS', 'GOOGLENET_ENV', 'trainable_weight', 'dcgan_init', 'Float32SpectralNorm', 'spectral_norm32',
-           'CondBatchNorm2d', 'check_images', 'check_labels', 'Generator', 'Discriminator', 'googlenet_backbone',
-           'load_googlenet', 'GoogLeNetDiscriminator', 'MLPGenerator', 'MLPDiscriminator', 'count_params',
-           'cyclegan_init', 'ResnetGenerator', 'UnetGenerator', 'receptive_field', 'PatchDiscriminator',
+           'CondBatchNorm2d', 'check_images', 'check_labels', 'Generator', 'ClassHead', 'conditioned', 'Discriminator',
+           'googlenet_backbone', 'load_googlenet', 'GoogLeNetDiscriminator', 'MLPGenerator', 'MLPDiscriminator',
+           'count_params', 'cyclegan_init', 'ResnetGenerator', 'UnetGenerator', 'receptive_field', 'PatchDiscriminator',
            'cyclegan_generator', 'googlenet_discriminator', 'mlp_generator', 'mlp_discriminator', 'translator',
            'patch_discriminator']
 
@@ -209,6 +209,43 @@ class Generator(nn.Module):
             z = m(z, y) if isinstance(m, CondBatchNorm2d) else m(z)
         return z
 
+# %% ../nbs/04_models.ipynb #f0e7a236
+class ClassHead(nn.Module):
+    "A conditional discriminator's class head on its pooled features: AC-GAN's class logits or ReACGAN's embedding"
+    def __init__(self,
+        kind:str, # 'ac' (a linear classifier) or 'd2dce' (a unit-length embedding, and a unit-length proxy per class)
+        c:int, # size of the pooled features it reads
+        classes:int, # number of classes
+        spectral:bool=False, # spectral norm on its layers
+        dim:int=512, # size of the embedding (d2dce; ReACGAN's 512 for CIFAR-10)
+    ):
+        super().__init__()
+        self.kind = _choose('ClassHead kind', kind, ('ac', 'd2dce'))
+        self.fc = _sn(nn.Linear(c, classes if kind == 'ac' else _positive('ClassHead dim', dim)), spectral)
+        if kind == 'd2dce':
+            self.proxy = _sn(nn.Embedding(classes, dim), spectral)
+
+    def forward(self,
+        h:torch.Tensor, # pooled features N x c
+        y:torch.Tensor, # class labels, N
+    ):
+        "ac: class logits N x classes; d2dce: the pair (embedding, the label's proxy), each N x dim, unit length"
+        out = self.fc(h)
+        if self.kind == 'ac': return out
+        return F.normalize(out.float(), dim=1), F.normalize(self.proxy(y).float(), dim=1)
+
+def conditioned(
+    d:nn.Module, # a conditional discriminator: `cond`, and `embed` (projection) or `cls` (a `ClassHead`)
+    out:torch.Tensor, # its unconditional logits, N
+    h:torch.Tensor, # its pooled features, N x c
+    y:torch.Tensor, # the (checked) labels, N
+    classify:bool, # also return the class head's output
+):
+    "The logits with the projection term `<embed(y), h>` added (projection), and with `classify` the class head's output"
+    if d.cond == 'projection': out = out + (d.embed(y) * h).sum(1)
+    if not classify: return out
+    return out, (None if d.cond == 'projection' else d.cls(h, y))
+
 # %% ../nbs/04_models.ipynb #7cf3e301
 def _norm2d(kind:str, c:int) -> nn.Module:
     "A normalisation of `c` channels: batch, instance (affine) or layer (`GroupNorm(1, c)`)"
@@ -226,7 +263,8 @@ class Discriminator(nn.Module):
         dropout:float=0., # dropout on the last 4x4 features, before the head
         spectral:bool=False, # spectral norm on every convolution and linear layer
         head:str='conv', # 4x4 features to the logit: 'conv' (4x4 convolution) or 'dense' (flatten and linear)
-        classes:int=0, # a projection term for this many classes (0: unconditional)
+        classes:int=0, # a class-conditional discriminator of this many classes (0: unconditional)
+        cond:str='projection', # how it uses the class (one of D_CONDS): a projection term, or a class head
     ):
         super().__init__()
         self.size, self.width = _choose('Discriminator size', size, SIZES), _positive('Discriminator width', width)
@@ -247,22 +285,25 @@ class Discriminator(nn.Module):
         else:
             self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), _sn(nn.Linear(c * 16, 1), spectral))
         self.classes = 0 if not classes else _positive('Discriminator classes', classes)
-        if self.classes:
+        self.cond = _choose('Discriminator cond', cond, D_CONDS)
+        if self.classes and cond == 'projection':
             self.embed = _sn(nn.Embedding(self.classes, c), spectral)
+        elif self.classes:
+            self.cls = ClassHead(cond, c, self.classes, spectral)
         self.apply(dcgan_init)
-        if self.classes:
+        if self.classes and cond == 'projection':
             nn.init.normal_(trainable_weight(self.embed), 0., 0.02)
 
     def forward(self,
         x:torch.Tensor, # images N x channels x size x size in [-1, 1]
         y:torch.Tensor|None=None, # class labels, N (a conditional discriminator only)
-    ) -> torch.Tensor:
-        "One logit per image, shape (N,)"
+        classify:bool=False, # also return the class head's output (None for a projection discriminator)
+    ):
+        "One logit per image, shape (N,); with `classify`, the pair of it and the class head's output"
         h = self.features(check_images('Discriminator', x, self.channels, self.size))
         out = self.head(h)[:, 0]
         if not self.classes: return out
-        y = check_labels('Discriminator', y, len(x), self.classes)
-        return out + (self.embed(y) * h.sum((2, 3))).sum(1)  # the projection: <embed(y), pooled features>
+        return conditioned(self, out, h.sum((2, 3)), check_labels('Discriminator', y, len(x), self.classes), classify)
 
 # %% ../nbs/04_models.ipynb #45dc689a
 GOOGLENET_WEIGHTS = WeightsFile('googlenet-1378be20.pth', 'https://download.pytorch.org/models/googlenet-1378be20.pth',

@@ -10,7 +10,8 @@ import math
 import torch, torch.nn as nn, torch.nn.functional as F
 from .core import GanlabError
 from .models import (Generator, Discriminator, CondBatchNorm2d, check_images, check_labels, trainable_weight, _sn,
-                           _choose, _positive)
+                           _choose, _positive, ClassHead, conditioned)
+from .choices import D_CONDS
 
 # %% auto #0
 __all__ = ['ResGenerator', 'ResDiscriminator', 'generator', 'discriminator', 'conditional_generator', 'conditional_discriminator']
@@ -94,8 +95,9 @@ class ResDiscriminator(nn.Module):
         size:int=32, # image side: 16, 32 or 64
         width:int=128, # channels of every block (the paper's 128)
         channels:int=3, # image channels
-        classes:int=0, # a projection term for this many classes (0: unconditional)
+        classes:int=0, # a class-conditional discriminator of this many classes (0: unconditional)
         spectral:bool=True, # spectral norm on every layer
+        cond:str='projection', # how it uses the class (one of D_CONDS): a projection term, or a class head
     ):
         super().__init__()
         self.size = _choose('ResDiscriminator size', size, (16, 32, 64))
@@ -108,18 +110,22 @@ class ResDiscriminator(nn.Module):
         self.blocks = nn.Sequential(*blocks, _DBlock(width, width, False, False, spectral),
                                     _DBlock(width, width, False, False, spectral))
         self.fc = _sn(_xavier(nn.Linear(width, 1)), spectral)
-        if self.classes:
+        self.cond = _choose('ResDiscriminator cond', cond, D_CONDS)
+        if self.classes and cond == 'projection':
             self.embed = _sn(_xavier(nn.Embedding(self.classes, width)), spectral)
+        elif self.classes:
+            self.cls = ClassHead(cond, width, self.classes, spectral)
 
     def forward(self,
         x:torch.Tensor, # images N x channels x size x size in [-1, 1]
         y:torch.Tensor|None=None, # class labels, N (a conditional discriminator only)
-    ) -> torch.Tensor:
-        "One logit per image, shape (N,)"
+        classify:bool=False, # also return the class head's output (None for a projection discriminator)
+    ):
+        "One logit per image, shape (N,); with `classify`, the pair of it and the class head's output"
         h = F.relu(self.blocks(check_images('ResDiscriminator', x, self.channels, self.size))).sum((2, 3))
         out = self.fc(h)[:, 0]
         if not self.classes: return out
-        return out + (self.embed(check_labels('ResDiscriminator', y, len(x), self.classes)) * h).sum(1)
+        return conditioned(self, out, h, check_labels('ResDiscriminator', y, len(x), self.classes), classify)
 
 # %% ../nbs/04a_sngan.ipynb #b622d6bc
 def generator(
@@ -133,17 +139,18 @@ def generator(
 
 def discriminator(
     cfg, # a config: `arch`, `size`, `d_width`, `channels`, `spectral` (for DCGAN's shape also `d_norm`, `d_dropout`...)
-    classes:int=0, # a projection term for this many classes (0: unconditional)
+    classes:int=0, # class-conditional with this many classes (0: unconditional); then `cfg.cond` says how
 ) -> nn.Module:
     "The discriminator a config describes"
-    if cfg.arch == 'resnet': return ResDiscriminator(cfg.size, cfg.d_width, cfg.channels, classes, cfg.spectral)
+    cond = getattr(cfg, 'cond', 'projection') if classes else 'projection'
+    if cfg.arch == 'resnet': return ResDiscriminator(cfg.size, cfg.d_width, cfg.channels, classes, cfg.spectral, cond)
     return Discriminator(size=cfg.size, width=cfg.d_width, channels=cfg.channels, norm=cfg.d_norm,
-                         dropout=cfg.d_dropout, spectral=cfg.spectral, head=cfg.d_head, classes=classes)
+                         dropout=cfg.d_dropout, spectral=cfg.spectral, head=cfg.d_head, classes=classes, cond=cond)
 
 def conditional_generator(cfg) -> nn.Module:
     "The class-conditional generator a config describes (`classes` and what `generator` reads)"
     return generator(cfg, cfg.classes)
 
 def conditional_discriminator(cfg) -> nn.Module:
-    "The projection discriminator a config describes (`classes` and what `discriminator` reads)"
+    "The class-conditional discriminator a config describes (`classes`, `cond` and what `discriminator` reads)"
     return discriminator(cfg, cfg.classes)

@@ -15,11 +15,11 @@ from fastcore.basics import patch
 from .core import GanlabError
 from .config import TrainConfig, Family, family_of
 from .data import open_dataset, diff_augment
-from .losses import d_real_loss, d_fake_loss, g_loss, gradient_penalty, r1_penalty
+from .losses import d_real_loss, d_fake_loss, g_loss, rp_loss, gradient_penalty, r1_penalty, class_loss
 from .runtime import Dist, Stream, mix_seed, seed_dropout, adam_options, in_mode, evaluating
 
 # %% auto #0
-__all__ = ['ema_weight', 'EMA', 'Task', 'unsynced_bn', 'DCGANTask', 'CGANTask']
+__all__ = ['ema_weight', 'EMA', 'Task', 'unsynced_bn', 'DCGANTask', 'CGANTask', 'GatherRows']
 
 # %% ../nbs/05d_tasks.ipynb #2a819749
 def ema_weight(
@@ -318,6 +318,29 @@ def _aug(self:DCGANTask,
     "`x` through DiffAugment when the config asks for it, else `x`"
     return diff_augment(x, self.cfg.diffaug, generator=gen) if self.cfg.diffaug else x
 
+@patch
+def _judge(self:DCGANTask,
+    D:nn.Module, # the discriminator (as the step runs it)
+    x:torch.Tensor, # images
+    y:torch.Tensor|None, # their labels (None: an unconditional family)
+) -> tuple:
+    "D's float32 logits on `x`, and its class head's output (None: it has none)"
+    return _call(D, x, y).float(), None
+
+@patch
+def _class_loss(self:DCGANTask,
+    head, # the class head's output, from `_judge` (None: no class head)
+    y:torch.Tensor|None, # the labels it should read
+) -> torch.Tensor|None:
+    "The weighted class loss of a class head's output (None: no class head)"
+    return None
+
+def _total(
+    *losses, # 0-d tensors, or None for a term a step does not have
+) -> torch.Tensor:
+    "The sum of the losses that are there"
+    return sum(l for l in losses if l is not None)
+
 # %% ../nbs/05d_tasks.ipynb #e7c0e47f
 @patch
 def fake_labels(self:DCGANTask,
@@ -335,14 +358,19 @@ def _penalty(self:DCGANTask,
     fake:torch.Tensor, # its fakes
     y_real:torch.Tensor|None, # the real images' labels (None: an unconditional family)
     gen:torch.Generator, # the step's noise generator, for WGAN-GP's mixing weights
+    y_fake:torch.Tensor|None=None, # the fakes' labels (None: an unconditional family)
+    step:int=0, # the global step: R1 and R2 run every `penalty_every` steps
 ) -> torch.Tensor|None:
-    "The discriminator's penalties on this step's batch: R1 and WGAN-GP's, as the config asks (None: neither)"
+    "The discriminator's penalties on this step's batch: R1, R2 and WGAN-GP's, as the config asks (None: none)"
     cfg, (r, w), b = self.cfg, (self.dist.rank, self.dist.world), len(real)
     d_real_fn = lambda x: _call(D, x, y_real)
-    pen = None
+    pen, lazy = None, step % cfg.penalty_every == 0
     with unsynced_bn(D):  # the penalties differentiate twice, which SyncBatchNorm cannot
-        if cfg.r1_gamma:
-            pen = cfg.r1_gamma / 2 * r1_penalty(d_real_fn, real)
+        if cfg.r1_gamma and lazy:
+            pen = cfg.penalty_every * cfg.r1_gamma / 2 * r1_penalty(d_real_fn, real)
+        if cfg.r2_gamma and lazy:  # R1's penalty on the fakes: the same gradient norm, of D on generated images
+            r2 = cfg.penalty_every * cfg.r2_gamma / 2 * r1_penalty(lambda x: _call(D, x, y_fake), fake.float())
+            pen = r2 if pen is None else pen + r2
         if cfg.loss == 'wgan-gp':
             alpha = torch.rand(b * w, generator=gen, device=self.device)[r * b:(r + 1) * b]
             gp = cfg.gp_weight * gradient_penalty(d_real_fn, real, fake, alpha)
@@ -366,42 +394,44 @@ def step(self:DCGANTask,
     gen = self.step_rng(Stream.NOISE, step)  # the global batch's draws, the same in every process
     z = self.noise(b * w, gen)[r * b:(r + 1) * b]
     y_fake = self.fake_labels(b * w, step)
-    if y_fake is not None:
-        y_fake = y_fake[r * b:(r + 1) * b]
+    y_fake = None if y_fake is None else y_fake[r * b:(r + 1) * b]
     g_step = step % cfg.g_every == cfg.g_every - 1
-    with ac():
-        if g_step:
-            fake = _call(G, z, y_fake)
-        else:
-            with torch.no_grad():
-                fake = _call(G, z, y_fake)
+    with ac(), torch.set_grad_enabled(g_step):  # the fakes carry G's graph only when G steps
+        fake = _call(G, z, y_fake)
     opt_d.zero_grad(set_to_none=True)
     with ac():
-        out_r = _call(D, self._aug(real, aug_gen), y_real).float()
-    loss_r = d_real_loss(cfg.loss, out_r, cfg.label_smooth)
-    pen = self._penalty(D, real, fake, y_real, gen)
-    scaler.scale(loss_r if pen is None else loss_r + pen).backward()
-    with ac():
-        out_f = _call(D, self._aug(fake.detach(), aug_gen), y_fake).float()
-    loss_f = d_fake_loss(cfg.loss, out_f)
-    scaler.scale(loss_f).backward()
+        out_r, head_r = self._judge(D, self._aug(real, aug_gen), y_real)
+    pen, cls_d = self._penalty(D, real, fake, y_real, gen, y_fake, step), self._class_loss(head_r, y_real)
+    if cfg.loss == 'rpgan':  # one loss of the pairs: both halves in one backward
+        with ac():
+            out_f = _call(D, self._aug(fake.detach(), aug_gen), y_fake).float()
+        loss_r, loss_f = rp_loss(out_r, out_f), 0.
+        scaler.scale(_total(loss_r, pen, cls_d)).backward()
+    else:
+        loss_r = d_real_loss(cfg.loss, out_r, cfg.label_smooth)
+        scaler.scale(_total(loss_r, pen, cls_d)).backward()
+        with ac():
+            out_f = _call(D, self._aug(fake.detach(), aug_gen), y_fake).float()
+        loss_f = d_fake_loss(cfg.loss, out_f)
+        scaler.scale(loss_f).backward()
     self.average_grads('d')
     scaler.step(opt_d)
     res = dict(loss_d=(loss_r + loss_f).detach(), d_real=out_r.mean().detach(), d_fake=out_f.mean().detach())
-    if pen is not None:
-        res['penalty'] = pen.detach()
+    res.update({k: v.detach() for k, v in (('penalty', pen), ('cls_d', cls_d)) if v is not None})
     if g_step:
         opt_g.zero_grad(set_to_none=True)
         with self.frozen('d'):
             with ac():
-                out_g = _call(D, self._aug(fake, aug_gen), y_fake).float()
-            loss_g = g_loss(cfg.loss, out_g)
-            scaler.scale(loss_g).backward()
+                out_g, head_g = self._judge(D, self._aug(fake, aug_gen), y_fake)
+            # rpgan pairs each fake with a real of the D step (its logits before D's update)
+            loss_g = rp_loss(out_g, out_r.detach()) if cfg.loss == 'rpgan' else g_loss(cfg.loss, out_g)
+            cls_g = self._class_loss(head_g, y_fake)
+            scaler.scale(_total(loss_g, cls_g)).backward()
         self.average_grads('g')
         scaler.step(opt_g)
         if self.ema is not None:
             self.ema.update_parameters(self.nets['g'])
-        res['loss_g'] = loss_g.detach()
+        res.update({k: v.detach() for k, v in (('loss_g', loss_g), ('cls_g', cls_g)) if v is not None})
     scaler.update()
     return res
 
@@ -424,6 +454,8 @@ def sample(self:DCGANTask,
 class CGANTask(DCGANTask):
     "The class-conditional GAN: real images with their labels, fakes of uniformly drawn classes, conditional networks"
     follows = {'labels': 'images'}
+    losses = DCGANTask.losses + ('cls_d', 'cls_g') # with a class head: its loss on reals (D's) and on fakes (G's)
+    panels = {**DCGANTask.panels, 'class loss (D on reals, G on fakes)': ('cls_d', 'cls_g')}
 
     @staticmethod
     def open_data(
@@ -482,6 +514,45 @@ def fake_labels(self:CGANTask,
 ) -> torch.Tensor:
     "The labels the generator is asked for in a step, for the global batch: the same in every process"
     return self.labels(n, self.step_rng(Stream.LABELS, step))
+
+# %% ../nbs/05d_tasks.ipynb #e444fec2
+class GatherRows(torch.autograd.Function):
+    "Every process's rows, concatenated in rank order; the backward sums each row's gradient over the processes"
+    @staticmethod
+    def forward(ctx, x:torch.Tensor) -> torch.Tensor:
+        ctx.n, ctx.rank = len(x), dist.get_rank()
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, g:torch.Tensor) -> torch.Tensor:
+        g = g.contiguous()
+        dist.all_reduce(g)  # every process computed the loss of the whole batch: each row's gradient is their sum
+        return g[ctx.rank * ctx.n:(ctx.rank + 1) * ctx.n]
+
+# %% ../nbs/05d_tasks.ipynb #eb7a7c8c
+@patch
+def _judge(self:CGANTask,
+    D:nn.Module, # the discriminator (as the step runs it)
+    x:torch.Tensor, # images
+    y:torch.Tensor, # their labels
+) -> tuple:
+    "D's float32 logits on `x` and, where `cond` gives it a class head, the head's output"
+    if self.cfg.cond == 'projection': return D(x, y).float(), None
+    out, head = D(x, y, classify=True)
+    return out.float(), head
+
+@patch
+def _class_loss(self:CGANTask,
+    head, # the class head's output, from `_judge` (None: a projection discriminator)
+    y:torch.Tensor, # the labels it should read
+) -> torch.Tensor|None:
+    "`cond_weight` times the class head's loss (AC-GAN's cross-entropy or ReACGAN's D2D-CE); None without a head"
+    if head is None: return None
+    if self.cfg.cond == 'd2dce' and self.dist.world > 1:  # each image's negatives from the global batch, as in one process
+        head, y = tuple(GatherRows.apply(t) for t in head), GatherRows.apply(y)
+    return self.cfg.cond_weight * class_loss(self.cfg.cond, head, y)
 
 # %% ../nbs/05d_tasks.ipynb #a17cca97
 @patch

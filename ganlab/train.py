@@ -15,7 +15,7 @@ import torch.distributed as dist
 from fastcore.basics import patch
 from .core import (GanlabError, DiskFull, OutputLock, LineProgress, atomic_write, disk_full, disk_full_error, on_terminal,
                          progress, seed_everything)
-from .config import TrainConfig, family_of, get_family, make_config, resume_config, parse_duration
+from .config import TrainConfig, family_of, get_family, make_config, resume_config, parse_duration, budget_settings
 from .data import to_tensor
 from .runtime import (Dist, Stream, init_dist, pick_device, amp_dtype, rng_state, set_rng_state, mix_seed, epoch_order,
                             device_name, flush_denormals)
@@ -345,6 +345,14 @@ def _refresh(self:Trainer):
     "The averaged generator's batch-norm statistics, for its weights as they are now"
     self.task.refresh_ema_bn(mix_seed(self.cfg.seed, Stream.BN_REFRESH, self.step))
 
+# %% ../nbs/05f_train.ipynb #9a80647d
+@patch
+def _budget_note(self:Trainer) -> str:
+    "What the family's budget table chose for this run's --time-budget, as the end of the start line ('' for nothing)"
+    what, settings = budget_settings(get_family(self.family.name), self.cfg.time_budget)
+    picked = {k: v for k, v in settings.items() if getattr(self.cfg, k) == v}
+    return f" (settings measured best for {what}: {', '.join(f'{k}={v}' for k, v in picked.items())})" if picked else ''
+
 # %% ../nbs/05f_train.ipynb #19092384
 @patch
 def fit(self:Trainer,
@@ -352,7 +360,7 @@ def fit(self:Trainer,
 ) -> bool:
     "Train to the end (True) or until `until_step` (False, after saving last.pt); Ctrl-C saves last.pt and raises KeyboardInterrupt"
     cfg = self.cfg
-    self._say(f'training {self!r}' + (f'; time budget {cfg.time_budget}' if self.budget else ''))
+    self._say(f'training {self!r}' + (f'; time budget {cfg.time_budget}{self._budget_note()}' if self.budget else ''))
     self._session0, self._ends, self._end_s, self._ends_since_rate0 = time.perf_counter(), 0, 0.0, 0.0
     self._rate0 = s0 = (self.step, self._session0)
     lines = not self.quiet and cfg.progress is None and not on_terminal()  # a notebook or a log: a line every few seconds

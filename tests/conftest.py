@@ -38,6 +38,14 @@ def digits():
 
 
 @pytest.fixture(scope='module')
+def labelled_digits():
+    "The same 256 digits with their labels and class names, for the conditional GAN"
+    from ganlab.data import ImageArrayDataset, draw_digits
+    images, labels = draw_digits(256, seed=3, size=16)
+    return ImageArrayDataset(images, labels=labels, classes=[str(k) for k in range(10)])
+
+
+@pytest.fixture(scope='module')
 def pairs():
     "Unpaired 64x64 domains for CycleGAN and CUT: 12 random 'Monet' images and 20 digit 'photos' (2 held out for the grid)"
     import numpy as np

@@ -1,11 +1,14 @@
-"""ganlab.classifier: the ruler that needs no download.
+"""ganlab.classifier: the ruler that needs no download; ganlab.fidelity: class fidelity measured with it.
 
 A tiny classifier trained on drawn digits (`ganlab.data.draw_digits`) must learn, be reproducible bit for bit, refuse
 unsafe or malformed files with a clear message, give through `ganlab.metrics` the Fréchet distance that
 `frechet_distance` gives on its features, and count accuracy per class right on a hand-made case. The CIFAR-10 zip in
-../shared/data, when present, is read through the same paths (train/ for training, test/ for evaluation).
+../shared/data, when present, is read through the same paths (train/ for training, test/ for evaluation). Class fidelity
+both ways: GAN-test reads `ganlab generate`'s file names as their classes; CAS (trained on generated, tested on real) is
+high on separable classes and near chance when the generated images' classes are shuffled.
 """
-import io, os, pickle, re, zipfile
+import colorsys, io, os, pickle, re, zipfile
+from pathlib import Path
 import numpy as np
 import pytest
 import torch
@@ -15,6 +18,7 @@ from ganlab.core import GanlabError
 from ganlab.data import ImageArrayDataset, draw_digits
 from ganlab import metrics as M
 from ganlab import classifier as C
+from ganlab.fidelity import classification_accuracy_score, evaluate_classifier
 
 TINY = dict(widths=(16, 32, 64), batch=32, lr=0.1, flip=False, device='cpu', quiet=True)
 
@@ -171,7 +175,7 @@ def test_split_layout_zip(tmp_path):
             zf.writestr(f"{'train' if i < 200 else 'test'}/{lab}/{i:04d}.png", buf.getvalue())
     clf = C.train_classifier(z, tmp_path/'z.pt', epochs=1, seed=0, **TINY)
     assert clf.info['trained_on'] + clf.info['held_out'] == 200 and clf.classes == [str(d) for d in range(10)]
-    r = C.evaluate_classifier(z, tmp_path/'z.pt', quiet=True)
+    r = evaluate_classifier(z, tmp_path/'z.pt', quiet=True)
     assert r['n'] == 60 and r['accuracy'] == pytest.approx(C.classification_accuracy(x[200:], y[200:], clf)['accuracy'])
 
 
@@ -194,5 +198,147 @@ def test_cifar_zip(shared, tmp_path):
     clf = C.train_classifier(z, tmp_path/'c.pt', limit=500, epochs=1, seed=0, widths=(8, 16, 32), device='cpu', quiet=True)
     assert clf.classes == ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
     assert clf.info['trained_on'] + clf.info['held_out'] == 500
-    r = C.evaluate_classifier(z, tmp_path/'c.pt', limit=200, quiet=True)
+    r = evaluate_classifier(z, tmp_path/'c.pt', limit=200, quiet=True)
     assert r['n'] == 200 and set(r['counts'].values()) == {20}
+
+
+# Class fidelity both ways: GAN-test (a classifier of real images reads generated files) and CAS (a classifier trained on
+# generated images is tested on real ones)
+
+def generated_name(i, cls, prefix='img'):
+    "A file name as `ganlab generate --class all` writes it (see `ganlab.generate.generate`)"
+    from ganlab.generate import _safe
+    return f'{prefix}-{i:06d}-{_safe(cls)}.png'
+
+
+def write_generated(folder, images, classes):
+    "Images as PNGs named as `ganlab generate` names them, in one flat folder"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (im, c) in enumerate(zip(images, classes)):
+        Image.fromarray(im).save(folder/generated_name(i, c))
+    return folder
+
+
+def zip_folder(folder, z):
+    with zipfile.ZipFile(z, 'w') as zf:
+        for f in sorted(folder.iterdir()): zf.write(f, f.name)
+    return z
+
+
+def test_gan_test_reads_generated_file_names(tmp_path):
+    "A flat folder (or zip) of generate's files reads as the same arrays with their classes, odd class names included"
+    net = _brightness_classifier().net
+    clf = C.Classifier(net, ['dark night', 'bright-day', 'never'], 4, 1)  # written dark_night, bright-day
+    imgs = np.concatenate([np.zeros((3, 4, 4, 3), np.uint8), np.full((4, 4, 4, 3), 250, np.uint8)])
+    asked = ['dark night'] * 5 + ['bright-day'] * 2
+    direct = C.classification_accuracy(imgs, asked, clf)
+    flat = write_generated(tmp_path/'gen', imgs, asked)
+    assert sorted(p.name for p in flat.iterdir())[:1] == ['img-000000-dark_night.png']
+    for src in (flat, zip_folder(flat, tmp_path/'gen.zip')):
+        r = evaluate_classifier(src, clf, quiet=True)
+        assert r['accuracy'] == pytest.approx(direct['accuracy']) and r['n'] == 7
+        assert r['confusion'].tolist() == direct['confusion'].tolist() and r['counts'] == direct['counts']
+    assert evaluate_classifier(flat, clf, limit=4, quiet=True)['n'] == 4
+    # class subfolders are read as before
+    sub = write_pngs(tmp_path/'sub', imgs, asked)
+    assert evaluate_classifier(sub, clf, quiet=True)['confusion'].tolist() == direct['confusion'].tolist()
+
+
+def test_gan_test_unknown_names_are_one_clear_error(tmp_path):
+    clf = _brightness_classifier()
+    imgs = np.zeros((3, 4, 4, 3), np.uint8)
+    for name, files in (('plain', ['img-000000.png', 'img-000001.png']),  # an unconditional run's names
+                        ('unknown', ['img-000000-dark.png', 'img-000001-cat.png', 'img-000002-bright.png'])):
+        d = tmp_path/name
+        d.mkdir()
+        for f, im in zip(files, imgs): Image.fromarray(im).save(d/f)
+        bad = next(f for f in files if not f.endswith(('-dark.png', '-bright.png')))
+        with pytest.raises(GanlabError) as e: evaluate_classifier(d, clf, quiet=True)
+        msg = str(e.value)
+        assert str(d) in msg and f'e.g. {bad}' in msg and 'no known class' in msg and 'dark, bright, never' in msg, msg
+        with pytest.raises(GanlabError, match=re.escape(f'e.g. {bad}')):
+            evaluate_classifier(zip_folder(d, tmp_path/f'{name}.zip'), clf, quiet=True)
+    clash = C.Classifier(_brightness_classifier().net, ['a b', 'a_b', 'c'], 4, 1)
+    with pytest.raises(GanlabError, match="both written 'a_b'"):
+        evaluate_classifier(tmp_path/'plain', clash, quiet=True)
+
+
+PALETTE = np.array([colorsys.hsv_to_rgb(k / 10, 1, 1) for k in range(10)]) * 255
+HUES = [f'hue{k}' for k in range(10)]
+QUICK = dict(size=8, epochs=5, batch=20, widths=(16,), device='cpu', quiet=True)
+
+
+def hues(n, seed, shuffle=False):
+    "`n` 8x8 images of ten hues in turn with noise (classes that a tiny network separates), and their class names"
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 10
+    x = (PALETTE[y][:, None, None] + rng.normal(0, 20, (n, 8, 8, 3))).clip(0, 255).astype(np.uint8)
+    return x, np.array(HUES)[rng.permutation(y) if shuffle else y]
+
+
+def test_cas_separable_high_shuffled_near_chance():
+    real = hues(100, 2)
+    r = classification_accuracy_score(hues(100, 1), real, **QUICK)
+    assert r['accuracy'] > 0.9 and r['n'] == 100 and r['trained_on'] == 100 and r['epochs'] == 5
+    assert set(r) == {'accuracy', 'n', 'per_class', 'counts', 'confusion', 'trained_on', 'epochs'}
+    assert list(r['per_class']) == HUES and r['confusion'].shape == (10, 10)
+    assert C.format_accuracy(r).startswith(f"CAS {r['accuracy']:.1%}: a classifier trained on 100 generated images")
+    for seed in (1, 3):  # a generator that ignores the class asked for: chance is 10%
+        s = classification_accuracy_score(hues(100, seed, shuffle=True), real, **QUICK)
+        assert s['accuracy'] < 0.5, (seed, s['accuracy'])
+
+
+def test_cas_input_forms_agree(tmp_path):
+    "Generate's flat folder and zip read as the arrays they hold; an .npz test set (indices) as its arrays"
+    gen, real = hues(60, 1), hues(40, 2)
+    arrays = classification_accuracy_score(gen, real, **QUICK)
+    flat = write_generated(tmp_path/'gen', *gen)
+    np.savez(tmp_path/'real.npz', images=real[0], labels=np.array([HUES.index(c) for c in real[1]]))
+    np.savez(tmp_path/'real-names.npz', images=real[0], labels=real[1])
+    for g, t in ((flat, real), (zip_folder(flat, tmp_path/'gen.zip'), tmp_path/'real-names.npz'),
+                 (ImageArrayDataset(gen[0], labels=np.arange(60) % 10, classes=HUES), real)):
+        r = classification_accuracy_score(g, t, **QUICK)
+        assert r['accuracy'] == arrays['accuracy'] and r['confusion'].tolist() == arrays['confusion'].tolist(), (g, t)
+    # labelled by indices, the test set's classes are '0'..'9': generated names must be those
+    with pytest.raises(GanlabError, match='no known class'):
+        classification_accuracy_score(flat, tmp_path/'real.npz', **QUICK)
+    idx = classification_accuracy_score((gen[0], np.arange(60) % 10), tmp_path/'real.npz', **QUICK)
+    assert idx['accuracy'] == arrays['accuracy'] and list(idx['per_class']) == [str(k) for k in range(10)]
+    sub = write_pngs(tmp_path/'sub', *real)  # class subfolders: the same images in another order
+    assert classification_accuracy_score(flat, sub, **QUICK)['n'] == 40
+    assert classification_accuracy_score(flat, real, limit=30, **QUICK)['trained_on'] == 30
+
+
+def test_cas_classes_must_match(tmp_path):
+    (x, y), real = hues(40, 1), hues(40, 2)
+    keep = ~np.isin(y, ['hue0', 'hue1'])
+    with pytest.raises(GanlabError, match='only generated: none; only in the test set: hue0, hue1'):
+        classification_accuracy_score((x[keep], y[keep]), real, **QUICK)
+    with pytest.raises(GanlabError, match='only generated: hue0, hue1; only in the test set: none'):
+        classification_accuracy_score((x, y), (real[0][keep], real[1][keep]), **QUICK)
+    flat = write_pngs(tmp_path/'flat', real[0])
+    with pytest.raises(GanlabError, match='has no class labels'): classification_accuracy_score((x, y), flat, **QUICK)
+    with pytest.raises(GanlabError, match=r'indices in 0\.\.9'):
+        classification_accuracy_score((x, np.full(40, 12)), real, **QUICK)
+
+
+def _ganlab(*args):
+    import shutil, subprocess, sys
+    exe = shutil.which('ganlab') or str(Path(sys.executable).parent/'ganlab')
+    r = subprocess.run([exe, *map(str, args)], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, 'PYTHONWARNINGS': 'ignore'})
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+def test_cli_cas(tmp_path):
+    "`ganlab classifier cas GENERATED --test REAL` on generate's files and class subfolders; then GAN-test of those"
+    gen = write_generated(tmp_path/'gen', *hues(100, 1))
+    real = write_pngs(tmp_path/'real', *hues(50, 2))
+    r = _ganlab('classifier', 'cas', gen, '--test', real, '--size', 8, '--epochs', 5, '--batch', 20, '--device', 'cpu',
+                '--out', tmp_path/'cas.pt')
+    head = r'^CAS \d+\.\d%: a classifier trained on 100 generated images \(5 epochs\), tested on 50 real ones$'
+    assert re.search(head, r.stdout, re.M), r.stdout
+    clf = C.load_classifier(tmp_path/'cas.pt')
+    assert clf.classes == HUES and clf.info['source'] == str(gen) and clf.info['test'] == str(real)
+    assert 'hue9' in _ganlab('classifier', 'eval', gen, '--clf', tmp_path/'cas.pt').stdout

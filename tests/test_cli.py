@@ -19,7 +19,7 @@ def test_help_lists_the_subcommands():
     assert run('--version').stdout.startswith('ganlab ')
     assert '--workers' in run('doctor', '--help').stdout
     for group, names in (('train', ('families:', 'dcgan', 'cgan', 'cyclegan', 'cut', 'celeba64')), ('kaggle', ('actions:', 'push', 'plan')),
-                         ('classifier', ('actions:', 'train', 'eval'))):
+                         ('classifier', ('actions:', 'train', 'eval', 'cas'))):
         out = run(group, '--help').stdout
         assert all(n in out for n in names), out
 

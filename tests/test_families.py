@@ -16,14 +16,15 @@ _OUT = dict(log_every=1, tensorboard=False, progress=False, device='cpu')
 TINY = {  # per family: tiny networks on the CPU, two epochs
     # 256 digits, batch 32 -> 8 steps per epoch
     'dcgan': dict(size=16, epochs=2, batch=32, g_width=8, d_width=8, latent=16, samples=4, **_OUT),
+    'cgan': dict(size=16, epochs=2, batch=32, g_width=8, d_width=8, latent=16, samples=10, **_OUT),
     # 64x64, tiny widths: 18 training photos (2 held out), batch 2 -> 9 steps per epoch
     'cyclegan': dict(size=64, ngf=4, ndf=4, g_arch='resnet6', epochs=2, batch=2, samples=2, pool=3, **_OUT),
     'cut': dict(size=64, ngf=4, ndf=4, g_arch='resnet6', nce_width=16, nce_patches=64, epochs=2, batch=2, samples=2, **_OUT),
 }
-DATA = {'dcgan': 'digits', 'cyclegan': 'pairs', 'cut': 'pairs'}  # the fixture each family trains on
-STEPS = {'dcgan': 8, 'cyclegan': 9, 'cut': 9}  # steps per epoch
-NETS = {'dcgan': ('g', 'd'), 'cyclegan': ('g', 'f', 'd_monet', 'd_photo'), 'cut': ('g', 'heads', 'd')}
-STOPS = {'dcgan': (5, 8), 'cyclegan': (4, 9), 'cut': (4, 9)}  # mid-epoch and at the epoch boundary
+DATA = {'dcgan': 'digits', 'cgan': 'labelled_digits', 'cyclegan': 'pairs', 'cut': 'pairs'}  # the fixture each family trains on
+STEPS = {'dcgan': 8, 'cgan': 8, 'cyclegan': 9, 'cut': 9}  # steps per epoch
+NETS = {'dcgan': ('g', 'd'), 'cgan': ('g', 'd'), 'cyclegan': ('g', 'f', 'd_monet', 'd_photo'), 'cut': ('g', 'heads', 'd')}
+STOPS = {'dcgan': (5, 8), 'cgan': (5, 8), 'cyclegan': (4, 9), 'cut': (4, 9)}  # mid-epoch and at the epoch boundary
 
 
 def _data(request, family): return request.getfixturevalue(DATA[family])
@@ -52,6 +53,9 @@ RESUME = [  # (family, case, settings beyond TINY)
     ('dcgan', 'hinge', dict(loss='hinge', r1_gamma=1.0, diffaug='color,translation,cutout', d_dropout=0.2, d_head='dense')),
     ('dcgan', 'wgan-gp', dict(loss='wgan-gp', g_every=2, g_norm='none', d_norm='none', spectral=True)),
     ('dcgan', 'lsgan', dict(loss='lsgan', up='upsample', project='dense', d_norm='instance')),
+    ('dcgan', 'rpgan', dict(loss='rpgan', r1_gamma=0.5, r2_gamma=0.5, penalty_every=3, beta1=0.0, ema=0.9)),  # R3GAN's, lazy
+    ('cgan', 'ac', dict(cond='ac', ema=0.9)),
+    ('cgan', 'd2dce', dict(cond='d2dce', cond_weight=0.5, diffaug='translation,cutout')),
     ('cyclegan', 'own', dict()),  # CycleGAN's own: LSGAN, identity 0.5, pool, augmentation
     ('cyclegan', 'hinge', dict(loss='hinge', identity=0.0, diffaug='color,translation,cutout', ema=0.9, g_arch='unet', decay_epochs=1)),
     ('cyclegan', 'bce', dict(loss='bce', norm='batch', g_dropout=0.2, spectral=True, augment=False)),
@@ -80,6 +84,8 @@ def test_resume_is_bitwise(tmp_path, request, family, extra, stop):
     if family == 'cyclegan': assert ra[['loss_d', 'loss_g', 'cycle']].notna().all().all()
     if family == 'cut': assert ra[['loss_d', 'loss_g', 'nce']].notna().all().all()
     if family == 'cut': assert ra['nce_identity'].notna().all() == kw.get('nce_idt', True)
+    if family == 'cgan': assert ra[['cls_d', 'cls_g']].notna().all().all()
+    if kw.get('loss') == 'rpgan': assert ra['penalty'].notna().tolist() == [(s - 1) % 3 == 0 for s in ra['step']]  # steps 0, 3, 6, ...
     assert (tmp_path/'a'/'samples'/'epoch_002.png').read_bytes() == (tmp_path/'b'/'samples'/'epoch_002.png').read_bytes()
 
 
@@ -142,6 +148,39 @@ def test_ddp_two_gloo_processes_equal_one(tmp_path, request, family, extra, exac
     if family == 'dcgan':
         for k in ('g', 'd'):
             for n, v in one.state()['nets'][k].items(): torch.testing.assert_close(two['nets'][k][n], v, rtol=1e-5, atol=1e-5)
+
+
+def _d2d_rank(e, p, y):
+    "In each of two gloo processes: ReACGAN's loss of the whole batch through GatherRows, and the rows' averaged gradients"
+    import torch.distributed as dist
+    from ganlab.runtime import init_dist
+    from ganlab.tasks import GatherRows
+    from ganlab.losses import d2d_ce_loss
+    d = init_dist()
+    mine = slice(d.rank * len(e) // d.world, (d.rank + 1) * len(e) // d.world)
+    x = e[mine].clone().requires_grad_(True)
+    loss = d2d_ce_loss(GatherRows.apply(x), GatherRows.apply(p[mine]), GatherRows.apply(y[mine]))
+    loss.backward()
+    grads = [torch.empty_like(x.grad) for _ in range(d.world)]
+    dist.all_gather(grads, x.grad / d.world)  # what average_grads does to the parameters' gradients
+    return float(loss), torch.cat(grads)
+
+
+@pytest.mark.slow
+def test_d2d_ce_over_two_processes_is_the_one_process_loss():
+    "The conditional GAN's D2D-CE compares images across the whole batch, so in DDP every process gathers it"
+    from ganlab.losses import d2d_ce_loss
+    g = torch.Generator().manual_seed(0)
+    e, p = (torch.nn.functional.normalize(torch.randn(8, 16, generator=g), dim=1) for _ in range(2))
+    y = torch.tensor([0, 1, 2, 0, 1, 1, 2, 0])
+    x = e.clone().requires_grad_(True)
+    one = d2d_ce_loss(x, p, y)
+    one.backward()
+    loss, grad = launch(_d2d_rank, e, p, y, nprocs=2, start_method='fork', returns=True)
+    assert abs(loss - one.item()) < 1e-6
+    torch.testing.assert_close(grad, x.grad, rtol=1e-5, atol=1e-7)
+    halves = d2d_ce_loss(e[:4], p[:4], y[:4]) + d2d_ce_loss(e[4:], p[4:], y[4:])
+    assert abs(halves.item() / 2 - one.item()) > 1e-3  # without gathering, each process's loss would be another
 
 
 # ---- bad settings: one clear error each, before any training
