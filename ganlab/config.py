@@ -141,7 +141,7 @@ class DCGANConfig(TrainConfig):
     diffaug:str = setting('translation,cutout', choices=DIFFAUG, many=True) # DiffAugment policies, comma-separated ('' off; color is also there)
     ema:float = setting(0.999, low=0, below=1) # EMA decay of the generator, ramped up from the start as (1+t)/(10+t) (0: off)
     # R3GAN's loss (Huang et al. 2024): relativistic pairing with zero-centred R1 and R2, lazily, and Adam's beta1 0
-    loss:str = setting('rpgan', choices=LOSSES) # adversarial loss (BCE until issue 24)
+    loss:str = setting('rpgan', choices=LOSSES) # adversarial loss (rpgan: R3GAN's relativistic pairing; the seeds' bce)
     r1_gamma:float = setting(0.05, low=0) # R1 penalty weight on real images (0: off)
     r2_gamma:float = setting(0.05, low=0, absent=0.0) # R2 penalty weight on generated images (0: off)
     penalty_every:int = setting(16, low=1, absent=1) # lazy penalties: R1 and R2 every N steps, weighted N times
@@ -194,9 +194,7 @@ class CGANConfig(DCGANConfig):
     "A class-conditional GAN: class-conditional batch norm in the generator, a discriminator with a class head: by default ReACGAN's (Kang et al. 2021)"
     classes:int|None = setting(None, 'model', low=2) # number of classes (default: the data's class folders)
     class_names:str|None = setting(None, 'data') # the classes' names, comma-separated (default: the data's)
-    # how D uses the class: a projection term, an AC-GAN class head, or ReACGAN's D2D-CE embedding (models.D_CONDS);
-    # runs saved before it had the projection
-    cond:str = setting('d2dce', 'model', choices=D_CONDS, absent='projection')
+    cond:str = setting('d2dce', 'model', choices=D_CONDS, absent='projection') # how D uses the class: ReACGAN's class head, AC-GAN's, or a projection term (runs saved before this field had the projection)
     cond_weight:float = setting(2.0, low=0, absent=1.0) # weight of the class head's loss in D's loss on reals and G's on fakes
     # the BCE recipe the class heads were measured with (bench/quality.py, issue 24), not the DCGAN family's R3GAN loss
     loss:str = setting('bce', choices=LOSSES) # adversarial loss

@@ -65,6 +65,8 @@ def _count_step(
     from ganlab.runtime import Dist
     fam = family_of(cfg)
     extra = {'pretrained': False} if hasattr(cfg, 'pretrained') else {}  # counting needs no pretrained weights
+    # FlopCounterMode cannot follow a double backward (R1's and R2's autograd.grad): the count leaves them out
+    extra.update({k: 0.0 for k in ('r1_gamma', 'r2_gamma') if hasattr(cfg, k)})
     c = dataclasses.replace(cfg, size=size, batch=per_device, device='cpu', amp='off', compile=False, ema=0.0, **extra)
     task = fam.task_class()(c, torch.device('cpu'), Dist(), fam)
     task.steps_per_epoch = 1000
