@@ -100,7 +100,8 @@ DDP_COLS = {'dcgan': ['loss_d', 'loss_g', 'd_real', 'd_fake', 'penalty'],
 DDP = [
     # DCGAN: per-process BatchNorm statistics, dropout and DiffAugment's draws differ by design, so none of them here;
     # SyncBatchNorm (CUDA only) covers BN on GPUs. Every step and the networks at the end agree to float32 rounding.
-    pytest.param('dcgan', dict(g_norm='none', d_norm='none', diffaug='', loss='bce', label_smooth=0.1, r1_gamma=0.5, ema=0.9), 8, None,
+    pytest.param('dcgan', dict(g_norm='none', d_norm='none', diffaug='', loss='bce', label_smooth=0.1, r1_gamma=0.5, ema=0.9,
+                               r2_gamma=0.0, penalty_every=1, beta1=0.5, beta2=0.999), 8, None,  # the BCE recipe as it was
                  id='dcgan-bce'),
     pytest.param('dcgan', dict(g_norm='none', d_norm='none', diffaug='', loss='wgan-gp', g_every=2), 8, None, id='dcgan-wgan-gp'),
     # CycleGAN: instance norm works image by image and the pool is global, so two processes of one image see what one
