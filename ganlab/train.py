@@ -349,7 +349,7 @@ def _refresh(self:Trainer):
 @patch
 def _budget_note(self:Trainer) -> str:
     "What the family's budget table chose for this run's --time-budget, as the end of the start line ('' for nothing)"
-    what, settings = budget_settings(get_family(self.family.name), self.cfg.time_budget)
+    what, settings = budget_settings(self.family, self.cfg.time_budget)
     picked = {k: v for k, v in settings.items() if getattr(self.cfg, k) == v}
     return f" (settings measured best for {what}: {', '.join(f'{k}={v}' for k, v in picked.items())})" if picked else ''
 
