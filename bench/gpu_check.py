@@ -610,7 +610,8 @@ def check_syncs(c:Ctx):
 
     warm, steps, log_every = (2, 6, 3) if c.dry else (5, 30, 10)
     n_dc = (8 if c.dry else 64) * (warm + steps + 3)
-    dc = dict(size=16, batch=8, g_width=8, d_width=8, latent=16, amp='off') if c.dry else {}  # the default recipe (batch 64, EMA 0.999, DiffAugment, amp auto)
+    dc = dict(size=16, batch=8, g_width=8, d_width=8, latent=16, amp='off') if c.dry else {}  # the default recipe (R3GAN's loss, widths 32, batch 64, EMA 0.999, amp auto)
+    dc['diffaug'], dc['diffaug_ramp'] = 'translation,cutout', 1  # and DiffAugment, ramped over 1,000 images: both its paths (some images, all)
     ts = 32 if c.dry else 256
     tr = lambda seed: {'monet': noise_images(warm + steps + 3, ts, seed), 'photo': noise_images(warm + steps + 3 + 8, ts, seed + 1)}
     tsmall = dict(size=32, ngf=8, ndf=8, amp='off') if c.dry else {}

@@ -36,6 +36,8 @@ sys.path.insert(0, str(ROOT))
 GANLAB = shutil.which('ganlab') or str(Path(sys.executable).parent/'ganlab')
 
 SEED = dict(preset='cifar10')  # the seed-001 DCGAN
+W64, AUG = dict(g_width=64, d_width=64), dict(diffaug='translation,cutout')  # the networks and DiffAugment before issue 24
+BCE = dict(loss='bce', r1_gamma=0.0, r2_gamma=0.0, penalty_every=1, beta1=0.5, beta2=0.999)  # the loss before issue 24
 CANDIDATES = {  # recipe candidates: ganlab train dcgan settings, on top of the seed's (noted where they differ)
     'seed': SEED,
     'seed+ema': dict(SEED, ema=0.999, lr_decay='linear'),
@@ -52,17 +54,22 @@ CANDIDATES = {  # recipe candidates: ganlab train dcgan settings, on top of the 
     'bce-da': dict(SEED, ema=0.999, lr_decay='linear', diffaug='translation,cutout'),
     'resnet': dict(SEED, arch='resnet', g_width=128, d_width=128, latent=128, loss='hinge', spectral=True, ema=0.999, lr_decay='linear',
                    diffaug='translation,cutout', batch=64, beta1=0.0, beta2=0.9),
-    'default': {},  # issue 24: R3GAN's loss (rpgan, lazy R1 and R2, beta1 0) on issue 15's recipe
+    'default': {},  # issue 24: R3GAN's loss (rpgan, lazy R1 and R2, beta1 0), half-width networks, no DiffAugment
     'default-bf16': dict(amp='bf16'),  # the default in bf16 autocast, and in float32: what `--amp auto` chooses between on a CPU (issue 18)
     'default-fp32': dict(amp='off'),
-    # issue 24: on top of the default (the family's defaults of issue 15's search: BCE, batch norm, batch 64, EMA, DiffAugment)
-    'default-bce': dict(loss='bce', r1_gamma=0.0, r2_gamma=0.0, penalty_every=1, beta1=0.5, beta2=0.999),  # the default before issue 24
-    'r3gan': dict(loss='rpgan', r1_gamma=0.05, r2_gamma=0.05, penalty_every=16, beta1=0.0, beta2=0.99),  # RpGAN + lazy R1 + R2
-    'd2': dict(g_every=2),  # two D steps per G step
-    'w48': dict(g_width=48, d_width=48),  # narrower networks, more steps
-    'w96': dict(g_width=96, d_width=96),  # wider networks, fewer steps
-    'r3gan-w96': dict(loss='rpgan', r1_gamma=0.05, r2_gamma=0.05, penalty_every=16, beta1=0.0, beta2=0.99, g_width=96, d_width=96),
-    'r3gan-lr4': dict(loss='rpgan', r1_gamma=0.05, r2_gamma=0.05, penalty_every=16, beta1=0.0, beta2=0.99, lr_g=4e-4, lr_d=4e-4),
+    # issue 24: on top of the default; each pins what it was measured with (R3GAN's loss; widths 64 and DiffAugment's
+    # translation and cutout unless it names its own), since the default is now half-width without DiffAugment
+    'default-bce': {**W64, **AUG, **BCE},  # the default before issue 24
+    'r3gan': {**W64, **AUG},  # RpGAN + lazy R1 + R2 (the default between the two commits of issue 24)
+    'd2': dict(W64, **AUG, **BCE, g_every=2),  # two D steps per G step (with BCE)
+    'w48': dict(AUG, g_width=48, d_width=48),  # narrower networks, more steps
+    'w32': dict(AUG, g_width=32, d_width=32),  # half-width networks: 2.4x the images per second
+    'w24': dict(AUG, g_width=24, d_width=24),  # narrower still
+    'w32-b32': dict(AUG, g_width=32, d_width=32, batch=32),  # half-width networks, half the batch
+    'w32-noaug': dict(g_width=32, d_width=32, diffaug=''),  # half-width networks without DiffAugment (the default now)
+    'g64-d32': dict(AUG, g_width=64, d_width=32),  # a narrower discriminator only
+    'r3gan-w96': dict(AUG, g_width=96, d_width=96),  # wider networks, fewer steps
+    'r3gan-lr4': dict(W64, **AUG, lr_g=4e-4, lr_d=4e-4),
 }
 CGAN = {  # class-conditional candidates (issue 24): ganlab train cgan settings on top of the family's defaults
     'cgan': {},
@@ -134,29 +141,51 @@ runpy.run_path(sys.argv[0], run_name='__main__')
 """
 
 
-def ganlab_run(name:str, family:str, settings:dict, data:Path, work:Path, budget:str, images:int|None=None) -> dict:
-    "Train with ganlab for the budget (or for `images` training images), then generate 10,000 images; what happened"
+def ganlab_run(name:str, family:str, settings:dict, data:Path, work:Path, budget:str, images:int|None=None, at:tuple=()) -> dict:
+    "Train with ganlab for the budget (or for `images` training images), then generate 10,000 images; what happened (with `at`: also at those shorter budgets, in `r['at']`)"
     tag = f'{images // 1000}k' if images else budget
     out = work/'runs'/f'{name}-{tag}'
     if out.exists(): shutil.rmtree(out)
     flags = [f"--{k.replace('_', '-')}={v}" if not isinstance(v, bool) else (f"--{k.replace('_', '-')}" if v else f"--no-{k.replace('_', '-')}")
              for k, v in settings.items()]
     length = ['--time-budget', budget, '--epochs', '100000'] if not images else ['--epochs', str(max(1, images // 10000))]
-    cmd = [GANLAB, 'train', family, '--data', str(data), '--out', str(out), *length, '--no-tensorboard', '--no-progress', '--quiet', *flags]
+    keep = ['--keep-ckpts', '0'] if at else []  # every epoch's checkpoint, for the shorter budgets
+    cmd = [GANLAB, 'train', family, '--data', str(data), '--out', str(out), *length, '--no-tensorboard', '--no-progress', '--quiet', *flags, *keep]
     budget = tag
     secs, rc = run(cmd, work/f'{name}-{budget}.log')
     if rc != 0: sys.exit(f'{name}: ganlab train failed ({rc}); see {work}/{name}-{budget}.log')
     md = json.loads((out/'metadata.json').read_text())
-    gen = work/'gen'/f'{name}-{budget}'
+    images, labels = generated(name, budget, family, out/'checkpoints'/'last.pt', work)
+    earlier = {b: at_budget(name, budget, b, family, out, work) for b in at}
+    return dict(steps=md['steps'], ips=md.get('img_per_s'), wall=secs, images=images, labels=labels, settings=settings, at=earlier)
+
+
+def generated(name:str, tag:str, family:str, ckpt:Path, work:Path) -> tuple:
+    "10,000 images from `ckpt` (through `ganlab generate`, its averaged generator) and their classes (None: unconditional)"
+    gen = work/'gen'/f'{name}-{tag}'
     if gen.exists(): shutil.rmtree(gen)
-    args = [GANLAB, 'generate', str(out/'checkpoints'/'last.pt'), '--n', '10000', '--out', str(gen), '--quiet', '--device', 'cpu']
+    args = [GANLAB, 'generate', str(ckpt), '--n', '10000', '--out', str(gen), '--quiet', '--device', 'cpu']
     if family == 'cgan': args += ['--class', 'all']
-    if run(args, work/f'{name}-{budget}-gen.log')[1] != 0: sys.exit(f'{name}: ganlab generate failed')
+    if run(args, work/f'{name}-{tag}-gen.log')[1] != 0: sys.exit(f'{name}: ganlab generate failed')
     from ganlab.data import load_images
     imgs = load_images(gen, 32, show_progress=False)
     labels = np.arange(len(imgs.images)) % 10 if family == 'cgan' else None  # `--class all`: image i is of class i % 10
     order = np.argsort(imgs.ids)  # img-000000... in order
-    return dict(steps=md['steps'], ips=md.get('img_per_s'), wall=secs, images=imgs.images[order], labels=labels, settings=settings)
+    return imgs.images[order], labels
+
+
+def at_budget(name:str, budget:str, at:str, family:str, out:Path, work:Path) -> dict:
+    "A longer run as a run of budget `at`: its last epoch checkpoint whose wall time since the start is within `at`"
+    import torch
+    from ganlab.config import parse_duration
+    limit, found = parse_duration(at), None
+    for p in sorted((out/'checkpoints').glob('epoch_*.pt')):
+        c = torch.load(p, map_location='cpu', weights_only=True)
+        if c['elapsed'] <= limit: found = (p, c['step'], c['elapsed'])
+    if found is None: sys.exit(f'{name}: no checkpoint within {at} in {out}')
+    p, step, elapsed = found
+    images, labels = generated(name, f'{at}-of-{budget}', family, p, work)
+    return dict(steps=step, ips=None, wall=elapsed, images=images, labels=labels, settings={}, ckpt=p.name)
 
 
 def pytorch_run(examples:Path, data:Path, work:Path, budget_s:float) -> dict:
@@ -216,6 +245,7 @@ def main():
     ap.add_argument('--images', type=int, default=None, help='instead of a budget: train on this many images (epochs of the 10,000)')
     ap.add_argument('--threads', type=int, default=None, help='CPU threads of each training run (default: torch\'s)')
     ap.add_argument('--jobs', type=int, default=1, help='training runs at a time (with --threads 1: runs side by side on equal terms)')
+    ap.add_argument('--at', default='', help='runs longer than these budgets (comma-separated, e.g. 12m,24m): also scored at each, from the last epoch checkpoint within it (constant learning rate: nothing else depends on the budget)')
     ap.add_argument('--cas', action='store_true', help='conditional runs: also the classification accuracy score (trains a classifier per run)')
     a = ap.parse_args()
     global THREADS
@@ -238,13 +268,18 @@ def main():
         name, _, budget = run.partition('@')
         budget = budget or a.budget
         if name == 'pytorch': return pytorch_run(Path(a.examples), data, work, parse_duration(budget))
-        if name in CGAN: return ganlab_run(name, 'cgan', CGAN[name], data, work, budget, a.images)
-        return ganlab_run(name, 'dcgan', CANDIDATES[name], data, work, budget, a.images)
+        at = tuple(b for b in a.at.split(',') if b and parse_duration(b) < parse_duration(budget))
+        if name in CGAN: return ganlab_run(name, 'cgan', CGAN[name], data, work, budget, a.images, at)
+        return ganlab_run(name, 'dcgan', CANDIDATES[name], data, work, budget, a.images, at)
     runs = [n for n in a.runs.split(',') if n.partition('@')[0] != 'pytorch' or a.examples]
     if bad := [n for n in runs if n.partition('@')[0] not in {**CANDIDATES, **CGAN, 'pytorch': 0}]: sys.exit(f'unknown run {bad[0]!r}')
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(a.jobs) as ex: results = list(ex.map(one, runs))
     names = [n if '@' in n or a.images else f'{n}@{a.budget}' for n in runs]
+    for n, r in list(zip(names, results)):  # a longer run's earlier checkpoints, each as a run of its own
+        for b, e in r.get('at', {}).items():
+            names.append(f"{n.partition('@')[0]}@{b}-of-{n.partition('@')[2]}"); results.append(e)
+            print(f"{names[-1]}: {n}'s {e['ckpt']} (step {e['steps']:,}, {e['wall']:.0f} s after its start)", flush=True)
     for name, r in zip(names, results):
         tag = f'{a.images // 1000}k' if a.images else name.partition('@')[2]
         name = name.partition('@')[0] + ('' if tag == a.budget or a.images else f'@{tag}')

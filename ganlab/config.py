@@ -16,10 +16,11 @@ from .choices import (LOSSES, TRANSLATION_LOSSES, AMP_MODES, DIFFAUG, SIZES, G_N
 
 # %% auto #0
 __all__ = ['ROLES', 'LR_SCALINGS', 'CUT_GENERATORS', 'CUT_INITS', 'FAMILY_KINDS', 'FAMILIES', 'ALIASES', 'MAX_CONFIG_BYTES',
-           'DCGAN_2015', 'MONET_IMAGES', 'TRANSLATOR_COST', 'setting', 'parse_duration', 'TrainConfig', 'DCGANConfig',
-           'GoogLeNetConfig', 'CGANConfig', 'MLPConfig', 'TranslatorConfig', 'CycleGANConfig', 'CUTConfig', 'role_of',
-           'fields_of', 'field_types', 'coerce', 'Cost', 'Family', 'resolve', 'register', 'get_family', 'alias_note',
-           'family_of', 'load_yaml', 'budget_settings', 'make_config', 'resume_config', 'stored_config']
+           'DCGAN_2015', 'MONET_IMAGES', 'TRANSLATOR_COST', 'setting', 'parse_duration', 'TrainConfig', 'ConvConfig',
+           'DCGANConfig', 'GoogLeNetConfig', 'CGANConfig', 'MLPConfig', 'TranslatorConfig', 'CycleGANConfig',
+           'CUTConfig', 'role_of', 'fields_of', 'field_types', 'coerce', 'Cost', 'Family', 'resolve', 'register',
+           'get_family', 'alias_note', 'family_of', 'load_yaml', 'budget_settings', 'make_config', 'resume_config',
+           'stored_config']
 
 # %% ../nbs/05_config.ipynb #0b2d37c8
 ROLES = {
@@ -135,18 +136,12 @@ class TrainConfig:
 
 # %% ../nbs/05_config.ipynb #ad948f0b
 @dataclass
-class DCGANConfig(TrainConfig):
-    "The DCGAN family: a convolutional generator and discriminator, trained by the recipe measured best (bench/quality.py)"
+class ConvConfig(TrainConfig):
+    "What the convolutional families share: DCGAN-shaped networks (or SNGAN's ResNet) and issue 15's recipe (BCE, batch 64, EMA, DiffAugment)"
     batch:int = setting(64, low=1) # global batch: split over the processes of a DDP run (the seeds' was 128)
     diffaug:str = setting('translation,cutout', choices=DIFFAUG, many=True) # DiffAugment policies, comma-separated ('' off; color is also there)
+    diffaug_ramp:int = setting(0, low=0, absent=0) # thousands of images over which DiffAugment's chance per image rises from 0 to 1 (0: all from the start)
     ema:float = setting(0.999, low=0, below=1) # EMA decay of the generator, ramped up from the start as (1+t)/(10+t) (0: off)
-    # R3GAN's loss (Huang et al. 2024): relativistic pairing with zero-centred R1 and R2, lazily, and Adam's beta1 0
-    loss:str = setting('rpgan', choices=LOSSES) # adversarial loss (rpgan: R3GAN's relativistic pairing; the seeds' bce)
-    r1_gamma:float = setting(0.05, low=0) # R1 penalty weight on real images (0: off)
-    r2_gamma:float = setting(0.05, low=0, absent=0.0) # R2 penalty weight on generated images (0: off)
-    penalty_every:int = setting(16, low=1, absent=1) # lazy penalties: R1 and R2 every N steps, weighted N times
-    beta1:float = setting(0.0, low=0, below=1) # Adam beta1
-    beta2:float = setting(0.99, low=0, below=1) # Adam beta2
     size:int = setting(32, 'model', choices=SIZES) # image side in pixels (16 is for tests)
     arch:str = setting('dcgan', 'model', choices=G_ARCHS) # the networks' shape: DCGAN's strided convolutions, or SNGAN's ResNet (16 to 64 px)
     latent:int = setting(100, 'model', low=1) # size of z
@@ -166,7 +161,22 @@ class DCGANConfig(TrainConfig):
         return super().check() + bad
 
 @dataclass
-class GoogLeNetConfig(DCGANConfig):
+class DCGANConfig(ConvConfig):
+    "The DCGAN family: a convolutional generator and discriminator, trained by the recipe measured best (bench/quality.py)"
+    # R3GAN's loss (Huang et al. 2024): relativistic pairing with zero-centred R1 and R2, lazily, and Adam's beta1 0
+    loss:str = setting('rpgan', choices=LOSSES) # adversarial loss (rpgan: R3GAN's relativistic pairing; the seeds' bce)
+    r1_gamma:float = setting(0.05, low=0) # R1 penalty weight on real images (0: off)
+    r2_gamma:float = setting(0.05, low=0, absent=0.0) # R2 penalty weight on generated images (0: off)
+    penalty_every:int = setting(16, low=1, absent=1) # lazy penalties: R1 and R2 every N steps, weighted N times
+    beta1:float = setting(0.0, low=0, below=1) # Adam beta1
+    beta2:float = setting(0.99, low=0, below=1) # Adam beta2
+    # half-width networks without DiffAugment: more images a second, and nothing to unlearn early (issue 24)
+    diffaug:str = setting('', choices=DIFFAUG, many=True) # DiffAugment policies, comma-separated, e.g. translation,cutout ('' off; color is also there)
+    g_width:int = setting(32, 'model', low=1) # generator width (channels of its last stage; the seeds' was 64)
+    d_width:int = setting(32, 'model', low=1) # discriminator width (channels of its first stage; the seeds' was 64)
+
+@dataclass
+class GoogLeNetConfig(ConvConfig):
     "A DCGAN generator against a GoogLeNet (Inception v1) discriminator on 64x64 images"
     size:int = setting(64, 'model', choices=(64,)) # image side: the GoogLeNet discriminator takes 64x64
     pretrained:bool = setting(True, 'model') # ImageNet weights for the backbone (found like the Inception weights)
@@ -175,13 +185,7 @@ class GoogLeNetConfig(DCGANConfig):
     batch:int = setting(128, low=1) # global batch: split over the processes of a DDP run
     diffaug:str = setting('', choices=DIFFAUG, many=True) # DiffAugment policies, comma-separated ('' off)
     spectral:bool = setting(True, 'model') # spectral norm on the head
-    ema:float = setting(0.999, low=0, below=1) # EMA decay of the generator (0: off)
-    loss:str = setting('bce', choices=LOSSES) # adversarial loss
     r1_gamma:float = setting(0.1, low=0) # R1 penalty weight on real images (0: off)
-    r2_gamma:float = setting(0.0, low=0, absent=0.0) # R2 penalty weight on generated images (0: off)
-    penalty_every:int = setting(1, low=1, absent=1) # lazy penalties: R1 and R2 every N steps, weighted N times
-    beta1:float = setting(0.5, low=0, below=1) # Adam beta1
-    beta2:float = setting(0.999, low=0, below=1) # Adam beta2
     epochs:int = setting(50, 'run', low=1) # passes over the data
     sample_every:int = setting(10, 'run', low=1) # sample grid every N epochs
 
@@ -190,19 +194,12 @@ class GoogLeNetConfig(DCGANConfig):
 
 # %% ../nbs/05_config.ipynb #efea5955
 @dataclass
-class CGANConfig(DCGANConfig):
+class CGANConfig(ConvConfig):
     "A class-conditional GAN: class-conditional batch norm in the generator, a discriminator with a class head: by default ReACGAN's (Kang et al. 2021)"
     classes:int|None = setting(None, 'model', low=2) # number of classes (default: the data's class folders)
     class_names:str|None = setting(None, 'data') # the classes' names, comma-separated (default: the data's)
     cond:str = setting('d2dce', 'model', choices=D_CONDS, absent='projection') # how D uses the class: ReACGAN's class head, AC-GAN's, or a projection term (runs saved before this field had the projection)
     cond_weight:float = setting(2.0, low=0, absent=1.0) # weight of the class head's loss in D's loss on reals and G's on fakes
-    # the BCE recipe the class heads were measured with (bench/quality.py, issue 24), not the DCGAN family's R3GAN loss
-    loss:str = setting('bce', choices=LOSSES) # adversarial loss
-    r1_gamma:float = setting(0.0, low=0) # R1 penalty weight on real images (0: off)
-    r2_gamma:float = setting(0.0, low=0, absent=0.0) # R2 penalty weight on generated images (0: off)
-    penalty_every:int = setting(1, low=1, absent=1) # lazy penalties: R1 and R2 every N steps, weighted N times
-    beta1:float = setting(0.5, low=0, below=1) # Adam beta1
-    beta2:float = setting(0.999, low=0, below=1) # Adam beta2
 
 # %% ../nbs/05_config.ipynb #4ae47d31
 @dataclass

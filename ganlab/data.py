@@ -568,6 +568,7 @@ def diff_augment(
     x:torch.Tensor, # N x C x H x W images in [-1, 1]
     policy='color,translation,cutout', # names from `DIFFAUG_POLICIES`, comma-separated (or a list); '' for none
     generator:torch.Generator|None=None, # source of every random draw (default: PyTorch's global one)
+    p:float=1.0, # the chance that each image is augmented; the others pass unchanged (a ramp's early steps)
 ) -> torch.Tensor:
     "DiffAugment: random colour, translation and cutout, differentiable, a fresh draw per image"
     names = [s.strip() for s in (policy.split(',') if isinstance(policy, str) else policy) if s.strip()]
@@ -578,7 +579,10 @@ def diff_augment(
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or not x.is_floating_point():
         raise GanlabError('DiffAugment needs an N x C x H x W float tensor, not '
                           f'{getattr(x, "dtype", type(x).__name__)} {tuple(getattr(x, "shape", ()))}')
+    if p <= 0 or not names: return x
+    picked = _uniform(x, generator, len(x)) < p if p < 1 else None  # drawn first; p = 1 draws nothing more
+    out = x
     for name in names:
         for f in DIFFAUG_POLICIES[name]:
-            x = f(x, generator)
-    return x.contiguous()
+            out = f(out, generator)
+    return (out if picked is None else torch.where(picked[:, None, None, None], out, x)).contiguous()

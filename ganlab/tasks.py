@@ -311,12 +311,21 @@ def _call(
     return net(x) if y is None else net(x, y)
 
 @patch
+def aug_chance(self:DCGANTask,
+    step:int, # the global step
+) -> float:
+    "The chance that DiffAugment takes an image at `step`: rising linearly over `diffaug_ramp` thousand images, then 1"
+    ramp = getattr(self.cfg, 'diffaug_ramp', 0)
+    return min(1.0, (step + 1) * self.cfg.batch / (1000 * ramp)) if ramp else 1.0
+
+@patch
 def _aug(self:DCGANTask,
     x:torch.Tensor, # images N x C x H x W in [-1, 1]
     gen:torch.Generator, # this process's augmentation generator (from `begin_step`)
+    p:float=1.0, # the chance that each image is augmented (`aug_chance`)
 ) -> torch.Tensor:
     "`x` through DiffAugment when the config asks for it, else `x`"
-    return diff_augment(x, self.cfg.diffaug, generator=gen) if self.cfg.diffaug else x
+    return diff_augment(x, self.cfg.diffaug, generator=gen, p=p) if self.cfg.diffaug else x
 
 @patch
 def _judge(self:DCGANTask,
@@ -395,23 +404,23 @@ def step(self:DCGANTask,
     z = self.noise(b * w, gen)[r * b:(r + 1) * b]
     y_fake = self.fake_labels(b * w, step)
     y_fake = None if y_fake is None else y_fake[r * b:(r + 1) * b]
-    g_step = step % cfg.g_every == cfg.g_every - 1
+    g_step, p = step % cfg.g_every == cfg.g_every - 1, self.aug_chance(step)
     with ac(), torch.set_grad_enabled(g_step):  # the fakes carry G's graph only when G steps
         fake = _call(G, z, y_fake)
     opt_d.zero_grad(set_to_none=True)
     with ac():
-        out_r, head_r = self._judge(D, self._aug(real, aug_gen), y_real)
+        out_r, head_r = self._judge(D, self._aug(real, aug_gen, p), y_real)
     pen, cls_d = self._penalty(D, real, fake, y_real, gen, y_fake, step), self._class_loss(head_r, y_real)
     if cfg.loss == 'rpgan':  # one loss of the pairs: both halves in one backward
         with ac():
-            out_f = _call(D, self._aug(fake.detach(), aug_gen), y_fake).float()
+            out_f = _call(D, self._aug(fake.detach(), aug_gen, p), y_fake).float()
         loss_r, loss_f = rp_loss(out_r, out_f), 0.
         scaler.scale(_total(loss_r, pen, cls_d)).backward()
     else:
         loss_r = d_real_loss(cfg.loss, out_r, cfg.label_smooth)
         scaler.scale(_total(loss_r, pen, cls_d)).backward()
         with ac():
-            out_f = _call(D, self._aug(fake.detach(), aug_gen), y_fake).float()
+            out_f = _call(D, self._aug(fake.detach(), aug_gen, p), y_fake).float()
         loss_f = d_fake_loss(cfg.loss, out_f)
         scaler.scale(loss_f).backward()
     self.average_grads('d')
@@ -422,7 +431,7 @@ def step(self:DCGANTask,
         opt_g.zero_grad(set_to_none=True)
         with self.frozen('d'):
             with ac():
-                out_g, head_g = self._judge(D, self._aug(fake, aug_gen), y_fake)
+                out_g, head_g = self._judge(D, self._aug(fake, aug_gen, p), y_fake)
             # rpgan pairs each fake with a real of the D step (its logits before D's update)
             loss_g = rp_loss(out_g, out_r.detach()) if cfg.loss == 'rpgan' else g_loss(cfg.loss, out_g)
             cls_g = self._class_loss(head_g, y_fake)
