@@ -59,8 +59,8 @@ CANDIDATES = {  # recipe candidates: ganlab train dcgan settings, on top of the 
     'default-fp32': dict(amp='off'),
     # issue 24: on top of the default; each pins what it was measured with (R3GAN's loss; widths 64 and DiffAugment's
     # translation and cutout unless it names its own), since the default is now half-width without DiffAugment
-    'default-bce': {**W64, **AUG, **BCE},  # the default before issue 24
-    'r3gan': {**W64, **AUG},  # RpGAN + lazy R1 + R2 (the default between the two commits of issue 24)
+    'default-bce': dict(W64, **AUG, **BCE),  # the default before issue 24
+    'r3gan': dict(W64, **AUG),  # RpGAN + lazy R1 + R2 (the default between the two commits of issue 24)
     'd2': dict(W64, **AUG, **BCE, g_every=2),  # two D steps per G step (with BCE)
     'w48': dict(AUG, g_width=48, d_width=48),  # narrower networks, more steps
     'w32': dict(AUG, g_width=32, d_width=32),  # half-width networks: 2.4x the images per second
@@ -156,7 +156,8 @@ def ganlab_run(name:str, family:str, settings:dict, data:Path, work:Path, budget
     if rc != 0: sys.exit(f'{name}: ganlab train failed ({rc}); see {work}/{name}-{budget}.log')
     md = json.loads((out/'metadata.json').read_text())
     images, labels = generated(name, budget, family, out/'checkpoints'/'last.pt', work)
-    earlier = {b: at_budget(name, budget, b, family, out, work) for b in at}
+    times = checkpoint_times(out) if at else []
+    earlier = {b: at_budget(name, budget, b, family, times, work) for b in at}
     return dict(steps=md['steps'], ips=md.get('img_per_s'), wall=secs, images=images, labels=labels, settings=settings, at=earlier)
 
 
@@ -174,16 +175,22 @@ def generated(name:str, tag:str, family:str, ckpt:Path, work:Path) -> tuple:
     return imgs.images[order], labels
 
 
-def at_budget(name:str, budget:str, at:str, family:str, out:Path, work:Path) -> dict:
-    "A longer run as a run of budget `at`: its last epoch checkpoint whose wall time since the start is within `at`"
+def checkpoint_times(out:Path) -> list:
+    "Each epoch checkpoint of run folder `out`: (path, step, seconds since the run's start), read once (mapped, not loaded)"
     import torch
-    from ganlab.config import parse_duration
-    limit, found = parse_duration(at), None
+    rows = []
     for p in sorted((out/'checkpoints').glob('epoch_*.pt')):
-        c = torch.load(p, map_location='cpu', weights_only=True)
-        if c['elapsed'] <= limit: found = (p, c['step'], c['elapsed'])
-    if found is None: sys.exit(f'{name}: no checkpoint within {at} in {out}')
-    p, step, elapsed = found
+        c = torch.load(p, map_location='cpu', weights_only=True, mmap=True)
+        rows.append((p, c['step'], c['elapsed']))
+    return rows
+
+
+def at_budget(name:str, budget:str, at:str, family:str, times:list, work:Path) -> dict:
+    "A longer run as a run of budget `at`: its last epoch checkpoint (of `checkpoint_times`) whose wall time since the start is within `at`"
+    from ganlab.config import parse_duration
+    within = [t for t in times if t[2] <= parse_duration(at)]
+    if not within: sys.exit(f'{name}: no checkpoint within {at}')
+    p, step, elapsed = within[-1]
     images, labels = generated(name, f'{at}-of-{budget}', family, p, work)
     return dict(steps=step, ips=None, wall=elapsed, images=images, labels=labels, settings={}, ckpt=p.name)
 
